@@ -1,0 +1,147 @@
+//! The CPUID model: one consistent description of the CPU that advertises only what crane86
+//! implements. Engines call [`cpuid`]; the KVM engine intersects it with the host.
+
+/// CPUID.1:EAX processor signature: family 6, model 0x3A (Ivy Bridge style), stepping 9.
+pub const SIGNATURE: u32 = 0x0003_06A9;
+
+/// CPUID.1:EDX features.
+pub mod edx1 {
+    pub const FPU: u32 = 1 << 0;
+    pub const VME: u32 = 1 << 1;
+    pub const DE: u32 = 1 << 2;
+    pub const PSE: u32 = 1 << 3;
+    pub const TSC: u32 = 1 << 4;
+    pub const MSR: u32 = 1 << 5;
+    pub const PAE: u32 = 1 << 6;
+    pub const CX8: u32 = 1 << 8;
+    pub const APIC: u32 = 1 << 9;
+    pub const SEP: u32 = 1 << 11;
+    pub const MTRR: u32 = 1 << 12;
+    pub const PGE: u32 = 1 << 13;
+    pub const CMOV: u32 = 1 << 15;
+    pub const PAT: u32 = 1 << 16;
+    pub const PSE36: u32 = 1 << 17;
+    pub const CLFSH: u32 = 1 << 19;
+    pub const MMX: u32 = 1 << 23;
+    pub const FXSR: u32 = 1 << 24;
+    pub const SSE: u32 = 1 << 25;
+    pub const SSE2: u32 = 1 << 26;
+}
+
+/// CPUID.1:ECX features.
+pub mod ecx1 {
+    pub const SSE3: u32 = 1 << 0;
+    pub const SSSE3: u32 = 1 << 9;
+    pub const CX16: u32 = 1 << 13;
+    pub const SSE41: u32 = 1 << 19;
+    pub const SSE42: u32 = 1 << 20;
+    pub const MOVBE: u32 = 1 << 22;
+    pub const POPCNT: u32 = 1 << 23;
+    pub const XSAVE: u32 = 1 << 26;
+    pub const OSXSAVE: u32 = 1 << 27;
+    pub const HYPERVISOR: u32 = 1 << 31;
+}
+
+/// CPUID.80000001:EDX / ECX features.
+pub mod ext1 {
+    pub const EDX_SYSCALL: u32 = 1 << 11;
+    pub const EDX_NX: u32 = 1 << 20;
+    pub const EDX_PDPE1GB: u32 = 1 << 26;
+    pub const EDX_RDTSCP: u32 = 1 << 27;
+    pub const EDX_LM: u32 = 1 << 29;
+    pub const ECX_LAHF_LM: u32 = 1 << 0;
+    pub const ECX_ABM: u32 = 1 << 5;
+}
+
+/// CPUID.7.0:EBX features.
+pub mod ebx7 {
+    pub const BMI1: u32 = 1 << 3;
+    pub const ERMS: u32 = 1 << 9;
+}
+
+/// Feature set of the CPU model. Later issues extend it as the FPU/SSE land.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuModel {
+    pub edx1: u32,
+    pub ecx1: u32,
+    pub ext_edx: u32,
+    pub ext_ecx: u32,
+    pub ebx7: u32,
+}
+
+impl Default for CpuModel {
+    fn default() -> Self {
+        use edx1::*;
+        CpuModel {
+            edx1: VME | DE | PSE | TSC | MSR | PAE | CX8 | APIC | SEP | MTRR | PGE | CMOV | PAT
+                | PSE36 | CLFSH,
+            ecx1: ecx1::CX16 | ecx1::POPCNT | ecx1::MOVBE | ecx1::HYPERVISOR,
+            ext_edx: ext1::EDX_SYSCALL | ext1::EDX_NX | ext1::EDX_RDTSCP | ext1::EDX_LM,
+            ext_ecx: ext1::ECX_LAHF_LM | ext1::ECX_ABM,
+            ebx7: ebx7::BMI1 | ebx7::ERMS,
+        }
+    }
+}
+
+fn ascii4(s: &[u8]) -> u32 {
+    u32::from_le_bytes([s[0], s[1], s[2], s[3]])
+}
+
+/// Execute CPUID for `leaf`/`subleaf` with the given model. Returns [EAX, EBX, ECX, EDX].
+/// `apic_id` goes in CPUID.1:EBX[31:24]; `osxsave` reflects CR4.OSXSAVE.
+pub fn cpuid(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u8, osxsave: bool) -> [u32; 4] {
+    const VENDOR: &[u8; 12] = b"GenuineIntel";
+    const MAX_BASIC: u32 = 0xD;
+    const MAX_EXT: u32 = 0x8000_0008;
+    match leaf {
+        0 => [
+            MAX_BASIC,
+            ascii4(&VENDOR[0..4]),
+            ascii4(&VENDOR[8..12]),
+            ascii4(&VENDOR[4..8]),
+        ],
+        1 => {
+            let mut ecx = model.ecx1;
+            if osxsave && ecx & ecx1::XSAVE != 0 {
+                ecx |= ecx1::OSXSAVE;
+            }
+            // EBX: brand 0, CLFLUSH line size 8 (x8 = 64 bytes), 1 logical CPU, APIC id.
+            let ebx = (8 << 8) | (1 << 16) | (u32::from(apic_id) << 24);
+            [SIGNATURE, ebx, ecx, model.edx1]
+        }
+        7 if subleaf == 0 => [0, model.ebx7, 0, 0],
+        0x8000_0000 => [MAX_EXT, 0, 0, 0],
+        0x8000_0001 => [0, 0, model.ext_ecx, model.ext_edx],
+        0x8000_0002..=0x8000_0004 => {
+            const BRAND: &[u8; 48] = b"crane86 virtual CPU                             ";
+            let off = ((leaf - 0x8000_0002) * 16) as usize;
+            let w = |i: usize| ascii4(&BRAND[off + i * 4..off + i * 4 + 4]);
+            [w(0), w(1), w(2), w(3)]
+        }
+        // Physical address bits 40, linear 48.
+        0x8000_0008 => [0x3028, 0, 0, 0],
+        _ => [0, 0, 0, 0],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_string() {
+        let r = cpuid(&CpuModel::default(), 0, 0, 0, false);
+        let mut v = Vec::new();
+        for w in [r[1], r[3], r[2]] {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        assert_eq!(&v, b"GenuineIntel");
+    }
+
+    #[test]
+    fn fpu_not_advertised_until_implemented() {
+        let r = cpuid(&CpuModel::default(), 1, 0, 0, false);
+        assert_eq!(r[3] & edx1::FPU, 0);
+        assert_eq!(r[3] & edx1::SSE2, 0);
+    }
+}
