@@ -8,7 +8,7 @@ pub mod phys;
 pub mod tlb;
 
 pub use paging::{walk, Access, PagingMode, Translation};
-pub use phys::{PhysMem, PhysTarget, MemoryError};
+pub use phys::{MemoryError, PhysMem, PhysTarget};
 pub use tlb::{SoftTlb, TlbEntry};
 
 /// Guest page size (the TLB granule).

@@ -152,7 +152,11 @@ pub fn walk(
             let mut base = 0;
             let mut omask = 0;
             for (i, &shift) in levels.iter().enumerate() {
-                let idx_bits = if mode == PagingMode::Pae && i == 0 { 0x3 } else { 0x1FF };
+                let idx_bits = if mode == PagingMode::Pae && i == 0 {
+                    0x3
+                } else {
+                    0x1FF
+                };
                 let entry_addr = table + (((lin >> shift) & idx_bits) << 3);
                 let e = mem.read_u64(entry_addr);
                 if e & P == 0 {
@@ -284,7 +288,12 @@ mod tests {
         m.write_u64(0x1000, 0x2000 | 3);
         m.write_u64(0x2000, 0x3000 | 3);
         m.write_u64(0x3000 + 8, 0x20_0000 | 0x83 | NX); // 2 MiB page at 2 MiB, NX
-        let r = regs(cr0::PE | cr0::PG, 0x1000, cr4::PAE, efer::LMA | efer::LME | efer::NXE);
+        let r = regs(
+            cr0::PE | cr0::PG,
+            0x1000,
+            cr4::PAE,
+            efer::LMA | efer::LME | efer::NXE,
+        );
         let t = walk(&mut m, r, 0x20_1234, Access::Read, false).unwrap();
         assert_eq!(t.paddr, 0x20_1234);
         let e = walk(&mut m, r, 0x20_1234, Access::Fetch, false).unwrap_err();

@@ -18,15 +18,14 @@ pub const BIOS_SHADOW: u64 = 0x2_0000;
 
 #[derive(Debug, Error)]
 pub enum MemoryError {
-    #[error("guest RAM size {0:#x} bytes is invalid (must be a multiple of 4 KiB and at least 2 MiB)")]
+    #[error(
+        "guest RAM size {0:#x} bytes is invalid (must be a multiple of 4 KiB and at least 2 MiB)"
+    )]
     BadRamSize(u64),
     #[error("firmware image of {0} bytes is invalid (must be a non-zero multiple of 64 KiB, at most 16 MiB)")]
     BadRomSize(usize),
     #[error("cannot map {size:#x} bytes of guest memory: {source}")]
-    Map {
-        size: u64,
-        source: std::io::Error,
-    },
+    Map { size: u64, source: std::io::Error },
     #[error("guest physical range {addr:#x}+{len:#x} is not RAM")]
     NotRam { addr: u64, len: u64 },
 }
@@ -100,7 +99,8 @@ impl PhysMem {
         if paddr < low {
             if paddr >= LEGACY_HOLE.start && paddr < LEGACY_HOLE.end {
                 if self.rom_size > 0 && paddr >= LEGACY_HOLE.end - BIOS_SHADOW {
-                    let off = self.rom_size.saturating_sub(BIOS_SHADOW) + (paddr - (LEGACY_HOLE.end - BIOS_SHADOW));
+                    let off = self.rom_size.saturating_sub(BIOS_SHADOW)
+                        + (paddr - (LEGACY_HOLE.end - BIOS_SHADOW));
                     if off < self.rom_size {
                         return PhysTarget::Rom(self.ram_size + off);
                     }
@@ -160,7 +160,9 @@ impl PhysMem {
             return Err(err);
         };
         if len > 0 {
-            let last = paddr.checked_add(len - 1).ok_or(MemoryError::NotRam { addr: paddr, len })?;
+            let last = paddr
+                .checked_add(len - 1)
+                .ok_or(MemoryError::NotRam { addr: paddr, len })?;
             match self.target(last) {
                 PhysTarget::Ram(end) if end - start == len - 1 => {}
                 _ => return Err(err),
@@ -264,7 +266,10 @@ mod tests {
         assert_eq!(m.target(0x1000), PhysTarget::Ram(0x1000));
         assert_eq!(m.target(0xB8000), PhysTarget::Mmio);
         assert_eq!(m.target(0xF0000), PhysTarget::Rom((16 << 20) + 0x1_0000));
-        assert_eq!(m.target(0xFFFF_FFF0), PhysTarget::Rom((16 << 20) + 0x1_FFF0));
+        assert_eq!(
+            m.target(0xFFFF_FFF0),
+            PhysTarget::Rom((16 << 20) + 0x1_FFF0)
+        );
         assert_eq!(m.target(0x100_0000), PhysTarget::Mmio);
         assert_eq!(m.target(0xFEE0_0000), PhysTarget::Mmio);
     }

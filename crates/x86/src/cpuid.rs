@@ -73,8 +73,21 @@ impl Default for CpuModel {
     fn default() -> Self {
         use edx1::*;
         CpuModel {
-            edx1: VME | DE | PSE | TSC | MSR | PAE | CX8 | APIC | SEP | MTRR | PGE | CMOV | PAT
-                | PSE36 | CLFSH,
+            edx1: VME
+                | DE
+                | PSE
+                | TSC
+                | MSR
+                | PAE
+                | CX8
+                | APIC
+                | SEP
+                | MTRR
+                | PGE
+                | CMOV
+                | PAT
+                | PSE36
+                | CLFSH,
             ecx1: ecx1::CX16 | ecx1::POPCNT | ecx1::MOVBE | ecx1::HYPERVISOR,
             ext_edx: ext1::EDX_SYSCALL | ext1::EDX_NX | ext1::EDX_RDTSCP | ext1::EDX_LM,
             ext_ecx: ext1::ECX_LAHF_LM | ext1::ECX_ABM,

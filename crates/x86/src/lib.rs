@@ -12,5 +12,5 @@ pub mod state;
 
 pub use exception::{Exception, Vector};
 pub use flags::{CcOp, LazyFlags};
-pub use segment::{Segment, SegReg, TableReg};
+pub use segment::{SegReg, Segment, TableReg};
 pub use state::{CpuMode, CpuState};

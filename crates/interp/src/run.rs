@@ -1,0 +1,285 @@
+//! The interpreter's execution loop: interrupt check at block boundaries, block lookup or
+//! decode, instruction dispatch, precise fault delivery, single-step traps, and platform
+//! actions (A20, reset, power-off, debug-exit).
+
+use crate::block::{decode_block, Block, BlockCache, BlockKey, DecodedInsn};
+use crate::cpu::{Cpu, StepFlags};
+use crate::InterpStats;
+use crane86_devices::{Platform, PlatformAction};
+use crane86_memory::{Access, PhysMem, PhysTarget, SoftTlb, PAGE_MASK};
+use crane86_x86::cpuid::CpuModel;
+use crane86_x86::{flags, CpuState, Exception, SegReg};
+use std::rc::Rc;
+
+/// Why `Interpreter::run` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunExit {
+    /// The instruction budget is used up.
+    Budget,
+    /// HLT with no interrupt deliverable: wait for the next timer deadline or device event.
+    Halted,
+    /// A device asked for a machine-level action.
+    Action(PlatformAction),
+    /// A fault occurred while delivering a double fault: the CPU shuts down. Carries the
+    /// exception that could not be delivered.
+    TripleFault(Exception),
+}
+
+/// The interpreter engine of one vCPU.
+pub struct Interpreter {
+    blocks: BlockCache,
+    tlb: SoftTlb,
+    pub model: CpuModel,
+    pub stats: InterpStats,
+}
+
+impl Default for Interpreter {
+    fn default() -> Self {
+        Self::new(CpuModel::default())
+    }
+}
+
+impl Interpreter {
+    pub fn new(model: CpuModel) -> Interpreter {
+        Interpreter {
+            blocks: BlockCache::default(),
+            tlb: SoftTlb::new(),
+            model,
+            stats: InterpStats::default(),
+        }
+    }
+
+    pub fn tlb(&self) -> &SoftTlb {
+        &self.tlb
+    }
+
+    /// Forget cached translations and decoded code (after the machine changed CPU state or
+    /// memory behind the engine's back, e.g. a snapshot restore or an engine switch).
+    pub fn reset_caches(&mut self) {
+        self.tlb.flush_all();
+        self.blocks.clear();
+    }
+
+    /// Execute at most `budget` instructions (exactly `budget` unless the guest halts, faults
+    /// into a triple fault, or a device action ends the run).
+    pub fn run(
+        &mut self,
+        state: &mut CpuState,
+        mem: &mut PhysMem,
+        plat: &mut dyn Platform,
+        budget: u64,
+    ) -> RunExit {
+        for page in mem.take_smc_dirty() {
+            self.blocks.invalidate_page(page);
+        }
+        let Interpreter {
+            blocks,
+            tlb,
+            model,
+            stats,
+        } = self;
+        let mut cpu = Cpu {
+            s: state,
+            mem,
+            tlb,
+            plat,
+            model,
+            stats,
+            next_rip: 0,
+            step: StepFlags::default(),
+            triple_fault: None,
+        };
+        let start = cpu.stats.instructions;
+        loop {
+            if cpu.stats.instructions - start >= budget {
+                return RunExit::Budget;
+            }
+            if cpu.s.interrupt_shadow {
+                cpu.s.interrupt_shadow = false;
+            } else if cpu.s.rflags & flags::IF != 0 && cpu.plat.interrupt_pending() {
+                if let Some(vector) = cpu.plat.ack_interrupt() {
+                    cpu.s.halted = false;
+                    cpu.stats.interrupts += 1;
+                    cpu.deliver_external(vector);
+                    if let Some(e) = cpu.triple_fault {
+                        return RunExit::TripleFault(e);
+                    }
+                }
+            }
+            if cpu.s.halted {
+                return RunExit::Halted;
+            }
+            let block = match lookup_block(&mut cpu, blocks) {
+                Ok(b) => b,
+                Err(e) => {
+                    cpu.raise(e);
+                    if let Some(e) = cpu.triple_fault {
+                        return RunExit::TripleFault(e);
+                    }
+                    continue;
+                }
+            };
+            let remaining = budget - (cpu.stats.instructions - start);
+            if let Some(exit) = execute_block(&mut cpu, &block, remaining) {
+                return exit;
+            }
+            if cpu.mem.has_smc_dirty() {
+                for page in cpu.mem.take_smc_dirty() {
+                    blocks.invalidate_page(page);
+                }
+            }
+        }
+    }
+}
+
+/// Run at most `remaining` instructions of `block` from the current RIP. Returns an exit when
+/// the run must end.
+fn execute_block(cpu: &mut Cpu, block: &Block, remaining: u64) -> Option<RunExit> {
+    let bits = cpu.s.code_bits();
+    for d in block.insns.iter().take(remaining as usize) {
+        let insn = &d.insn;
+        let rip = cpu.s.rip;
+        let len = insn.len() as u64;
+        let next = match bits {
+            16 => rip.wrapping_add(len) & 0xFFFF,
+            32 => rip.wrapping_add(len) & 0xFFFF_FFFF,
+            _ => rip.wrapping_add(len),
+        };
+        cpu.next_rip = next;
+        cpu.step = StepFlags::default();
+        let single_step = cpu.s.rflags & flags::TF != 0;
+        let result =
+            if bits != 64 && rip + len - 1 > u64::from(cpu.s.seg[SegReg::Cs as usize].limit) {
+                Err(Exception::gp0())
+            } else {
+                (d.handler)(cpu, insn)
+            };
+        match result {
+            Ok(()) => {
+                cpu.s.rip = cpu.next_rip;
+                cpu.stats.instructions += 1;
+            }
+            Err(e) => {
+                cpu.stats.instructions += 1;
+                cpu.raise(e);
+                if let Some(e) = cpu.triple_fault {
+                    return Some(RunExit::TripleFault(e));
+                }
+                return None;
+            }
+        }
+        if let Some(e) = cpu.triple_fault {
+            return Some(RunExit::TripleFault(e));
+        }
+        if cpu.step.halt {
+            cpu.s.halted = true;
+        }
+        if single_step && !cpu.step.halt {
+            // #DB trap after the instruction (DR6.BS).
+            cpu.s.dr[6] |= 1 << 14;
+            cpu.deliver_trap(crane86_x86::Vector::Debug as u8);
+            if let Some(e) = cpu.triple_fault {
+                return Some(RunExit::TripleFault(e));
+            }
+            return None;
+        }
+        if cpu.step.action {
+            while let Some(a) = cpu.plat.take_action() {
+                match a {
+                    PlatformAction::SetA20(on) => {
+                        if cpu.s.a20 != on {
+                            cpu.s.a20 = on;
+                            cpu.tlb.flush_all();
+                        }
+                    }
+                    other => return Some(RunExit::Action(other)),
+                }
+            }
+            return None;
+        }
+        if cpu.step.shadow {
+            cpu.s.interrupt_shadow = true;
+            return None;
+        }
+        if cpu.step.halt || cpu.step.end_block || cpu.s.rip != next {
+            return None;
+        }
+    }
+    None
+}
+
+/// Find or decode the block at CS:RIP.
+fn lookup_block(cpu: &mut Cpu, blocks: &mut BlockCache) -> Result<Rc<Block>, Exception> {
+    let bits = cpu.s.code_bits();
+    let rip = cpu.s.rip;
+    let cs = cpu.s.seg[SegReg::Cs as usize];
+    let lin = if bits == 64 {
+        rip
+    } else {
+        if rip > u64::from(cs.limit) {
+            return Err(Exception::gp0());
+        }
+        cs.base.wrapping_add(rip) & 0xFFFF_FFFF
+    };
+    let user = cpu.s.cpl() == 3;
+    let pa = cpu.translate(lin, Access::Fetch, user)?;
+    let key = BlockKey {
+        paddr: pa,
+        rip,
+        bits,
+    };
+    if let Some(b) = blocks.get(&key) {
+        cpu.stats.block_cache_hits += 1;
+        return Ok(b);
+    }
+    cpu.stats.blocks_decoded += 1;
+    if let PhysTarget::Ram(off) | PhysTarget::Rom(off) = cpu.mem.target(pa) {
+        let avail = (0x1000 - (pa & 0xFFF)) as usize;
+        // SAFETY: `off` is the backing offset of `pa`; the `avail` bytes up to the end of the
+        // page lie within the same backing page. The slice is dropped before any guest write.
+        let bytes = unsafe { std::slice::from_raw_parts(cpu.mem.host_ptr(off), avail) };
+        let insns = decode_block(bytes, rip, bits);
+        if !insns.is_empty() {
+            let is_ram = matches!(cpu.mem.target(pa), PhysTarget::Ram(_));
+            let block = Rc::new(Block { insns });
+            if is_ram {
+                cpu.mem.mark_code_page(off);
+                cpu.tlb.protect_code_page(pa & PAGE_MASK);
+            }
+            blocks.insert(key, block.clone());
+            return Ok(block);
+        }
+    }
+    // The first instruction crosses a page boundary (or code runs from device memory):
+    // fetch up to 15 bytes through the TLB and decode one uncached instruction.
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    while n < 15 {
+        let l = if bits == 64 {
+            lin.wrapping_add(n as u64)
+        } else {
+            lin.wrapping_add(n as u64) & 0xFFFF_FFFF
+        };
+        match cpu.translate(l, Access::Fetch, user) {
+            Ok(p) => buf[n] = cpu.phys_read(p, 1) as u8,
+            Err(e) => {
+                // Only a fault on bytes the instruction actually needs matters.
+                let insns = decode_block(&buf[..n], rip, bits);
+                if insns.is_empty() {
+                    return Err(e);
+                }
+                return Ok(Rc::new(Block { insns }));
+            }
+        }
+        n += 1;
+    }
+    let mut insns = decode_block(&buf, rip, bits);
+    insns.truncate(1);
+    if insns.is_empty() {
+        insns.push(DecodedInsn {
+            insn: iced_x86::Instruction::default(),
+            handler: crate::exec::invalid_opcode,
+        });
+    }
+    Ok(Rc::new(Block { insns }))
+}
