@@ -222,6 +222,8 @@ impl Cpu<'_> {
             },
             addend,
             paddr_page: ppage,
+            mapping_base: lin & !(t.page_size - 1),
+            mapping_mask: t.page_size - 1,
             global: t.global,
         };
         Ok(paddr)

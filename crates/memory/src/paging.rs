@@ -59,6 +59,9 @@ pub struct Translation {
     pub global: bool,
     /// The dirty bit is set (so a later write needs no walk).
     pub dirty: bool,
+    /// Size of the mapping page in bytes (4 KiB, 2 MiB, 4 MiB or 1 GiB; 4 GiB-wide
+    /// "page" when paging is off).
+    pub page_size: u64,
 }
 
 const P: u64 = 1 << 0;
@@ -87,7 +90,8 @@ pub fn walk(
     let nxe = regs.efer & efer::NXE != 0;
     let mut err = match access {
         Access::Write => pf_err::WRITE,
-        Access::Fetch if nxe || mode == PagingMode::Long4 => pf_err::FETCH,
+        // The I/D bit is reported only where NX exists and is enabled (SDM 4.7).
+        Access::Fetch if nxe && matches!(mode, PagingMode::Pae | PagingMode::Long4) => pf_err::FETCH,
         _ => 0,
     };
     if user {
@@ -97,7 +101,8 @@ pub fn walk(
     // Collect the entries from the top level down: (entry physical address, value).
     let mut chain: [(u64, u64); 4] = [(0, 0); 4];
     let mut depth = 0usize;
-    let (leaf_base, offset_mask, leaf_flags_ok);
+    // Non-canonical addresses are a #GP, checked by the caller before the walk.
+    let (leaf_base, offset_mask): (u64, u64);
     match mode {
         PagingMode::None => {
             return Ok(Translation {
@@ -107,6 +112,7 @@ pub fn walk(
                 executable: true,
                 global: false,
                 dirty: true,
+                page_size: 1 << 32,
             })
         }
         PagingMode::Legacy32 => {
@@ -133,7 +139,6 @@ pub fn walk(
                 leaf_base = pte & 0xFFFF_F000;
                 offset_mask = 0xFFF;
             }
-            leaf_flags_ok = true;
         }
         PagingMode::Pae | PagingMode::Long4 => {
             let levels: &[u32] = if mode == PagingMode::Long4 {
@@ -141,9 +146,6 @@ pub fn walk(
             } else {
                 &[30, 21, 12]
             };
-            if mode == PagingMode::Long4 {
-                // Non-canonical addresses are a #GP, checked by the caller before the walk.
-            }
             let mut table = if mode == PagingMode::Pae {
                 regs.cr3 & 0xFFFF_FFE0
             } else {
@@ -193,10 +195,9 @@ pub fn walk(
             }
             leaf_base = base;
             offset_mask = omask;
-            leaf_flags_ok = true;
         }
     }
-    debug_assert!(leaf_flags_ok && depth > 0);
+    debug_assert!(depth > 0);
 
     // Combine permissions over all levels.
     let entries = &chain[..depth];
@@ -240,6 +241,7 @@ pub fn walk(
         executable,
         global: leaf & G != 0 && regs.cr4 & cr4::PGE != 0,
         dirty,
+        page_size: offset_mask + 1,
     })
 }
 

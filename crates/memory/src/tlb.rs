@@ -7,8 +7,6 @@
 //! [`TLB_MMIO`] (device memory or ROM writes) and [`TLB_CODE`] (writes to a page holding
 //! decoded code must invalidate it). An empty slot holds [`INVALID`].
 
-use crate::PAGE_MASK;
-
 /// Number of entries per privilege level (power of two).
 pub const TLB_ENTRIES: usize = 1024;
 /// Tag bit: not plain RAM; go through the bus (or drop a ROM write).
@@ -28,6 +26,11 @@ pub struct TlbEntry {
     pub addend: u64,
     /// Physical address of the page.
     pub paddr_page: u64,
+    /// Linear base of the guest mapping this 4 KiB piece belongs to (differs from the tag's
+    /// page for 2 MiB / 4 MiB / 1 GiB pages), so INVLPG can drop every cached piece of it.
+    pub mapping_base: u64,
+    /// `mapping size - 1`.
+    pub mapping_mask: u64,
     pub global: bool,
 }
 
@@ -38,6 +41,8 @@ impl TlbEntry {
         fetch_tag: INVALID,
         addend: 0,
         paddr_page: 0,
+        mapping_base: INVALID,
+        mapping_mask: 0,
         global: false,
     };
 }
@@ -104,17 +109,13 @@ impl SoftTlb {
         }
     }
 
-    /// INVLPG: drop the translation of one linear page (global or not), in both sets. Large
-    /// pages are cached as 4 KiB pieces, so a guest's INVLPG of a large page drops only the
-    /// piece it names; we therefore also drop every entry whose physical page shares the
-    /// large-page-aligned range. Simpler and always correct: flush all entries for which the
-    /// 2 MiB-aligned linear region matches.
+    /// INVLPG: drop the translation of the guest page containing `lin` (global or not), in
+    /// both privilege sets. The TLB caches large pages as 4 KiB pieces, so every piece of the
+    /// mapping that contains `lin` goes.
     pub fn flush_page(&mut self, lin: u64) {
-        let region = lin & !0x3F_FFFF;
         for set in self.entries.iter_mut() {
             for e in set.iter_mut() {
-                let tag = e.read_tag.min(e.write_tag).min(e.fetch_tag);
-                if tag != INVALID && tag & !0x3F_FFFF & PAGE_MASK == region {
+                if e.mapping_base != INVALID && lin & !e.mapping_mask == e.mapping_base {
                     *e = TlbEntry::EMPTY;
                 }
             }
@@ -143,11 +144,15 @@ mod tests {
         let mut t = SoftTlb::new();
         *t.entry_mut(false, 0x1000) = TlbEntry {
             read_tag: 0x1000,
+            mapping_base: 0x1000,
+            mapping_mask: 0xFFF,
             global: true,
             ..TlbEntry::EMPTY
         };
         *t.entry_mut(false, 0x2000) = TlbEntry {
             read_tag: 0x2000,
+            mapping_base: 0x2000,
+            mapping_mask: 0xFFF,
             ..TlbEntry::EMPTY
         };
         t.flush_non_global();
@@ -155,5 +160,22 @@ mod tests {
         assert_eq!(t.entry(false, 0x2000).read_tag, INVALID);
         t.flush_page(0x1000);
         assert_eq!(t.entry(false, 0x1000).read_tag, INVALID);
+    }
+
+    #[test]
+    fn invlpg_drops_every_piece_of_a_large_page() {
+        let mut t = SoftTlb::new();
+        for piece in [0x40_0000u64, 0x40_1000, 0x5F_F000] {
+            *t.entry_mut(true, piece) = TlbEntry {
+                read_tag: piece,
+                mapping_base: 0x40_0000,
+                mapping_mask: 0x1F_FFFF,
+                ..TlbEntry::EMPTY
+            };
+        }
+        t.flush_page(0x5A_1234);
+        for piece in [0x40_0000u64, 0x40_1000, 0x5F_F000] {
+            assert_eq!(t.entry(true, piece).read_tag, INVALID);
+        }
     }
 }
