@@ -91,7 +91,9 @@ pub fn walk(
     let mut err = match access {
         Access::Write => pf_err::WRITE,
         // The I/D bit is reported only where NX exists and is enabled (SDM 4.7).
-        Access::Fetch if nxe && matches!(mode, PagingMode::Pae | PagingMode::Long4) => pf_err::FETCH,
+        Access::Fetch if nxe && matches!(mode, PagingMode::Pae | PagingMode::Long4) => {
+            pf_err::FETCH
+        }
         _ => 0,
     };
     if user {
@@ -261,7 +263,7 @@ mod tests {
     #[test]
     fn legacy_two_level_sets_accessed_and_dirty() {
         let mut m = PhysMem::new(4 << 20, &[]).unwrap();
-        m.write_u32(0x1000 + 4 * 1, 0x2000 | 0x7); // PDE for 0x400000
+        m.write_u32(0x1000 + 4, 0x2000 | 0x7); // PDE for 0x400000
         m.write_u32(0x2000 + 4 * 5, 0x9000 | 0x7); // PTE for 0x405000
         let r = regs(cr0::PE | cr0::PG, 0x1000, 0, 0);
         let t = walk(&mut m, r, 0x405123, Access::Write, true).unwrap();

@@ -55,10 +55,10 @@ pub struct PhysMem {
 impl PhysMem {
     /// Allocate `ram_size` bytes of zeroed RAM and map `rom` (possibly empty) as firmware.
     pub fn new(ram_size: u64, rom: &[u8]) -> Result<PhysMem, MemoryError> {
-        if ram_size < 2 << 20 || ram_size % 4096 != 0 || ram_size > (1 << 40) {
+        if ram_size < 2 << 20 || !ram_size.is_multiple_of(4096) || ram_size > (1 << 40) {
             return Err(MemoryError::BadRamSize(ram_size));
         }
-        if !rom.is_empty() && (rom.len() % 0x1_0000 != 0 || rom.len() > 16 << 20) {
+        if !rom.is_empty() && (!rom.len().is_multiple_of(0x1_0000) || rom.len() > 16 << 20) {
             return Err(MemoryError::BadRomSize(rom.len()));
         }
         let rom_size = rom.len() as u64;
@@ -97,7 +97,7 @@ impl PhysMem {
     pub fn target(&self, paddr: u64) -> PhysTarget {
         let low = self.low_ram();
         if paddr < low {
-            if paddr >= LEGACY_HOLE.start && paddr < LEGACY_HOLE.end {
+            if LEGACY_HOLE.contains(&paddr) {
                 if self.rom_size > 0 && paddr >= LEGACY_HOLE.end - BIOS_SHADOW {
                     let off = self.rom_size.saturating_sub(BIOS_SHADOW)
                         + (paddr - (LEGACY_HOLE.end - BIOS_SHADOW));
@@ -174,7 +174,7 @@ impl PhysMem {
     /// Read a little-endian u64 from RAM (page-table walks). Non-RAM reads as all ones.
     pub fn read_u64(&self, paddr: u64) -> u64 {
         match self.target(paddr) {
-            PhysTarget::Ram(o) | PhysTarget::Rom(o) if paddr % 8 == 0 => {
+            PhysTarget::Ram(o) | PhysTarget::Rom(o) if paddr.is_multiple_of(8) => {
                 u64::from_le_bytes(self.backing[o as usize..o as usize + 8].try_into().unwrap())
             }
             _ => {

@@ -73,8 +73,9 @@ impl Default for CpuModel {
     fn default() -> Self {
         use edx1::*;
         CpuModel {
-            edx1: VME
-                | DE
+            // VME is not advertised: the virtual-8086 mode extensions (CR4.VME/PVI) are not
+            // implemented.
+            edx1: DE
                 | PSE
                 | TSC
                 | MSR

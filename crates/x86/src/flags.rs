@@ -117,7 +117,7 @@ pub struct LazyFlags {
 /// Parity flag of the low byte: set when it has an even number of one bits.
 #[inline]
 pub fn parity(v: u64) -> bool {
-    (v as u8).count_ones() % 2 == 0
+    (v as u8).count_ones().is_multiple_of(2)
 }
 
 #[inline]
