@@ -1,9 +1,11 @@
 //! Exception and interrupt delivery, in one place for every mode: the real-mode IVT,
-//! protected-mode IDT interrupt/trap gates (with stack switch from the TSS and V86 exits),
+//! protected-mode IDT interrupt/trap gates (with stack switch from the TSS and V86 exits)
+//! and task gates (`ops::tasking`),
 //! the long-mode IDT (64-bit frames, IST), and the double-fault / triple-fault rules.
 
 use crate::cpu::Cpu;
 use crate::descriptor::{segment_from, sel_code};
+use crate::ops::tasking::TaskSwitchReason;
 use crane86_x86::flags;
 use crane86_x86::regs::gpr::RSP;
 use crane86_x86::segment::{attr, sys_type, Segment};
@@ -102,8 +104,25 @@ impl Cpu<'_> {
         }
     }
 
-    /// One delivery attempt; any fault on the way is returned.
+    /// One delivery attempt; any fault on the way is returned with rSP unchanged (a frame
+    /// pushed halfway must not move the stack the next delivery attempt uses).
     fn try_deliver(
+        &mut self,
+        vector: u8,
+        code: Option<u32>,
+        src: EventSource,
+        ret: u64,
+    ) -> Result<(), Exception> {
+        let saved_rsp = self.s.gpr[RSP];
+        let tr = self.s.tr.selector;
+        let r = self.try_deliver_once(vector, code, src, ret);
+        if r.is_err() && self.s.tr.selector == tr {
+            self.s.gpr[RSP] = saved_rsp;
+        }
+        r
+    }
+
+    fn try_deliver_once(
         &mut self,
         vector: u8,
         code: Option<u32>,
@@ -134,11 +153,18 @@ impl Cpu<'_> {
             sys_type::INT_GATE16 | sys_type::TRAP_GATE16 => false,
             sys_type::INT_GATE32 | sys_type::TRAP_GATE32 => true,
             sys_type::TASK_GATE => {
-                tracing::warn!(
-                    vector,
-                    "task gates in the IDT are not implemented; raising #GP"
-                );
-                return Err(Exception::gp(idt_code));
+                if src == EventSource::Software && gdpl < self.s.cpl() {
+                    return Err(Exception::gp(idt_code));
+                }
+                if !present {
+                    return Err(Exception::np(idt_code));
+                }
+                let tss_sel = ((gate >> 16) & 0xFFFF) as u16;
+                if tss_sel & 4 != 0 {
+                    return Err(Exception::gp(sel_code(tss_sel)));
+                }
+                let desc = self.read_descriptor(tss_sel, Exception::gp)?;
+                return self.task_switch(tss_sel, desc, TaskSwitchReason::Interrupt, ret, code);
             }
             _ => return Err(Exception::gp(idt_code)),
         };
@@ -258,7 +284,7 @@ impl Cpu<'_> {
         if sel & 0xFFFC == 0 {
             return Err(Exception::gp(ext));
         }
-        let desc = self.read_descriptor(sel, |c| Exception::gp(c))?;
+        let desc = self.read_descriptor(sel, Exception::gp)?;
         let cs = Segment::from_descriptor(sel, desc);
         if !cs.is_code() || cs.dpl() > self.s.cpl() {
             return Err(Exception::gp(sel_code(sel) | ext));
@@ -270,7 +296,7 @@ impl Cpu<'_> {
     }
 
     /// Validate the stack segment named by the TSS for a privilege change to `dpl`.
-    fn check_tss_ss(&mut self, sel: u16, dpl: u8) -> Result<Segment, Exception> {
+    pub(crate) fn check_tss_ss(&mut self, sel: u16, dpl: u8) -> Result<Segment, Exception> {
         if sel & 0xFFFC == 0 {
             return Err(Exception::ts(sel_code(sel)));
         }
@@ -319,7 +345,7 @@ impl Cpu<'_> {
         }
         let sel = ((lo >> 16) & 0xFFFF) as u16;
         let offset = (lo & 0xFFFF) | ((lo >> 32) & 0xFFFF_0000) | (hi << 32);
-        let ist = ((lo >> 32) & 7) as u64;
+        let ist = (lo >> 32) & 7;
         let (cs_desc, cs) = self.gate_target(sel, ext)?;
         if !cs.long() || cs.big() {
             return Err(Exception::gp(sel_code(sel) | ext));
@@ -380,7 +406,7 @@ impl Cpu<'_> {
 }
 
 /// Whether `len` bytes at offset `sp` fit in stack segment `ss` (expand-up or expand-down).
-fn stack_fits(ss: &Segment, sp: u64, len: u64) -> bool {
+pub(crate) fn stack_fits(ss: &Segment, sp: u64, len: u64) -> bool {
     let last = sp + len - 1;
     if ss.attr & attr::DC != 0 {
         let upper: u64 = if ss.big() { 0xFFFF_FFFF } else { 0xFFFF };

@@ -40,11 +40,39 @@ impl EngineKind {
     }
 }
 
+impl EngineKind {
+    /// Every engine crane86 knows, whether or not this build can run it.
+    pub const ALL: [EngineKind; 1] = [EngineKind::Interp];
+
+    /// The engine's CLI name (`--accel NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Interp => "interp",
+        }
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+
+    /// Parse a CLI engine name; the error lists the engines available here.
+    fn from_str(s: &str) -> Result<EngineKind, String> {
+        EngineKind::available()
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = EngineKind::available().iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown or unavailable engine {s:?} (available: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            EngineKind::Interp => "interp",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -115,6 +143,13 @@ impl Engine for InterpEngine {
                 ),
             ),
             ("TLB misses", t.misses.to_string()),
+            (
+                "TLB misses per million instructions",
+                format!(
+                    "{:.1}",
+                    t.misses as f64 * 1e6 / s.instructions.max(1) as f64
+                ),
+            ),
             ("TLB flushes", t.flushes.to_string()),
             ("SMC invalidations", s.smc_invalidations.to_string()),
             ("exceptions", s.exceptions.to_string()),

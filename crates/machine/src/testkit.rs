@@ -323,7 +323,8 @@ fn enter_mode(cpu: &mut CpuState, mode: Mode) {
             256 * 8 - 1
         },
     };
-    let tss_type = if mode == Mode::Long64 { 0xB } else { 0xB };
+    // A busy TSS (type 0xB) in every mode: the 32-bit and 64-bit busy types share the value.
+    let tss_type = 0xB;
     cpu.tr = Segment {
         base: TSS_BASE,
         limit: 0x67 + 0x2000,

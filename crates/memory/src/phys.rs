@@ -98,12 +98,12 @@ impl PhysMem {
         let low = self.low_ram();
         if paddr < low {
             if LEGACY_HOLE.contains(&paddr) {
-                if self.rom_size > 0 && paddr >= LEGACY_HOLE.end - BIOS_SHADOW {
-                    let off = self.rom_size.saturating_sub(BIOS_SHADOW)
-                        + (paddr - (LEGACY_HOLE.end - BIOS_SHADOW));
-                    if off < self.rom_size {
-                        return PhysTarget::Rom(self.ram_size + off);
-                    }
+                // The last min(rom, 128 KiB) bytes of the image end at 1 MiB (a 64 KiB image
+                // appears at 0xF0000, so F000:FFF0 is its reset vector too).
+                let shadow = self.rom_size.min(BIOS_SHADOW);
+                if self.rom_size > 0 && paddr >= LEGACY_HOLE.end - shadow {
+                    let off = self.rom_size - (LEGACY_HOLE.end - paddr);
+                    return PhysTarget::Rom(self.ram_size + off);
                 }
                 return PhysTarget::Mmio;
             }

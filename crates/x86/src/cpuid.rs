@@ -153,6 +153,13 @@ mod tests {
     }
 
     #[test]
+    fn vme_not_advertised() {
+        let r = cpuid(&CpuModel::default(), 1, 0, 0, false);
+        assert_eq!(r[3] & edx1::VME, 0, "CR4.VME/PVI are not implemented");
+        assert_ne!(r[3] & edx1::SEP, 0, "SYSENTER/SYSEXIT are implemented");
+    }
+
+    #[test]
     fn fpu_not_advertised_until_implemented() {
         let r = cpuid(&CpuModel::default(), 1, 0, 0, false);
         assert_eq!(r[3] & edx1::FPU, 0);

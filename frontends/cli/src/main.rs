@@ -1,1 +1,64 @@
-fn main() {}
+//! The `crane86` command: parse the command line ([`args`]), build a `PcMachine`, run it, and
+//! turn the outcome into the process exit status (see `crane86 --help`).
+
+mod args;
+
+use args::{Cli, Command};
+use clap::Parser;
+use crane86_machine::{demo, PcMachine};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// Exit status of an emulator-side error (bad input, triple fault, dead halt).
+const ERROR_STATUS: u8 = 2;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("crane86: error: {e:#}");
+            ExitCode::from(ERROR_STATUS)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let (config, stats, is_demo) = match &cli.command {
+        Command::Run(r) => (r.config()?, r.common.stats, false),
+        Command::Demo(d) => (d.config(), d.common.stats, true),
+    };
+    let mut machine = PcMachine::new(config)?;
+    let result = machine.run();
+    match result {
+        Ok(summary) => {
+            let status = if is_demo {
+                demo::exit_status(&summary)
+            } else {
+                summary.status
+            };
+            if stats {
+                eprint!("{summary}");
+                if is_demo {
+                    eprintln!("  {:<36} {status}", "demo exit status (0 = all checks passed)");
+                }
+            }
+            Ok(status)
+        }
+        Err(e) => {
+            if stats {
+                eprintln!(
+                    "crane86 stats: {} instructions retired before the error",
+                    machine.engine().instructions()
+                );
+            }
+            Err(e.into())
+        }
+    }
+}

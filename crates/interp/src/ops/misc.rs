@@ -1,4 +1,4 @@
-//! Flag-control and miscellaneous instructions: CLC/STC/CMC/CLD/STD, CLI/STI (IOPL rules,
+//! Flag-control and miscellaneous instructions: CLC/STC/CMC/SALC/CLD/STD, CLI/STI (IOPL rules,
 //! interrupt shadow), HLT, CPUID, IN/OUT (IOPL and the TSS I/O permission bitmap), INT n,
 //! INT3, INTO, INT1, UD0/UD1/UD2, RDTSC/RDTSCP.
 
@@ -16,6 +16,7 @@ pub fn handler(i: &Instruction) -> Option<Handler> {
         Clc => clc,
         Stc => stc,
         Cmc => cmc,
+        Salc => salc,
         Cld => cld,
         Std => std_,
         Cli => cli,
@@ -46,6 +47,12 @@ fn stc(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
 fn cmc(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
     let c = cpu.cf();
     cpu.set_flag(flags::CF, !c);
+    Ok(())
+}
+/// SALC (undocumented D6, outside 64-bit mode): AL = CF ? 0xFF : 0; flags unchanged.
+fn salc(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
+    let al = if cpu.cf() { 0xFF } else { 0 };
+    cpu.set_gpr(RAX, 8, al);
     Ok(())
 }
 fn cld(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {

@@ -6,10 +6,20 @@ use crate::exec::Handler;
 use iced_x86::Instruction;
 
 pub mod alu;
+pub mod atomic;
+pub mod bcd;
+pub mod bits;
 pub mod branch;
 pub mod data;
+pub mod far;
 pub mod misc;
+pub mod msr;
+pub mod muldiv;
+pub mod shift;
 pub mod stack;
+pub mod string;
+pub mod system;
+pub mod tasking;
 
 /// The family resolvers, in lookup order.
 pub const FAMILIES: &[fn(&Instruction) -> Option<Handler>] = &[
@@ -18,4 +28,13 @@ pub const FAMILIES: &[fn(&Instruction) -> Option<Handler>] = &[
     branch::handler,
     stack::handler,
     misc::handler,
+    shift::handler,
+    muldiv::handler,
+    bits::handler,
+    bcd::handler,
+    string::handler,
+    atomic::handler,
+    far::handler,
+    system::handler,
+    msr::handler,
 ];

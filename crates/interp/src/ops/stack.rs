@@ -119,9 +119,12 @@ fn pusha(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
     };
     let sp = cpu.s.gpr[RSP];
     let sb = cpu.stack_bits();
-    let start = sp.wrapping_sub(u64::from(bits / 8) * 8) & mask(sb);
-    // Check the whole frame before writing anything.
-    cpu.linear(SegReg::Ss, start, bits / 8 * 8, true)?;
+    // Check every slot before writing anything; a 16-bit SP wraps within the segment, so
+    // only a slot straddling offset 0xFFFF (SP odd and < 16) faults, as on hardware.
+    for k in 1..=8u64 {
+        let slot = sp.wrapping_sub(u64::from(bits / 8) * k) & mask(sb);
+        cpu.linear(SegReg::Ss, slot, bits / 8, true)?;
+    }
     for r in 0..8 {
         let v = if r == RSP { sp } else { cpu.s.gpr[r] };
         cpu.push(v & mask(bits), bits)?;

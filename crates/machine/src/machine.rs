@@ -1,0 +1,315 @@
+//! `PcMachine`: builds guest RAM (with the firmware image at the reset vector), the device
+//! platform, the CPU and the engine from a [`MachineConfig`], loads the kernel, and runs the
+//! vCPU loop: engine slices sized to the next device deadline, device servicing between
+//! slices, HLT handling (sleep on the host clock, or jump ahead in icount mode), and the
+//! machine-level exits (debug-exit, power-off, reset, triple fault).
+
+use crate::config::{MachineConfig, SerialSink, TripleFaultPolicy};
+use crate::dump::format_cpu;
+use crate::engine::{Engine, EngineExit, EngineKind, EngineStats};
+use crate::error::MachineError;
+use crate::loader;
+use crate::platform::{pc_platform, MachinePlatform};
+use crane86_devices::PlatformAction;
+use crane86_memory::phys::LOW_RAM_LIMIT;
+use crane86_memory::PhysMem;
+use crane86_x86::{flags, CpuState};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Longest engine slice, in instructions (bounds the latency of serial input and timers).
+pub const MAX_SLICE: u64 = 200_000;
+/// Shortest slice when a deadline is close.
+pub const MIN_SLICE: u64 = 500;
+/// Host-clock mode assumes about this many guest instructions per microsecond when sizing a
+/// slice to a deadline (an under-estimate only costs extra servicing).
+const INSNS_PER_US: u64 = 100;
+/// Longest host sleep while halted, so serial input and Ctrl-C stay responsive.
+const MAX_HALT_SLEEP: Duration = Duration::from_millis(10);
+/// Resets less than this many instructions apart count as a reset loop
+/// (`MachineConfig::max_resets` of them in a row stop the machine).
+pub const RESET_LOOP_WINDOW: u64 = 10_000_000;
+/// Status of a run stopped by `MachineConfig::max_instructions`.
+pub const INSTRUCTION_LIMIT_STATUS: i32 = 124;
+
+/// Why the machine stopped (the non-error endings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest wrote `value` to the debug-exit port (0xF4).
+    DebugExit(u32),
+    /// The guest powered the machine off.
+    PowerOff,
+    /// `max_instructions` were retired.
+    InstructionLimit,
+}
+
+/// The outcome of [`PcMachine::run`].
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub reason: ExitReason,
+    /// Process exit status: `((value << 1) | 1) & 0xFF` for a debug-exit (QEMU isa-debug-exit), 0 for
+    /// power-off, [`INSTRUCTION_LIMIT_STATUS`] for the instruction limit.
+    pub status: i32,
+    pub instructions: u64,
+    pub wall: Duration,
+    /// Guest time at exit, in ns.
+    pub guest_ns: u64,
+    pub engine: EngineKind,
+    pub engine_stats: EngineStats,
+    pub resets: u32,
+}
+
+impl RunSummary {
+    /// Guest instructions per host microsecond of wall time.
+    pub fn mips(&self) -> f64 {
+        self.instructions as f64 / self.wall.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "crane86 stats")?;
+        writeln!(
+            f,
+            "  {:<36} {:?} (status {})",
+            "exit", self.reason, self.status
+        )?;
+        writeln!(f, "  {:<36} {}", "engine", self.engine)?;
+        writeln!(f, "  {:<36} {}", "retired instructions", self.instructions)?;
+        writeln!(f, "  {:<36} {:.3} s", "wall time", self.wall.as_secs_f64())?;
+        writeln!(
+            f,
+            "  {:<36} {:.3} s",
+            "guest time",
+            self.guest_ns as f64 / 1e9
+        )?;
+        writeln!(f, "  {:<36} {:.1}", "guest MIPS", self.mips())?;
+        writeln!(f, "  {:<36} {}", "resets", self.resets)?;
+        for (name, value) in &self.engine_stats {
+            writeln!(f, "  {name:<36} {value}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A runnable PC.
+pub struct PcMachine {
+    pub cpu: CpuState,
+    pub mem: PhysMem,
+    platform: Box<dyn MachinePlatform>,
+    engine: Box<dyn Engine>,
+    config: MachineConfig,
+    resets: u32,
+    /// Resets in quick succession (each within [`RESET_LOOP_WINDOW`] instructions of the
+    /// previous one): the reset-loop detector.
+    rapid_resets: u32,
+    /// Retired-instruction count at the last reset.
+    last_reset_at: u64,
+    /// The platform can receive input (stdin), so a halted guest may be woken by it.
+    has_input: bool,
+}
+
+impl PcMachine {
+    /// Build the machine: RAM + firmware, the platform with the configured serial sink, the
+    /// CPU at RESET (or at the kernel's entry), the engine.
+    pub fn new(config: MachineConfig) -> Result<PcMachine, MachineError> {
+        let low = config.ram_size.min(LOW_RAM_LIMIT);
+        let high = config.ram_size - low;
+        let platform = Box::new(pc_platform(&config, low, high)?);
+        Self::with_platform(config, platform)
+    }
+
+    /// Build the machine around a caller-supplied platform (embedders, tests). The platform
+    /// brings its own serial plumbing and clock; `config.serial`/`serial_input`/`clock` are
+    /// not used to build it.
+    pub fn with_platform(
+        config: MachineConfig,
+        platform: Box<dyn MachinePlatform>,
+    ) -> Result<PcMachine, MachineError> {
+        if config.firmware.is_none() && config.kernel.is_none() {
+            return Err(MachineError::NothingToBoot);
+        }
+        let rom = match &config.firmware {
+            Some(src) => {
+                let image = src.read()?;
+                loader::firmware::check_image(&src.name(), &image)?;
+                image
+            }
+            None => Vec::new(),
+        };
+        let mem = PhysMem::new(config.ram_size, &rom)?;
+        let has_input = config.serial_input.is_some() || matches!(config.serial, SerialSink::Stdio);
+        let mut m = PcMachine {
+            cpu: CpuState::reset(),
+            mem,
+            platform,
+            engine: config.engine.create(),
+            config,
+            resets: 0,
+            rapid_resets: 0,
+            last_reset_at: 0,
+            has_input,
+        };
+        m.boot()?;
+        Ok(m)
+    }
+
+    /// Put the CPU at its starting point: the kernel entry (the kernel is (re)loaded), or
+    /// RESET in the firmware.
+    fn boot(&mut self) -> Result<(), MachineError> {
+        self.cpu = CpuState::reset();
+        if let Some(k) = &self.config.kernel {
+            loader::boot_kernel(&mut self.mem, &mut self.cpu, k)?;
+        }
+        self.engine.reset_caches();
+        Ok(())
+    }
+
+    /// The execution engine (retired instructions, statistics).
+    pub fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
+    }
+
+    /// The device model.
+    pub fn platform(&mut self) -> &mut dyn MachinePlatform {
+        self.platform.as_mut()
+    }
+
+    /// System reset: devices to power-on state, the CPU to RESET (or the kernel reloaded and
+    /// re-entered); RAM is kept. Stops with [`MachineError::ResetLoop`] after too many resets
+    /// in quick succession.
+    fn reset(&mut self) -> Result<(), MachineError> {
+        self.resets += 1;
+        let now = self.engine.instructions();
+        if now - self.last_reset_at > RESET_LOOP_WINDOW {
+            self.rapid_resets = 0;
+        }
+        self.last_reset_at = now;
+        self.rapid_resets += 1;
+        if self.rapid_resets > self.config.max_resets {
+            return Err(MachineError::ResetLoop {
+                resets: self.rapid_resets,
+                limit: self.config.max_resets,
+            });
+        }
+        tracing::info!(resets = self.resets, "machine reset");
+        self.platform.reset();
+        self.boot()
+    }
+
+    fn summary(&mut self, reason: ExitReason, start: Instant) -> RunSummary {
+        let status = match reason {
+            // As QEMU's isa-debug-exit: exit((v << 1) | 1), of which the OS keeps 8 bits
+            // (always odd, so never a success status).
+            ExitReason::DebugExit(v) => ((u64::from(v) << 1 | 1) & 0xFF) as i32,
+            ExitReason::PowerOff => 0,
+            ExitReason::InstructionLimit => INSTRUCTION_LIMIT_STATUS,
+        };
+        let instructions = self.engine.instructions();
+        RunSummary {
+            reason,
+            status,
+            instructions,
+            wall: start.elapsed(),
+            guest_ns: {
+                self.platform.set_retired_instructions(instructions);
+                self.platform.now_ns()
+            },
+            engine: self.engine.kind(),
+            engine_stats: self.engine.stats(),
+            resets: self.resets,
+        }
+    }
+
+    /// Instruction budget of the next slice: up to the next device deadline (exact for icount
+    /// clocks, estimated for host clocks), at most [`MAX_SLICE`], within the instruction limit.
+    fn slice(&self, now: u64) -> u64 {
+        let mut budget = match self.platform.next_deadline_ns() {
+            None => MAX_SLICE,
+            Some(d) if d <= now => MIN_SLICE,
+            Some(d) => self
+                .platform
+                .instructions_until(d)
+                .unwrap_or_else(|| ((d - now) / 1000 * INSNS_PER_US).max(MIN_SLICE))
+                .min(MAX_SLICE),
+        };
+        if let Some(limit) = self.config.max_instructions {
+            budget = budget.min(limit.saturating_sub(self.engine.instructions()));
+        }
+        budget
+    }
+
+    /// Run until the guest exits (debug-exit, power-off), the instruction limit, or an error
+    /// (triple fault under the shutdown policy, a dead halt, a reset loop).
+    pub fn run(&mut self) -> Result<RunSummary, MachineError> {
+        let start = Instant::now();
+        loop {
+            self.platform
+                .set_retired_instructions(self.engine.instructions());
+            let now = self.platform.now_ns();
+            self.platform.service(now);
+            if let Some(limit) = self.config.max_instructions {
+                if self.engine.instructions() >= limit {
+                    return Ok(self.summary(ExitReason::InstructionLimit, start));
+                }
+            }
+            let budget = self.slice(now);
+            let exit =
+                self.engine
+                    .run(&mut self.cpu, &mut self.mem, self.platform.as_mut(), budget);
+            match exit {
+                EngineExit::Budget => {}
+                EngineExit::Halted => self.halted(now)?,
+                EngineExit::Action(PlatformAction::DebugExit(v)) => {
+                    return Ok(self.summary(ExitReason::DebugExit(v), start));
+                }
+                EngineExit::Action(PlatformAction::PowerOff) => {
+                    return Ok(self.summary(ExitReason::PowerOff, start));
+                }
+                EngineExit::Action(PlatformAction::Reset) => self.reset()?,
+                EngineExit::Action(PlatformAction::SetA20(on)) => {
+                    self.cpu.a20 = on;
+                    self.engine.reset_caches();
+                }
+                EngineExit::TripleFault(exception) => match self.config.triple_fault {
+                    TripleFaultPolicy::Reset => {
+                        tracing::warn!(%exception, "triple fault: resetting");
+                        self.reset()?;
+                    }
+                    TripleFaultPolicy::Shutdown => {
+                        return Err(MachineError::TripleFault {
+                            exception,
+                            instructions: self.engine.instructions(),
+                            dump: format_cpu(&self.cpu),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// The guest executed HLT with interrupts enabled: wait for the next event — jump guest
+    /// time to the next deadline (icount), or sleep on the host clock until it (at most
+    /// [`MAX_HALT_SLEEP`], so serial input is noticed). A halt nothing can end is an error.
+    fn halted(&mut self, now: u64) -> Result<(), MachineError> {
+        let deadline = self.platform.next_deadline_ns();
+        if self.cpu.rflags & flags::IF == 0 || (deadline.is_none() && !self.has_input) {
+            return Err(MachineError::HaltedForever {
+                instructions: self.engine.instructions(),
+                dump: format_cpu(&self.cpu),
+            });
+        }
+        if let Some(d) = deadline {
+            if self.platform.instructions_until(d).is_some() {
+                self.platform.skip_time_to(d);
+                return Ok(());
+            }
+        }
+        let wait = deadline
+            .map(|d| Duration::from_nanos(d.saturating_sub(now)))
+            .unwrap_or(MAX_HALT_SLEEP)
+            .min(MAX_HALT_SLEEP);
+        std::thread::sleep(wait);
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! Running sequences in crane86: one reusable Long64 test guest per engine, with the scratch
+//! buffer at the same linear address as on the host (the test kit identity-maps it). Every
+//! exception vector points at its own `hlt` stub, so an unexpected exception shows up as a
+//! halt at a known address.
+
+use crate::gen::{Sequence, COMPARE_SIZE, SCRATCH_BASE};
+use crane86::machine::testkit::{Mode, TestExit, TestGuest, CODE_BASE};
+use crane86::machine::EngineKind;
+
+/// Exception stubs live here: vector v halts at `STUB_BASE + v` (one `hlt` byte each).
+const STUB_BASE: u64 = CODE_BASE + 0x8000;
+const HLT: u8 = 0xF4;
+
+pub enum EmuResult {
+    Done {
+        gpr: [u64; 16],
+        rflags: u64,
+        mem: Vec<u8>,
+    },
+    /// The guest raised an exception (vector) or did not halt.
+    Failed(String),
+}
+
+pub struct Emu {
+    guest: TestGuest,
+}
+
+impl Emu {
+    pub fn new(engine: EngineKind) -> Emu {
+        let mut guest = TestGuest::new(engine, Mode::Long64, &[HLT]);
+        guest.write(STUB_BASE, &[HLT; 32]);
+        for v in 0..32u8 {
+            guest.set_gate(v, STUB_BASE + u64::from(v), 0);
+        }
+        Emu { guest }
+    }
+
+    pub fn run(&mut self, s: &Sequence) -> EmuResult {
+        let g = &mut self.guest;
+        let mut code = s.bytes.clone();
+        code.push(HLT);
+        g.write(CODE_BASE, &code);
+        let mut mem = vec![0u8; COMPARE_SIZE];
+        // SAFETY: `mem` has exactly COMPARE_SIZE writable bytes.
+        unsafe { crate::rng::fill(mem.as_mut_ptr(), COMPARE_SIZE, s.mem_seed) };
+        g.write(SCRATCH_BASE, &mem);
+        g.cpu.gpr = s.gpr;
+        g.cpu.set_rflags(s.rflags);
+        g.cpu.rip = CODE_BASE;
+        g.cpu.halted = false;
+        let exit = g.run(100_000);
+        let end = CODE_BASE + code.len() as u64;
+        if exit != TestExit::Halted {
+            return EmuResult::Failed(format!("guest did not halt: {exit:?}"));
+        }
+        if g.cpu.rip != end {
+            let rip = g.cpu.rip;
+            return EmuResult::Failed(if (STUB_BASE + 1..=STUB_BASE + 32).contains(&rip) {
+                let v = rip - STUB_BASE - 1;
+                format!(
+                    "guest raised exception vector {v} ({})",
+                    crane86_x86_vector_name(v as u8)
+                )
+            } else {
+                format!("guest halted at unexpected rip {rip:#x}")
+            });
+        }
+        let mut out = vec![0u8; COMPARE_SIZE];
+        for (k, chunk) in out.chunks_mut(8).enumerate() {
+            let v = g.read_u64(SCRATCH_BASE + 8 * k as u64);
+            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+        }
+        EmuResult::Done {
+            gpr: g.cpu.gpr,
+            rflags: g.cpu.rflags(),
+            mem: out,
+        }
+    }
+}
+
+fn crane86_x86_vector_name(v: u8) -> &'static str {
+    match v {
+        0 => "#DE",
+        6 => "#UD",
+        13 => "#GP",
+        12 => "#SS",
+        14 => "#PF",
+        _ => "other",
+    }
+}

@@ -1,0 +1,275 @@
+//! Host-CPU differential tester: random sequences of unprivileged 64-bit integer instructions
+//! run natively (in a forked child, see [`native`]) and in crane86 (a Long64 test guest per
+//! engine, see [`emu`]); all 16 GPRs, RFLAGS (arithmetic flags and DF, minus the flags left
+//! undefined by the sequence) and the scratch memory must agree.
+//!
+//! The default run (part of `cargo test`) uses a fixed seed and 100,000 sequences. A longer
+//! or different run:
+//!
+//! ```text
+//! CRANE86_ORACLE_SEED=12345 CRANE86_ORACLE_COUNT=2000000 \
+//!     cargo test --test host_oracle -- --nocapture
+//! ```
+//!
+//! Only x86-64 Linux hosts can run it; elsewhere the test prints why and passes.
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod counts;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod emu;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod gen;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod native;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod rng;
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod driver {
+    use crate::emu::{Emu, EmuResult};
+    use crate::gen::{Generator, Sequence, COMPARED_FLAGS, SCRATCH_BASE};
+    use crate::native::{run_batch, NativeResult};
+    use crate::rng::Rng;
+    use crane86::machine::EngineKind;
+    use std::time::Instant;
+
+    pub const DEFAULT_SEED: u64 = 0x000C_2A4E_0086;
+    pub const DEFAULT_COUNT: u64 = 100_000;
+    const BATCH: usize = 1000;
+    const MIN_LEN: u64 = 5;
+    const MAX_LEN: u64 = 10;
+    /// Detailed reports printed before only counting.
+    const MAX_REPORTS: usize = 25;
+
+    const GPR_NAMES: [&str; 16] = [
+        "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
+        "r13", "r14", "r15",
+    ];
+
+    fn env_u64(name: &str, default: u64) -> u64 {
+        match std::env::var(name) {
+            Ok(v) => {
+                let v = v.trim();
+                let parsed = if let Some(hex) = v.strip_prefix("0x") {
+                    u64::from_str_radix(hex, 16)
+                } else {
+                    v.parse()
+                };
+                parsed.unwrap_or_else(|e| panic!("{name}={v:?} is not a number: {e}"))
+            }
+            Err(_) => default,
+        }
+    }
+
+    pub struct Summary {
+        pub sequences: u64,
+        pub instructions: u64,
+        pub mismatches: u64,
+    }
+
+    pub fn describe(seed: u64, index: u64, engine: EngineKind, s: &Sequence, why: &str) -> String {
+        let mut out = format!(
+            "MISMATCH seed={seed:#x} sequence={index} engine={engine}: {why}\n  initial rflags={:#x} undefined-at-end={:#x}\n",
+            s.rflags, s.undefined_flags
+        );
+        for (k, v) in s.gpr.iter().enumerate() {
+            out += &format!("  in  {:>3}={v:#018x}\n", GPR_NAMES[k]);
+        }
+        // Disassemble the bytes that actually ran.
+        let mut decoder = iced_x86::Decoder::with_ip(64, &s.bytes, 0, 0);
+        for i in decoder.iter() {
+            let start = i.ip() as usize;
+            let bytes = &s.bytes[start..start + i.len()];
+            out += &format!("    {:<40} {:02x?}\n", i.to_string(), bytes);
+        }
+        out
+    }
+
+    /// Compare one sequence's results; `None` when they agree.
+    pub fn compare(s: &Sequence, native: &NativeResult, emu: &EmuResult) -> Option<String> {
+        let (ngpr, nflags, nmem) = match native {
+            NativeResult::Done { gpr, rflags, mem } => (gpr, *rflags, &mem[..]),
+            NativeResult::Crashed(why) => return Some(format!("host run crashed: {why}")),
+        };
+        let (egpr, eflags, emem) = match emu {
+            EmuResult::Done { gpr, rflags, mem } => (gpr, *rflags, &mem[..]),
+            EmuResult::Failed(why) => return Some(why.clone()),
+        };
+        let mut diffs = String::new();
+        for k in 0..16 {
+            if ngpr[k] != egpr[k] {
+                diffs += &format!(
+                    "  {:>3}: host {:#018x} crane86 {:#018x}\n",
+                    GPR_NAMES[k], ngpr[k], egpr[k]
+                );
+            }
+        }
+        let m = COMPARED_FLAGS & !s.undefined_flags;
+        if nflags & m != eflags & m {
+            diffs += &format!(
+                "  rflags (mask {m:#x}): host {:#x} crane86 {:#x} (differing bits {:#x})\n",
+                nflags & m,
+                eflags & m,
+                (nflags ^ eflags) & m
+            );
+        }
+        if nmem != emem {
+            let first = (0..nmem.len()).find(|&k| nmem[k] != emem[k]).unwrap_or(0);
+            let count = (0..nmem.len()).filter(|&k| nmem[k] != emem[k]).count();
+            let lo = first & !7;
+            diffs += &format!(
+                "  memory: {count} bytes differ, first at {:#x}: host {:02x?} crane86 {:02x?}\n",
+                SCRATCH_BASE + first as u64,
+                &nmem[lo..(lo + 8).min(nmem.len())],
+                &emem[lo..(lo + 8).min(emem.len())]
+            );
+        }
+        (!diffs.is_empty()).then_some(diffs)
+    }
+
+    pub fn self_check() {
+        use iced_x86::code_asm::*;
+        let mut a = CodeAssembler::new(64).unwrap();
+        a.not(rax).unwrap();
+        a.add(rbx, rcx).unwrap();
+        a.mov(qword_ptr(SCRATCH_BASE + 0x10), rbx).unwrap();
+        a.push(rcx).unwrap();
+        let bytes = a.assemble(0).unwrap();
+        let mut gpr = [0u64; 16];
+        gpr[0] = 0x1234;
+        gpr[1] = 0x8000_0000_0000_0001;
+        gpr[3] = 0x8000_0000_0000_0002;
+        gpr[4] = crate::gen::INITIAL_RSP;
+        let s = Sequence {
+            insns: Vec::new(),
+            bytes,
+            gpr,
+            rflags: crate::gen::FIXED_FLAGS,
+            mem_seed: 7,
+            undefined_flags: 0,
+        };
+        let natives = run_batch(std::slice::from_ref(&s));
+        let NativeResult::Done {
+            gpr: out,
+            rflags,
+            mem,
+        } = &natives[0]
+        else {
+            panic!("host run of the self-check sequence crashed");
+        };
+        assert_eq!(out[0], !0x1234u64, "host NOT RAX");
+        assert_eq!(out[3], 3, "host ADD RBX, RCX");
+        assert_eq!(out[4], crate::gen::INITIAL_RSP - 8, "host PUSH moved RSP");
+        assert_eq!(rflags & 1, 1, "host ADD carried out");
+        assert_eq!(u64::from_le_bytes(mem[0x10..0x18].try_into().unwrap()), 3);
+        for engine in EngineKind::available() {
+            let mut emu = Emu::new(engine);
+            let result = emu.run(&s);
+            assert!(
+                compare(&s, &natives[0], &result).is_none(),
+                "{engine} disagrees"
+            );
+            let EmuResult::Done {
+                mut gpr,
+                rflags,
+                mut mem,
+            } = result
+            else {
+                unreachable!("compare accepted a failed run")
+            };
+            gpr[9] ^= 1;
+            let bad = EmuResult::Done {
+                gpr,
+                rflags,
+                mem: mem.clone(),
+            };
+            assert!(
+                compare(&s, &natives[0], &bad).is_some(),
+                "register difference missed"
+            );
+            gpr[9] ^= 1;
+            mem[0x1800 - 8] ^= 0x40;
+            let bad = EmuResult::Done { gpr, rflags, mem };
+            assert!(
+                compare(&s, &natives[0], &bad).is_some(),
+                "stack difference missed"
+            );
+        }
+    }
+
+    pub fn run() -> Summary {
+        let seed = env_u64("CRANE86_ORACLE_SEED", DEFAULT_SEED);
+        let count = env_u64("CRANE86_ORACLE_COUNT", DEFAULT_COUNT);
+        let generator = Generator::new();
+        let mut rng = Rng::new(seed);
+        let engines = EngineKind::available();
+        let mut emus: Vec<Emu> = engines.iter().map(|&e| Emu::new(e)).collect();
+        let start = Instant::now();
+        let mut summary = Summary {
+            sequences: 0,
+            instructions: 0,
+            mismatches: 0,
+        };
+        let mut reports = 0;
+        let mut index = 0u64;
+        while index < count {
+            let n = (count - index).min(BATCH as u64);
+            let seqs: Vec<Sequence> = (0..n)
+                .map(|_| {
+                    let len = MIN_LEN + rng.below(MAX_LEN - MIN_LEN + 1);
+                    generator.sequence(&mut rng, len as usize)
+                })
+                .collect();
+            let natives = run_batch(&seqs);
+            for (k, (s, native)) in seqs.iter().zip(&natives).enumerate() {
+                summary.sequences += 1;
+                summary.instructions += s.insns.len() as u64;
+                for (engine, emu) in engines.iter().zip(emus.iter_mut()) {
+                    let result = emu.run(s);
+                    if let Some(why) = compare(s, native, &result) {
+                        summary.mismatches += 1;
+                        if reports < MAX_REPORTS {
+                            reports += 1;
+                            eprintln!("{}{why}", describe(seed, index + k as u64, *engine, s, ""));
+                        }
+                    }
+                }
+            }
+            index += n;
+        }
+        println!(
+            "host oracle: seed={seed:#x} templates={} sequences={} instructions={} engines={} mismatches={} time={:.1?}",
+            generator.template_count(),
+            summary.sequences,
+            summary.instructions,
+            engines.len(),
+            summary.mismatches,
+            start.elapsed()
+        );
+        summary
+    }
+}
+
+/// The harness itself: a known sequence gives the architecturally required result on both
+/// sides, and a corrupted result is reported.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn oracle_harness_sees_results_and_reports_differences() {
+    driver::self_check();
+}
+
+#[test]
+fn host_cpu_and_crane86_agree_on_random_sequences() {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let s = driver::run();
+        assert!(s.sequences > 0, "no sequences ran");
+        assert_eq!(
+            s.mismatches, 0,
+            "{} of {} sequences disagreed with the host CPU (details above)",
+            s.mismatches, s.sequences
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    eprintln!("host oracle skipped: it needs an x86-64 Linux host to run guest code natively");
+}

@@ -1,0 +1,347 @@
+//! Running sequences on the host CPU in a forked child process.
+//!
+//! The parent lays out a batch of [`Slot`]s in a shared anonymous mapping (code bytes with a
+//! prologue and an epilogue, initial registers, memory seed) and forks. The child maps the
+//! scratch buffer at its fixed address (`MAP_FIXED_NOREPLACE`) and an executable page, then
+//! for each slot: fills the scratch memory, copies the code, calls it, and copies registers,
+//! RFLAGS and scratch memory back into the slot, bumping a progress counter. The child does
+//! no allocation (it was forked from a multi-threaded process). A crash (signal) of the
+//! child is seen by the parent through `waitpid`; the progress counter names the sequence.
+
+use crate::gen::{blank, Sequence, COMPARE_SIZE, MAP_SIZE, SCRATCH_BASE, STATE_ADDR};
+use crate::rng;
+use iced_x86::{Code, Encoder, Instruction, OpKind, Register};
+
+/// Largest encoded size of prologue + sequence + epilogue.
+pub const MAX_CODE: usize = 2048;
+
+/// Offsets inside the state block at `STATE_ADDR`.
+const STATE_RFLAGS: u64 = 16 * 8;
+const STATE_HOST_RSP: u64 = 17 * 8;
+
+/// One sequence's input and output, shared between parent and child.
+#[repr(C)]
+pub struct Slot {
+    pub code_len: u64,
+    pub code: [u8; MAX_CODE],
+    pub gpr_in: [u64; 16],
+    pub rflags_in: u64,
+    pub mem_seed: u64,
+    pub gpr_out: [u64; 16],
+    pub rflags_out: u64,
+    pub mem_out: [u8; COMPARE_SIZE],
+}
+
+/// Header of the shared mapping, followed by the slots.
+#[repr(C)]
+struct Shared {
+    completed: u64,
+}
+
+/// How the host run of one sequence ended.
+pub enum NativeResult {
+    Done {
+        gpr: [u64; 16],
+        rflags: u64,
+        mem: Box<[u8; COMPARE_SIZE]>,
+    },
+    /// The child died on this sequence (a signal or exit status).
+    Crashed(String),
+}
+
+fn abs_mem(i: &mut Instruction, n: u32, addr: u64) {
+    i.set_op_kind(n, OpKind::Memory);
+    i.set_memory_base(Register::None);
+    i.set_memory_index(Register::None);
+    i.set_memory_index_scale(1);
+    i.set_memory_displacement64(addr);
+    i.set_memory_displ_size(8);
+}
+
+fn reg_mem(code: Code, reg_first: bool, r: Register, addr: u64) -> Instruction {
+    let mut i = blank(code);
+    let (rn, mn) = if reg_first { (0, 1) } else { (1, 0) };
+    i.set_op_kind(rn, OpKind::Register);
+    i.set_op_register(rn, r);
+    abs_mem(&mut i, mn, addr);
+    i
+}
+
+const GPRS: [Register; 16] = [
+    Register::RAX,
+    Register::RCX,
+    Register::RDX,
+    Register::RBX,
+    Register::RSP,
+    Register::RBP,
+    Register::RSI,
+    Register::RDI,
+    Register::R8,
+    Register::R9,
+    Register::R10,
+    Register::R11,
+    Register::R12,
+    Register::R13,
+    Register::R14,
+    Register::R15,
+];
+const CALLEE_SAVED: [Register; 6] = [
+    Register::RBX,
+    Register::RBP,
+    Register::R12,
+    Register::R13,
+    Register::R14,
+    Register::R15,
+];
+
+fn reg1(code: Code, r: Register) -> Instruction {
+    let mut i = blank(code);
+    i.set_op_kind(0, OpKind::Register);
+    i.set_op_register(0, r);
+    i
+}
+
+/// Wrap `body` so it can be called as `extern "C" fn()`: save callee-saved registers and the
+/// host RSP, load RFLAGS and all GPRs from the state block, run, store them back.
+pub fn wrap(body: &[u8]) -> Vec<u8> {
+    let mut pre = Vec::new();
+    for r in CALLEE_SAVED {
+        pre.push(reg1(Code::Push_r64, r));
+    }
+    pre.push(reg_mem(
+        Code::Mov_rm64_r64,
+        false,
+        Register::RSP,
+        STATE_ADDR + STATE_HOST_RSP,
+    ));
+    let mut push_flags = blank(Code::Push_rm64);
+    abs_mem(&mut push_flags, 0, STATE_ADDR + STATE_RFLAGS);
+    pre.push(push_flags);
+    pre.push(blank(Code::Popfq));
+    for (k, r) in GPRS.iter().enumerate() {
+        if *r != Register::RSP {
+            pre.push(reg_mem(
+                Code::Mov_r64_rm64,
+                true,
+                *r,
+                STATE_ADDR + 8 * k as u64,
+            ));
+        }
+    }
+    pre.push(reg_mem(
+        Code::Mov_r64_rm64,
+        true,
+        Register::RSP,
+        STATE_ADDR + 32,
+    ));
+
+    let mut post = Vec::new();
+    for (k, r) in GPRS.iter().enumerate() {
+        post.push(reg_mem(
+            Code::Mov_rm64_r64,
+            false,
+            *r,
+            STATE_ADDR + 8 * k as u64,
+        ));
+    }
+    post.push(reg_mem(
+        Code::Mov_r64_rm64,
+        true,
+        Register::RSP,
+        STATE_ADDR + STATE_HOST_RSP,
+    ));
+    post.push(blank(Code::Pushfq));
+    let mut pop_flags = blank(Code::Pop_rm64);
+    abs_mem(&mut pop_flags, 0, STATE_ADDR + STATE_RFLAGS);
+    post.push(pop_flags);
+    post.push(blank(Code::Cld));
+    for r in CALLEE_SAVED.iter().rev() {
+        post.push(reg1(Code::Pop_r64, *r));
+    }
+    post.push(blank(Code::Retnq));
+
+    let encode = |list: &[Instruction]| {
+        let mut e = Encoder::new(64);
+        for i in list {
+            e.encode(i, 0).expect("harness instruction encodes");
+        }
+        e.take_buffer()
+    };
+    let mut out = encode(&pre);
+    out.extend_from_slice(body);
+    out.extend_from_slice(&encode(&post));
+    out
+}
+
+/// A shared anonymous mapping that is unmapped on drop.
+struct SharedMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl SharedMap {
+    fn new(len: usize) -> SharedMap {
+        // SAFETY: anonymous shared mapping with no address hint; checked for failure.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(
+            ptr != libc::MAP_FAILED,
+            "mmap of {len} shared bytes failed: {}",
+            std::io::Error::last_os_error()
+        );
+        SharedMap {
+            ptr: ptr as *mut u8,
+            len,
+        }
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` come from a successful mmap and nothing refers to it any more.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Run `seqs` natively. Returns one result per sequence.
+pub fn run_batch(seqs: &[Sequence]) -> Vec<NativeResult> {
+    let header = std::mem::size_of::<Shared>().next_multiple_of(64);
+    let slot_size = std::mem::size_of::<Slot>();
+    let map = SharedMap::new(header + slot_size * seqs.len().max(1));
+    let shared = map.ptr as *mut Shared;
+    // SAFETY: the mapping starts with `Shared` and has `seqs.len()` slots after the header;
+    // mmap memory is zeroed and suitably aligned (page-aligned base, 64-byte header).
+    let slots =
+        unsafe { std::slice::from_raw_parts_mut(map.ptr.add(header) as *mut Slot, seqs.len()) };
+    for (slot, s) in slots.iter_mut().zip(seqs) {
+        let code = wrap(&s.bytes);
+        assert!(
+            code.len() <= MAX_CODE,
+            "sequence too long: {} bytes",
+            code.len()
+        );
+        slot.code_len = code.len() as u64;
+        slot.code[..code.len()].copy_from_slice(&code);
+        slot.gpr_in = s.gpr;
+        slot.rflags_in = s.rflags;
+        slot.mem_seed = s.mem_seed;
+    }
+    let mut results = Vec::with_capacity(seqs.len());
+    let mut start = 0usize;
+    while start < seqs.len() {
+        // SAFETY: `shared` points at the header of our live mapping.
+        unsafe { std::ptr::write_volatile(&mut (*shared).completed, start as u64) };
+        // SAFETY: fork has no memory-safety preconditions; the child only runs
+        // `child_main`, which performs raw syscalls and copies, then `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: in the child: the slots and header are valid shared memory.
+            unsafe { child_main(shared, slots.as_mut_ptr(), start, seqs.len()) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(
+            r,
+            pid,
+            "waitpid failed: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the child has exited; reading the shared header is race-free now.
+        let completed = unsafe { std::ptr::read_volatile(&(*shared).completed) } as usize;
+        for slot in &slots[start..completed] {
+            results.push(NativeResult::Done {
+                gpr: slot.gpr_out,
+                rflags: slot.rflags_out,
+                mem: Box::new(slot.mem_out),
+            });
+        }
+        if completed < seqs.len() {
+            let why = if libc::WIFSIGNALED(status) {
+                format!("child killed by signal {}", libc::WTERMSIG(status))
+            } else {
+                format!("child exited with status {}", libc::WEXITSTATUS(status))
+            };
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3 {
+                panic!("the child could not map the scratch buffer at {SCRATCH_BASE:#x}");
+            }
+            results.push(NativeResult::Crashed(why));
+            start = completed + 1;
+        } else {
+            start = completed;
+        }
+    }
+    results
+}
+
+/// Body of the forked child. Never returns.
+///
+/// # Safety
+/// `shared` and `slots[0..count]` must be valid shared memory.
+unsafe fn child_main(shared: *mut Shared, slots: *mut Slot, start: usize, count: usize) -> ! {
+    // SAFETY: fixed mapping of the scratch area; NOREPLACE refuses to clobber anything.
+    let scratch = unsafe {
+        libc::mmap(
+            SCRATCH_BASE as *mut libc::c_void,
+            MAP_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if scratch as u64 != SCRATCH_BASE {
+        // SAFETY: terminating the child.
+        unsafe { libc::_exit(3) };
+    }
+    // SAFETY: anonymous RWX mapping for the generated code.
+    let code = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            MAX_CODE,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if code == libc::MAP_FAILED {
+        // SAFETY: terminating the child.
+        unsafe { libc::_exit(4) };
+    }
+    let code = code as *mut u8;
+    let scratch = SCRATCH_BASE as *mut u8;
+    let state = STATE_ADDR as *mut u64;
+    for k in start..count {
+        // SAFETY: `k < count`, so the slot is inside the shared mapping; the scratch, state
+        // and code areas were mapped above with the sizes used here.
+        unsafe {
+            let slot = &mut *slots.add(k);
+            rng::fill(scratch, COMPARE_SIZE, slot.mem_seed);
+            for r in 0..16 {
+                *state.add(r) = slot.gpr_in[r];
+            }
+            *state.add(16) = slot.rflags_in;
+            std::ptr::copy_nonoverlapping(slot.code.as_ptr(), code, slot.code_len as usize);
+            let f: extern "C" fn() = std::mem::transmute(code);
+            f();
+            for r in 0..16 {
+                slot.gpr_out[r] = *state.add(r);
+            }
+            slot.rflags_out = *state.add(16);
+            std::ptr::copy_nonoverlapping(scratch, slot.mem_out.as_mut_ptr(), COMPARE_SIZE);
+            std::ptr::write_volatile(&mut (*shared).completed, k as u64 + 1);
+        }
+    }
+    // SAFETY: terminating the child without running the parent's destructors.
+    unsafe { libc::_exit(0) }
+}

@@ -1,0 +1,232 @@
+//! Shared helpers for the instruction tests: assemble a snippet for a mode, run it in a test
+//! guest whose exception vectors each halt at their own stub, and inspect the outcome.
+
+use crane86::devices::{Platform, PlatformAction};
+pub use crane86::machine::testkit::{pte_addr, Mode, TestGuest, CODE_BASE, DATA_BASE};
+pub use crane86::machine::EngineKind;
+pub use iced_x86::code_asm::*;
+use std::sync::{Arc, Mutex};
+
+pub const CF: u64 = 1 << 0;
+pub const PF: u64 = 1 << 2;
+pub const AF: u64 = 1 << 4;
+pub const ZF: u64 = 1 << 6;
+pub const SF: u64 = 1 << 7;
+pub const IF: u64 = 1 << 9;
+pub const OF: u64 = 1 << 11;
+
+pub const RAX: usize = 0;
+pub const RCX: usize = 1;
+pub const RDX: usize = 2;
+pub const RBX: usize = 3;
+pub const RSP: usize = 4;
+pub const RSI: usize = 6;
+pub const RDI: usize = 7;
+
+/// Offset from `CODE_BASE` of the exception stubs: vector v halts at `STUBS + v`.
+pub const STUBS: u64 = 0x7000;
+/// Number of vectors with a stub.
+pub const STUB_COUNT: u8 = 0x40;
+
+/// Modes without 64-bit mode (where the BCD instructions exist).
+pub const LEGACY_MODES: [Mode; 4] = [Mode::Real, Mode::Protected32, Mode::Paged32, Mode::Pae32];
+/// Modes with paging.
+pub const PAGED_MODES: [Mode; 3] = [Mode::Paged32, Mode::Pae32, Mode::Long64];
+
+/// Where test data lives in `mode`, as an offset the guest can address (DS base 0; real
+/// mode offsets must stay below 64 KiB).
+pub fn data(mode: Mode) -> u64 {
+    if mode == Mode::Real {
+        0x9000
+    } else {
+        DATA_BASE
+    }
+}
+
+/// Assemble `f` for `mode`, followed by HLT.
+pub fn assemble(mode: Mode, f: impl FnOnce(&mut CodeAssembler)) -> Vec<u8> {
+    let mut a = CodeAssembler::new(mode.bitness()).unwrap();
+    f(&mut a);
+    a.hlt().unwrap();
+    a.assemble(if mode == Mode::Real { 0 } else { CODE_BASE })
+        .unwrap()
+}
+
+/// Port traffic seen by a [`RecordingPlatform`], shared with the test.
+#[derive(Debug, Default)]
+pub struct PortLog {
+    pub writes: Vec<(u16, u8, u32)>,
+    pub reads: u32,
+    /// Assert an interrupt (vector 0x20) once this many reads happened.
+    pub irq_after_reads: Option<u32>,
+    pub irq_acked: bool,
+}
+
+/// A platform whose port reads return 0x10, 0x11, 0x12, … and whose writes are logged.
+pub struct RecordingPlatform(pub Arc<Mutex<PortLog>>);
+
+pub const IRQ_VECTOR: u8 = 0x20;
+
+impl Platform for RecordingPlatform {
+    fn pio_read(&mut self, _port: u16, size: u8) -> u32 {
+        let mut log = self.0.lock().unwrap();
+        let v = 0x10 + log.reads;
+        log.reads += 1;
+        v & if size >= 4 {
+            u32::MAX
+        } else {
+            (1 << (size * 8)) - 1
+        }
+    }
+    fn pio_write(&mut self, port: u16, size: u8, value: u32) {
+        self.0.lock().unwrap().writes.push((port, size, value));
+    }
+    fn mmio_read(&mut self, _paddr: u64, _size: u8) -> u64 {
+        u64::MAX
+    }
+    fn mmio_write(&mut self, _paddr: u64, _size: u8, _value: u64) {}
+    fn interrupt_pending(&self) -> bool {
+        let log = self.0.lock().unwrap();
+        !log.irq_acked && log.irq_after_reads.is_some_and(|n| log.reads >= n)
+    }
+    fn ack_interrupt(&mut self) -> Option<u8> {
+        let mut log = self.0.lock().unwrap();
+        if !log.irq_acked && log.irq_after_reads.is_some_and(|n| log.reads >= n) {
+            log.irq_acked = true;
+            Some(IRQ_VECTOR)
+        } else {
+            None
+        }
+    }
+    fn take_action(&mut self) -> Option<PlatformAction> {
+        None
+    }
+    fn now_ns(&self) -> u64 {
+        0
+    }
+}
+
+/// A guest with `code` loaded, exception stubs installed, and `regs` / `rflags` set
+/// (RFLAGS bit 1 is added). Not yet run.
+pub fn guest(
+    engine: EngineKind,
+    mode: Mode,
+    code: &[u8],
+    regs: &[(usize, u64)],
+    rflags: u64,
+) -> TestGuest {
+    let mut g = TestGuest::new(engine, mode, code);
+    g.write(CODE_BASE + STUBS, &[0xF4; STUB_COUNT as usize]);
+    for v in 0..STUB_COUNT {
+        g.set_gate(v, CODE_BASE + STUBS + u64::from(v), 0);
+    }
+    for &(r, v) in regs {
+        g.cpu.gpr[r] = v;
+    }
+    g.cpu.set_rflags(rflags | 2);
+    g
+}
+
+/// Assemble `f`, run it to HLT with `regs` / `rflags`, and return the guest.
+pub fn run(
+    engine: EngineKind,
+    mode: Mode,
+    regs: &[(usize, u64)],
+    rflags: u64,
+    f: impl FnOnce(&mut CodeAssembler),
+) -> TestGuest {
+    let code = assemble(mode, f);
+    let mut g = guest(engine, mode, &code, regs, rflags);
+    g.run_to_halt();
+    g
+}
+
+/// Offset of RIP from `CODE_BASE` (real-mode IP is already relative to CS = CODE_BASE/16).
+pub fn rip_offset(g: &TestGuest) -> u64 {
+    if g.mode == Mode::Real {
+        g.cpu.rip
+    } else {
+        g.cpu.rip - CODE_BASE
+    }
+}
+
+/// The exception vector whose stub the guest halted in, if any.
+pub fn exception(g: &TestGuest) -> Option<u8> {
+    let off = rip_offset(g);
+    (STUBS + 1..=STUBS + u64::from(STUB_COUNT))
+        .contains(&off)
+        .then(|| (off - STUBS - 1) as u8)
+}
+
+/// Assert the guest ran to its final HLT without an exception.
+pub fn assert_no_exception(g: &TestGuest, what: &str) {
+    assert_eq!(
+        exception(g),
+        None,
+        "{what}: unexpected exception in {:?}; state {:#x?}",
+        g.mode,
+        g.cpu
+    );
+}
+
+/// Physical address of the stack top as the guest sees it (exception frames go there).
+pub fn stack_phys(g: &TestGuest) -> u64 {
+    let stack_seg = &g.cpu.seg[crane86::x86::SegReg::Ss as usize];
+    let offset = if g.mode == Mode::Long64 {
+        g.cpu.gpr[RSP]
+    } else if g.mode == Mode::Real {
+        g.cpu.gpr[RSP] & 0xFFFF
+    } else {
+        g.cpu.gpr[RSP] & 0xFFFF_FFFF
+    };
+    stack_seg.base + offset
+}
+
+/// The return address of the exception frame at the top of the stack, as an offset from
+/// `CODE_BASE`. `error_code` says whether the vector pushed one.
+pub fn faulting_offset(g: &TestGuest, error_code: bool) -> u64 {
+    let top = stack_phys(g);
+    match g.mode {
+        Mode::Real => g.read_u64(top) & 0xFFFF,
+        Mode::Long64 => g.read_u64(top + if error_code { 8 } else { 0 }) - CODE_BASE,
+        _ => (g.read_u64(top + if error_code { 4 } else { 0 }) & 0xFFFF_FFFF) - CODE_BASE,
+    }
+}
+
+pub fn read_u8(g: &TestGuest, addr: u64) -> u8 {
+    g.read_u64(addr) as u8
+}
+
+pub fn read_u16(g: &TestGuest, addr: u64) -> u16 {
+    g.read_u64(addr) as u16
+}
+
+pub fn read_u32(g: &TestGuest, addr: u64) -> u32 {
+    g.read_u64(addr) as u32
+}
+
+/// The arithmetic flags selected by `mask`.
+pub fn flags(g: &TestGuest, mask: u64) -> u64 {
+    g.cpu.rflags() & mask
+}
+
+/// Save RFLAGS into ESI/RSI (`which` = 0), EDI/RDI (1) or EBP/RBP (2) via the stack.
+pub fn save_flags(a: &mut CodeAssembler, which: usize) {
+    if a.bitness() == 64 {
+        a.pushfq().unwrap();
+        match which {
+            0 => a.pop(rsi),
+            1 => a.pop(rdi),
+            _ => a.pop(rbp),
+        }
+        .unwrap();
+    } else {
+        a.pushfd().unwrap();
+        match which {
+            0 => a.pop(esi),
+            1 => a.pop(edi),
+            _ => a.pop(ebp),
+        }
+        .unwrap();
+    }
+}

@@ -1,0 +1,11 @@
+//! Instruction-family tests: tiny guests per family, in every CPU mode where the
+//! instructions exist, on every engine. Results and the flags the SDM defines are checked;
+//! exceptions are observed through per-vector halt stubs (see [`common`]).
+
+mod atomic;
+mod bcd;
+mod bits;
+mod common;
+mod muldiv;
+mod shift;
+mod string;

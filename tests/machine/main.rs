@@ -1,0 +1,8 @@
+//! Whole-machine tests: the built-in demo guest on every engine, Multiboot kernels (ELF and
+//! a.out kludge) built in the test, bad inputs and their error messages.
+
+mod demo;
+mod firmware;
+mod kernels;
+mod serial;
+mod timers;
