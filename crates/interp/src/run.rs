@@ -222,7 +222,13 @@ fn lookup_block(cpu: &mut Cpu, blocks: &mut BlockCache) -> Result<Rc<Block>, Exc
         cs.base.wrapping_add(rip) & 0xFFFF_FFFF
     };
     let user = cpu.s.cpl() == 3;
-    let pa = cpu.translate(lin, Access::Fetch, user)?;
+    // Fast path: the TLB already holds an executable RAM/ROM translation of this page.
+    let e = cpu.tlb.entry(user, lin);
+    let pa = if e.fetch_tag == lin & PAGE_MASK {
+        e.paddr_page | (lin & 0xFFF)
+    } else {
+        cpu.translate(lin, Access::Fetch, user)?
+    };
     let key = BlockKey {
         paddr: pa,
         rip,
