@@ -2,6 +2,7 @@
 //! RCR SHLD SHRD at every operand size, for several values and every CF/OF combination,
 //! compared with the host CPU like the random sequences. This pins down the count-dependent
 //! corners (count 0, counts ≥ the width, RCL/RCR modulo size + 1) the random mix rarely hits.
+//! On an AMD host the comparison includes the flags the SDM leaves undefined.
 
 use crate::driver::{compare, describe};
 use crate::emu::Emu;
@@ -74,6 +75,17 @@ fn cases() -> Vec<Sequence> {
     out
 }
 
+/// True on AMD hosts (CPUID vendor "AuthenticAMD").
+fn host_is_amd() -> bool {
+    // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
+    let r = unsafe { std::arch::x86_64::__cpuid(0) };
+    let mut vendor = Vec::new();
+    for w in [r.ebx, r.edx, r.ecx] {
+        vendor.extend_from_slice(&w.to_le_bytes());
+    }
+    vendor == b"AuthenticAMD"
+}
+
 #[test]
 fn every_shift_and_rotate_count_matches_the_host() {
     let seqs = cases();
@@ -83,23 +95,30 @@ fn every_shift_and_rotate_count_matches_the_host() {
         for chunk in seqs.chunks(2000) {
             let natives = run_batch(chunk);
             for (k, (s, native)) in chunk.iter().zip(&natives).enumerate() {
-                if std::env::var("CRANE86_COUNTS_DUMP").is_ok() {
-                    if let (crate::native::NativeResult::Done { gpr: hg, rflags: hf, .. }, crate::emu::EmuResult::Done { gpr: eg, rflags: ef, .. }) = (native, &emu.run(s)) {
-                        let m = 0x8d5u64;
-                        if (hf ^ ef) & m != 0 || hg != eg {
-                            println!("DUMP {} cl={} v={:#x} fin={:#x} host={:#x} emu={:#x} diff={:#x} res_eq={}", s.insns[0], s.gpr[1] & 0x3f, s.gpr[0], s.rflags & 0x8d5, hf & m, ef & m, (hf ^ ef) & m, hg == eg);
-                        }
-                    }
+                // On the AMD host crane86 reproduces even the undefined flags (see the
+                // module doc of ops/shift.rs); elsewhere compare the defined ones only.
+                let mut strict = s.clone();
+                if host_is_amd() {
+                    strict.undefined_flags = 0;
                 }
+                let s = &strict;
                 if let Some(why) = compare(s, native, &emu.run(s)) {
                     mismatches += 1;
-                    if mismatches <= 400 {
+                    if mismatches <= 30 {
                         eprintln!("{}{why}", describe(0, k as u64, engine, s, ""));
                     }
                 }
             }
         }
     }
-    println!("shift/rotate counts: {} cases, {mismatches} mismatches", seqs.len());
-    assert_eq!(mismatches, 0, "{mismatches} of {} cases disagree", seqs.len());
+    println!(
+        "shift/rotate counts: {} cases, {mismatches} mismatches",
+        seqs.len()
+    );
+    assert_eq!(
+        mismatches,
+        0,
+        "{mismatches} of {} cases disagree",
+        seqs.len()
+    );
 }

@@ -352,10 +352,22 @@ struct FlagTrack {
 impl FlagTrack {
     /// Apply `ins`; `None` when it reads a flag that is currently undefined.
     fn apply(mut self, ins: &Instruction) -> Option<FlagTrack> {
-        if x86_flags(ins.rflags_read()) & self.undefined != 0 {
+        const CF: u64 = 1;
+        const OF: u64 = 1 << 11;
+        let rotate_through_carry = matches!(ins.mnemonic(), Mnemonic::Rcl | Mnemonic::Rcr);
+        let mut read = x86_flags(ins.rflags_read());
+        let mut undefined = x86_flags(ins.rflags_undefined());
+        if rotate_through_carry {
+            // iced treats an immediate count that is a multiple of size + 1 as a no-op, but
+            // the CPU still reads CF and rewrites OF (differently on Intel and AMD).
+            read |= CF;
+            if x86_flags(ins.rflags_modified()) == 0 {
+                undefined |= OF;
+            }
+        }
+        if read & self.undefined != 0 {
             return None;
         }
-        let undefined = x86_flags(ins.rflags_undefined());
         let defined = x86_flags(ins.rflags_modified()) & !undefined;
         // Shifts/rotates with a zero count and REP CMPS/SCAS with a zero count leave the
         // flags alone, so they cannot be trusted to define anything.

@@ -211,6 +211,10 @@ mod driver {
             mismatches: 0,
         };
         let mut reports = 0;
+        // Informational: sequences whose flags differ only in bits the SDM leaves undefined,
+        // by the last instruction with undefined flags (CRANE86_ORACLE_UNDEFINED=1).
+        let strict_undefined = std::env::var("CRANE86_ORACLE_UNDEFINED").is_ok();
+        let mut undefined_differences = std::collections::BTreeMap::<String, u64>::new();
         let mut index = 0u64;
         while index < count {
             let n = (count - index).min(BATCH as u64);
@@ -226,6 +230,18 @@ mod driver {
                 summary.instructions += s.insns.len() as u64;
                 for (engine, emu) in engines.iter().zip(emus.iter_mut()) {
                     let result = emu.run(s);
+                    if strict_undefined {
+                        let mut strict = s.clone();
+                        strict.undefined_flags = 0;
+                        if compare(s, native, &result).is_none()
+                            && compare(&strict, native, &result).is_some()
+                        {
+                            let last = s.insns.iter().rev().find(|i| i.rflags_undefined() != 0);
+                            let name =
+                                last.map_or("?".to_string(), |i| format!("{:?}", i.mnemonic()));
+                            *undefined_differences.entry(name).or_insert(0u64) += 1;
+                        }
+                    }
                     if let Some(why) = compare(s, native, &result) {
                         summary.mismatches += 1;
                         if reports < MAX_REPORTS {
@@ -246,6 +262,9 @@ mod driver {
             summary.mismatches,
             start.elapsed()
         );
+        if strict_undefined {
+            println!("undefined-flag differences by last undefined-flag writer: {undefined_differences:?}");
+        }
         summary
     }
 }

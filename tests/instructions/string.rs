@@ -314,3 +314,116 @@ fn outs_writes_each_element_to_the_port() {
         }
     }
 }
+
+#[test]
+fn bulk_copies_match_element_semantics() {
+    for engine in EngineKind::available() {
+        for mode in [Mode::Protected32, Mode::Long64] {
+            let d = DATA_BASE as u32;
+            let code = assemble(mode, |a| {
+                a.cld().unwrap();
+                // Large copy across several pages.
+                a.mov(esi, d).unwrap();
+                a.mov(edi, d + 0x4000 + 3).unwrap();
+                a.mov(ecx, 0x2800u32).unwrap();
+                a.rep().movsb().unwrap();
+                // Fill idiom: destination one byte after the source replicates byte 0.
+                a.mov(esi, d + 0x9000).unwrap();
+                a.mov(edi, d + 0x9001).unwrap();
+                a.mov(ecx, 300u32).unwrap();
+                a.rep().movsb().unwrap();
+                // Backward-overlapping dword copy (destination below the source).
+                a.mov(esi, d + 0xA008).unwrap();
+                a.mov(edi, d + 0xA000).unwrap();
+                a.mov(ecx, 64u32).unwrap();
+                a.rep().movsd().unwrap();
+                // Dword fill across a page boundary.
+                a.mov(edi, d + 0xBFF0).unwrap();
+                a.mov(eax, 0xA1B2_C3D4u32).unwrap();
+                a.mov(ecx, 100u32).unwrap();
+                a.rep().stosd().unwrap();
+            });
+            let mut g = guest(engine, mode, &code, &[], 0);
+            let src = pattern(0x2800);
+            g.write(DATA_BASE, &src);
+            g.write(DATA_BASE + 0x9000, &[0x77]);
+            let words: Vec<u8> = (0..80u32).flat_map(|k| k.to_le_bytes()).collect();
+            g.write(DATA_BASE + 0xA000, &words);
+            g.run_to_halt();
+            assert_no_exception(&g, "bulk string ops");
+            let base = DATA_BASE;
+            for k in [0u64, 1, 0xFFC, 0xFFD, 0x1000, 0x27FF] {
+                assert_eq!(
+                    read_u8(&g, base + 0x4003 + k),
+                    src[k as usize],
+                    "{engine} {mode:?} copy {k:#x}"
+                );
+            }
+            assert_eq!(
+                read_u8(&g, base + 0x4003 + 0x2800),
+                0,
+                "{mode:?}: copy stops"
+            );
+            for k in [1u64, 100, 300] {
+                assert_eq!(
+                    read_u8(&g, base + 0x9000 + k),
+                    0x77,
+                    "{mode:?}: fill idiom byte {k}"
+                );
+            }
+            assert_eq!(
+                read_u8(&g, base + 0x9000 + 301),
+                0,
+                "{mode:?}: fill idiom stops"
+            );
+            for k in 0..64u64 {
+                assert_eq!(
+                    read_u32(&g, base + 0xA000 + 4 * k),
+                    k as u32 + 2,
+                    "{mode:?}: movsd {k}"
+                );
+            }
+            for k in [0u64, 3, 4, 99] {
+                assert_eq!(
+                    read_u32(&g, base + 0xBFF0 + 4 * k),
+                    0xA1B2_C3D4,
+                    "{mode:?}: stosd {k}"
+                );
+            }
+            assert_eq!(
+                read_u32(&g, base + 0xBFF0 + 400),
+                0,
+                "{mode:?}: stosd stops"
+            );
+            assert_eq!(
+                g.cpu.gpr[RDI] & 0xFFFF_FFFF,
+                u64::from(d) + 0xBFF0 + 400,
+                "{mode:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rep_stos_over_following_code_is_seen_by_the_cpu() {
+    for engine in EngineKind::available() {
+        let code = assemble(Mode::Long64, |a| {
+            let mut patched = a.create_label();
+            a.xor(eax, eax).unwrap();
+            a.lea(rdi, ptr(patched)).unwrap();
+            a.mov(ecx, 5u32).unwrap();
+            a.mov(al, 0x90u32).unwrap(); // NOP over the 5-byte MOV below
+            a.rep().stosb().unwrap();
+            a.set_label(&mut patched).unwrap();
+            a.mov(ebx, 0x1234_5678u32).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, "self-modifying rep stosb");
+        assert_eq!(
+            g.cpu.gpr[RBX], 0,
+            "{engine}: the overwritten MOV must not run"
+        );
+        assert_eq!(g.cpu.gpr[RCX], 0, "{engine}");
+    }
+}

@@ -575,3 +575,70 @@ fn page_fault_on_the_fault_stack_double_faults_onto_ist() {
         );
     }
 }
+
+#[test]
+fn not_present_idt_gate_raises_np_with_idt_and_ext_bits() {
+    // #UD through a not-present gate: #NP(vector * 8 + IDT bit + EXT bit) = #NP(0x33).
+    for engine in EngineKind::available() {
+        for mode in [Mode::Protected32, Mode::Long64] {
+            let f = expect_fault(
+                engine,
+                mode,
+                11,
+                true,
+                |g| {
+                    if mode == Mode::Long64 {
+                        set_gate64(g, 6, 0x28, CODE_BASE, 0x0E, 0);
+                    } else {
+                        set_gate32(g, 6, 0x08, CODE_BASE, 0x0E);
+                    }
+                },
+                |a, at| {
+                    a.set_label(at)?;
+                    a.ud2()
+                },
+            );
+            check(&f, 11, Some(0x33), &format!("{engine} {mode:?}"));
+        }
+    }
+}
+
+#[test]
+fn breakpoint_and_overflow_are_traps() {
+    for engine in EngineKind::available() {
+        for mode in Mode::ALL {
+            let f = expect_fault(
+                engine,
+                mode,
+                3,
+                false,
+                |_| {},
+                |a, at| {
+                    a.int3()?;
+                    a.set_label(at)?;
+                    a.nop()
+                },
+            );
+            check(&f, 3, None, &format!("{engine} {mode:?} #BP"));
+            if mode == Mode::Long64 {
+                continue; // INTO does not exist in 64-bit mode
+            }
+            let f = expect_fault(
+                engine,
+                mode,
+                4,
+                false,
+                |_| {},
+                |a, at| {
+                    a.mov(al, 0x7F)?;
+                    a.into()?; // OF clear: no trap
+                    a.add(al, 1)?;
+                    a.into()?;
+                    a.set_label(at)?;
+                    a.nop()
+                },
+            );
+            check(&f, 4, None, &format!("{engine} {mode:?} #OF"));
+        }
+    }
+}

@@ -464,7 +464,50 @@ fn double_fault_through_a_task_gate() {
         assert_eq!(g.cpu.gpr[3], u64::from(STACK2), "{engine}: new task stack");
         assert_eq!(g.cpu.gpr[1], 0x58, "{engine}: running in the #DF task");
         let saved_eip = g.read_u64(0x3000 + 0x20) & 0xFFFF_FFFF;
-        assert_eq!(saved_eip, labels[0], "{engine}: faulting EIP saved in the old TSS");
+        assert_eq!(
+            saved_eip, labels[0],
+            "{engine}: faulting EIP saved in the old TSS"
+        );
         assert_eq!(g.read_u64(TSS2) & 0xFFFF, 0x48, "{engine}: back link");
+    }
+}
+
+/// Protected mode: LFS loads a descriptor through the GDT; LSS with a DPL-3 stack segment at
+/// CPL 0 is #GP(selector) and leaves the destination register unchanged.
+#[test]
+fn protected_mode_far_pointer_loads_check_descriptors() {
+    for engine in EngineKind::available() {
+        for mode in [Mode::Protected32, Mode::Long64] {
+            let ptr_at = DATA_BASE as u32 + 0x100;
+            let (mut g, labels) = guest(engine, mode, |a| {
+                let mut handler = a.create_label();
+                a.mov(dword_ptr(ptr_at), 0x1234_5678u32)?;
+                a.mov(word_ptr(ptr_at + 4), 0x10u32)?;
+                a.lfs(esi, fword_ptr(ptr_at))?;
+                a.mov(word_ptr(ptr_at + 4), u32::from(SEL_USER_DATA))?;
+                a.mov(edi, 0x77)?;
+                a.lss(edi, fword_ptr(ptr_at))?;
+                a.hlt()?;
+                a.set_label(&mut handler)?;
+                if mode == Mode::Long64 {
+                    a.pop(rax)?;
+                } else {
+                    a.pop(eax)?;
+                }
+                a.hlt()?;
+                Ok(vec![handler])
+            });
+            g.set_gate(13, labels[0], 0);
+            g.run_to_halt();
+            let tag = format!("{engine} {mode:?}");
+            assert_eq!(g.cpu.gpr[6], 0x1234_5678, "{tag}: LFS offset");
+            assert_eq!(g.cpu.seg[4].selector, 0x10, "{tag}: LFS selector");
+            assert_eq!(
+                g.cpu.gpr[0],
+                u64::from(SEL_USER_DATA & !3),
+                "{tag}: #GP(selector)"
+            );
+            assert_eq!(g.cpu.gpr[7], 0x77, "{tag}: LSS left EDI alone");
+        }
     }
 }

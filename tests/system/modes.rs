@@ -291,3 +291,79 @@ fn triple_fault_ends_the_run() {
         }
     }
 }
+
+/// Paging off and on again from 32-bit protected mode (2-level and PAE): translations
+/// follow CR0.PG immediately (the TLB is flushed on each change).
+#[test]
+fn paging_toggles_in_protected_mode() {
+    use crane86::machine::testkit::pte_addr;
+    const LIN: u64 = 0x4_1000;
+    const OTHER: u64 = 0x4_3000;
+    for engine in EngineKind::available() {
+        for mode in [Mode::Paged32, Mode::Pae32] {
+            let (mut g, _) = guest(engine, mode, |a| {
+                a.mov(ebx, dword_ptr(LIN as u32))?;
+                a.mov(eax, cr0)?;
+                a.and(eax, 0x7FFF_FFFF)?;
+                a.mov(cr0, eax)?;
+                a.mov(ecx, dword_ptr(LIN as u32))?;
+                a.or(eax, 0x8000_0000u32 as i32)?;
+                a.mov(cr0, eax)?;
+                a.mov(edx, dword_ptr(LIN as u32))?;
+                a.hlt()?;
+                Ok(vec![])
+            });
+            let pte = pte_addr(mode, LIN);
+            if mode == Mode::Paged32 {
+                g.mem.write_u32(pte, (OTHER | 7) as u32);
+            } else {
+                g.mem.write_u64(pte, OTHER | 7);
+            }
+            g.write(LIN, &0xAAu32.to_le_bytes());
+            g.write(OTHER, &0xBBu32.to_le_bytes());
+            g.run_to_halt();
+            let tag = format!("{engine} {mode:?}");
+            assert_eq!(g.cpu.gpr[3], 0xBB, "{tag}: paged");
+            assert_eq!(g.cpu.gpr[1], 0xAA, "{tag}: paging off = identity");
+            assert_eq!(g.cpu.gpr[2], 0xBB, "{tag}: paged again");
+        }
+    }
+}
+
+/// Compatibility mode: an interrupt from 32-bit code in long mode goes through the 64-bit
+/// IDT to a 64-bit handler, whose IRETQ (popping SS:RSP) returns to compatibility mode.
+#[test]
+fn interrupt_from_compatibility_mode_returns_with_iretq() {
+    for engine in EngineKind::available() {
+        let compat_at = CODE_BASE + 0x1000;
+        let (mut g, labels) = guest(engine, Mode::Long64, |a| {
+            let mut handler = a.create_label();
+            a.mov(rbx, DATA_BASE)?;
+            a.mov(dword_ptr(rbx), compat_at as u32)?;
+            a.mov(word_ptr(rbx + 4), SEL_CODE32 as u32)?;
+            a.jmp(fword_ptr(rbx))?;
+            a.set_label(&mut handler)?;
+            a.add(eax, 1)?;
+            a.mov(rdi, rsp)?;
+            a.iretq()?;
+            Ok(vec![handler])
+        });
+        let compat = build(32, compat_at, |a| {
+            a.mov(eax, 5)?;
+            a.int(0x40)?;
+            a.mov(esi, 0x600D)?;
+            a.hlt()?;
+            Ok(vec![])
+        });
+        g.write(compat_at, &compat.bytes);
+        g.set_gate(0x40, labels[0], 0);
+        g.run_to_halt();
+        let tag = format!("{engine}");
+        assert_eq!(g.cpu.mode(), CpuMode::Compatibility, "{tag}");
+        assert_eq!(g.cpu.gpr[0], 6, "{tag}: 64-bit handler ran");
+        assert_eq!(g.cpu.gpr[6], 0x600D, "{tag}: back in compatibility mode");
+        let frame_top = (crane86::machine::testkit::STACK_TOP & !0xF) - 40;
+        assert_eq!(g.cpu.gpr[7], frame_top, "{tag}: 64-bit frame, aligned");
+        assert_eq!(g.cpu.gpr[4], crane86::machine::testkit::STACK_TOP, "{tag}");
+    }
+}

@@ -119,7 +119,15 @@ impl Cpu<'_> {
         if r.is_err() && self.s.tr.selector == tr {
             self.s.gpr[RSP] = saved_rsp;
         }
-        r
+        r.map_err(|mut e| {
+            // A fault while delivering an event the program did not cause (an exception or an
+            // external interrupt) carries EXT = 1 in its selector error code.
+            let selector_code = matches!(e.vector, 10..=13);
+            if src != EventSource::Software && selector_code {
+                e.error_code = e.error_code.map(|c| c | 1);
+            }
+            e
+        })
     }
 
     fn try_deliver_once(

@@ -6,9 +6,13 @@
 //! destination is zero-extended as on hardware). RCL/RCR rotate through CF modulo
 //! `size + 1` for 8/16-bit operands.
 //!
-//! Flags the SDM leaves undefined are set the way the interpreter finds most useful and
-//! consistent: OF for counts > 1 follows the count-1 formula applied to the final result,
-//! AF is cleared. The host-CPU oracle masks undefined flags when it compares.
+//! Flags the SDM leaves undefined follow what the host-CPU oracle (an AMD Zen machine)
+//! shows, since no Intel reference was available: for counts > 1, OF is the count-1 formula
+//! applied to the last single-bit step (SHL: MSB(result) ^ CF; SHR: MSB of the operand before
+//! the last step; SHLD/SHRD: sign change in the last step; SAR: 0), AF is set by every
+//! non-zero shift (SHL SHR SAR SHLD SHRD), and an RCL/RCR count that is a non-zero multiple
+//! of size + 1 leaves the value and CF but still sets OF = MSB(result) ^ CF (RCL) or
+//! MSB(result) ^ MSB-1(result) (RCR). Intel CPUs may differ in these undefined cases.
 
 use crate::cpu::{mask, sign_bit, sign_extend, Bits, Cpu};
 use crate::exec::Handler;
@@ -79,7 +83,7 @@ fn shl(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
         let of = msb(res, bits) != cf;
         cpu.set_arith_flags(
             SHIFT_FLAGS,
-            zsp(res, bits) | flag_if(cf, flags::CF) | flag_if(of, flags::OF),
+            zsp(res, bits) | flags::AF | flag_if(cf, flags::CF) | flag_if(of, flags::OF),
         );
         res
     })
@@ -89,11 +93,13 @@ fn shr(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
     shift_op(cpu, i, |cpu, v, n, bits| {
         let res = if n >= 64 { 0 } else { v >> n };
         let cf = n <= bits && (v >> (n - 1)) & 1 != 0;
-        // OF: the original sign (defined for count 1; hardware uses it for any count).
-        let of = msb(v, bits);
+        // OF: the sign of the operand before the last single-bit step (count 1: the
+        // original sign, as the SDM defines).
+        let before_last = if n > 64 { 0 } else { v >> (n - 1) };
+        let of = msb(before_last, bits);
         cpu.set_arith_flags(
             SHIFT_FLAGS,
-            zsp(res, bits) | flag_if(cf, flags::CF) | flag_if(of, flags::OF),
+            zsp(res, bits) | flags::AF | flag_if(cf, flags::CF) | flag_if(of, flags::OF),
         );
         res
     })
@@ -104,7 +110,10 @@ fn sar(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
         let s = sign_extend(v, bits);
         let res = (s >> n.min(63)) as u64 & mask(bits);
         let cf = (s >> (n - 1).min(63)) & 1 != 0;
-        cpu.set_arith_flags(SHIFT_FLAGS, zsp(res, bits) | flag_if(cf, flags::CF));
+        cpu.set_arith_flags(
+            SHIFT_FLAGS,
+            zsp(res, bits) | flags::AF | flag_if(cf, flags::CF),
+        );
         res
     })
 }
@@ -161,10 +170,6 @@ fn rcl_value(v: u64, cf: bool, n: u32, bits: Bits) -> (u64, bool) {
 fn rcl(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
     shift_op(cpu, i, |cpu, v, n, bits| {
         let n = if bits < 32 { n % (bits + 1) } else { n };
-        if n == 0 {
-            // A count that is a multiple of size + 1 rotates nothing and leaves the flags.
-            return v;
-        }
         let (res, cf) = rcl_value(v, cpu.cf(), n, bits);
         let of = msb(res, bits) != cf;
         cpu.set_arith_flags(
@@ -178,10 +183,6 @@ fn rcl(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
 fn rcr(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
     shift_op(cpu, i, |cpu, v, n, bits| {
         let n = if bits < 32 { n % (bits + 1) } else { n };
-        if n == 0 {
-            // A count that is a multiple of size + 1 rotates nothing and leaves the flags.
-            return v;
-        }
         // A right rotate by n of a (bits+1)-bit value is a left rotate by width - n.
         let (res, cf) = rcl_value(v, cpu.cf(), (bits + 1 - n) % (bits + 1), bits);
         let of = msb(res, bits) != (res & (sign_bit(bits) >> 1) != 0);
@@ -191,6 +192,28 @@ fn rcr(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
         );
         res
     })
+}
+
+/// The SHLD (`left`) / SHRD result of shifting `dst` by `n` (1..=63) with bits from `src`,
+/// and the last bit shifted out (CF).
+fn double_shift_value(dst: u64, src: u64, n: u32, bits: Bits, left: bool) -> (u64, bool) {
+    if bits == 16 {
+        // Counts above 16 are undefined; like P6-family CPUs, shift the 48-bit
+        // concatenation dst:src:dst, left or right.
+        let cat = (u128::from(dst) << 32) | (u128::from(src) << 16) | u128::from(dst);
+        if left {
+            (((cat << n) >> 32) as u64 & 0xFFFF, (cat >> (48 - n)) & 1 != 0)
+        } else {
+            ((cat >> n) as u64 & 0xFFFF, (cat >> (n - 1)) & 1 != 0)
+        }
+    } else if left {
+        let cat = (u128::from(dst) << bits) | u128::from(src);
+        let res = ((cat << n) >> bits) as u64 & mask(bits);
+        (res, (cat >> (2 * bits - n)) & 1 != 0)
+    } else {
+        let cat = (u128::from(src) << bits) | u128::from(dst);
+        ((cat >> n) as u64 & mask(bits), (cat >> (n - 1)) & 1 != 0)
+    }
 }
 
 /// SHLD/SHRD: op0 = destination, op1 = source register, op2 = count (imm8 or CL).
@@ -203,36 +226,23 @@ fn double_shift(cpu: &mut Cpu, i: &Instruction, left: bool) -> Result<(), Except
         if n == 0 {
             return Ok(Some(dst));
         }
-        let (res, cf) = if bits == 16 {
-            // Counts above 16 are undefined; like P6-family CPUs, shift the 48-bit
-            // concatenation dst:src:dst, left or right.
-            let cat = (u128::from(dst) << 32) | (u128::from(src) << 16) | u128::from(dst);
-            if left {
-                let shifted = cat << n;
-                (
-                    ((shifted >> 32) as u64) & 0xFFFF,
-                    (cat >> (48 - n)) & 1 != 0,
-                )
-            } else {
-                ((cat >> n) as u64 & 0xFFFF, (cat >> (n - 1)) & 1 != 0)
-            }
+        let (res, cf) = double_shift_value(dst, src, n, bits, left);
+        // OF: sign change in the last single-bit step. For SHLD that is MSB ^ CF, where
+        // the MSB comes from the destination bits alone (a 16-bit count of 16 gives CF).
+        let of = if left {
+            let dst_part = if n >= bits { 0 } else { dst << n };
+            msb(dst_part, bits) != cf
         } else {
-            let w = u128::from(bits);
-            let n128 = u128::from(n);
-            if left {
-                let cat = (u128::from(dst) << bits) | u128::from(src);
-                let res = ((cat << n) >> bits) as u64 & mask(bits);
-                (res, (cat >> (2 * w - n128)) & 1 != 0)
+            let before_last = if n == 1 {
+                dst
             } else {
-                let cat = (u128::from(src) << bits) | u128::from(dst);
-                let res = (cat >> n) as u64 & mask(bits);
-                (res, (cat >> (n - 1)) & 1 != 0)
-            }
+                double_shift_value(dst, src, n - 1, bits, left).0
+            };
+            msb(res, bits) != msb(before_last, bits)
         };
-        let of = msb(res, bits) != msb(dst, bits);
         cpu.set_arith_flags(
             SHIFT_FLAGS,
-            zsp(res, bits) | flag_if(cf, flags::CF) | flag_if(of, flags::OF),
+            zsp(res, bits) | flags::AF | flag_if(cf, flags::CF) | flag_if(of, flags::OF),
         );
         Ok(Some(res))
     })

@@ -12,9 +12,15 @@
 //!   stops early when an interrupt is pending and IF is set. It then leaves `next_rip` at
 //!   its own RIP, so the dispatcher regains control (interrupts, instruction budget,
 //!   timers) and re-executes it to continue.
+//! - Fast path: REP MOVS / REP STOS going forward over plain RAM copy or fill whole runs up
+//!   to the next page boundary through the softmmu TLB's host pointers ([`bulk`]), when
+//!   segment checks pass for the whole run and (for MOVS) a forward element-by-element copy
+//!   equals a memmove. Anything else (first touch of a page, MMIO, code pages, DF = 1,
+//!   overlapping fill idioms) takes the exact per-element path, which also refills the TLB.
 
 use crate::cpu::{mask, seg_of, Bits, Cpu};
 use crate::exec::Handler;
+use crane86_memory::PAGE_MASK;
 use crane86_x86::flags::{self, CcOp};
 use crane86_x86::regs::gpr::{RAX, RCX, RDI, RDX, RSI};
 use crane86_x86::{Exception, SegReg};
@@ -197,6 +203,24 @@ fn string_op(cpu: &mut Cpu, i: &Instruction, kind: Kind) -> Result<(), Exception
         if count == 0 {
             return Ok(());
         }
+        let quick = if limit > 1 {
+            bulk(cpu, &ctx, count.min(limit - done))
+        } else {
+            0
+        };
+        if quick > 0 {
+            let count = count - quick;
+            cpu.set_gpr(RCX, asz, count);
+            if count == 0 {
+                return Ok(());
+            }
+            done += quick;
+            if done >= limit {
+                cpu.next_rip = cpu.s.rip;
+                return Ok(());
+            }
+            continue;
+        }
         ctx.iterate(cpu)?;
         let count = count.wrapping_sub(1);
         cpu.set_gpr(RCX, asz, count);
@@ -218,4 +242,99 @@ fn string_op(cpu: &mut Cpu, i: &Instruction, kind: Kind) -> Result<(), Exception
             return Ok(());
         }
     }
+}
+
+/// Host pointer for `len` bytes at linear `lin` when the TLB holds a flag-free (plain RAM)
+/// translation for the access and the run stays inside the page.
+fn host_ptr(cpu: &mut Cpu, lin: u64, len: u64, write: bool) -> Option<*mut u8> {
+    let user = cpu.s.cpl() == 3;
+    let e = cpu.tlb.entry(user, lin);
+    let tag = if write { e.write_tag } else { e.read_tag };
+    if tag != lin & PAGE_MASK || (lin & 0xFFF) + len > 0x1000 {
+        return None;
+    }
+    Some(e.addend.wrapping_add(lin) as *mut u8)
+}
+
+/// The REP MOVS / REP STOS fast path: perform up to `max` elements (at most to the end of the
+/// source and destination pages) through host pointers. Returns the number of elements
+/// done and updates RSI/RDI; 0 means "use the per-element path".
+fn bulk(cpu: &mut Cpu, ctx: &StringCtx, max: u64) -> u64 {
+    let bytes = u64::from(ctx.bits / 8);
+    if !matches!(ctx.kind, Kind::Movs | Kind::Stos) || ctx.delta != bytes {
+        return 0;
+    }
+    let amask = mask(ctx.asz);
+    let di = cpu.gpr(RDI, ctx.asz);
+    let si = cpu.gpr(RSI, ctx.asz);
+    // Elements that fit before the destination page ends, and (for 16/32-bit addressing)
+    // before the offset would wrap.
+    let Ok(dst_lin) = cpu.linear(SegReg::Es, di, bytes as u32, true) else {
+        return 0;
+    };
+    let mut n = max.min((0x1000 - (dst_lin & 0xFFF)) / bytes);
+    n = n.min((amask - di) / bytes + 1);
+    let mut src_lin = 0;
+    if ctx.kind == Kind::Movs {
+        let Ok(lin) = cpu.linear(ctx.src_seg, si, bytes as u32, false) else {
+            return 0;
+        };
+        src_lin = lin;
+        n = n.min((0x1000 - (lin & 0xFFF)) / bytes);
+        n = n.min((amask - si) / bytes + 1);
+    }
+    if n < 2 {
+        return 0;
+    }
+    let len = n * bytes;
+    // Segment limits for the whole run (the linear address is contiguous within a page).
+    if cpu.linear(SegReg::Es, di, len as u32, true).is_err() {
+        return 0;
+    }
+    let Some(dst) = host_ptr(cpu, dst_lin, len, true) else {
+        return 0;
+    };
+    match ctx.kind {
+        Kind::Movs => {
+            if cpu.linear(ctx.src_seg, si, len as u32, false).is_err() {
+                return 0;
+            }
+            let Some(src) = host_ptr(cpu, src_lin, len, false) else {
+                return 0;
+            };
+            // A forward element copy equals memmove unless the destination starts inside
+            // the source run after its start (the "rep movsb with di = si + 1" fill idiom).
+            let (s, d) = (src as usize, dst as usize);
+            if d > s && d < s + len as usize {
+                return 0;
+            }
+            // SAFETY: both runs lie inside single RAM pages whose TLB entries map them into
+            // the live guest-memory backing (checked by `host_ptr`); `copy` allows overlap.
+            unsafe { std::ptr::copy(src as *const u8, dst, len as usize) };
+        }
+        _ if bytes == 1 => {
+            // SAFETY: the destination run lies inside one RAM page mapped by the TLB entry
+            // checked in `host_ptr`.
+            unsafe { std::ptr::write_bytes(dst, cpu.s.gpr[RAX] as u8, len as usize) };
+        }
+        _ => {
+            let v = cpu.gpr(RAX, ctx.bits).to_le_bytes();
+            for k in 0..n as usize {
+                // SAFETY: the destination run lies inside one RAM page mapped by the TLB
+                // entry checked in `host_ptr`; element k is within it.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        v.as_ptr(),
+                        dst.add(k * bytes as usize),
+                        bytes as usize,
+                    )
+                };
+            }
+        }
+    }
+    cpu.set_gpr(RDI, ctx.asz, di.wrapping_add(len) & amask);
+    if ctx.kind == Kind::Movs {
+        cpu.set_gpr(RSI, ctx.asz, si.wrapping_add(len) & amask);
+    }
+    n
 }
