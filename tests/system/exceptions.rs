@@ -642,3 +642,48 @@ fn breakpoint_and_overflow_are_traps() {
         }
     }
 }
+
+#[test]
+fn single_step_does_not_trap_into_a_software_interrupt() {
+    // With TF set, INT n clears TF on entry to its handler and no #DB is taken before the
+    // handler runs (SDM Vol. 3 17.3.1.4); the trap comes after the first instruction that
+    // runs with TF set again, i.e. after the one following the handler's IRET.
+    for engine in EngineKind::available() {
+        for mode in [Mode::Protected32, Mode::Long64] {
+            let (mut g, labels) = guest(engine, mode, |a| {
+                let mut int_handler = a.create_label();
+                let mut db_handler = a.create_label();
+                if mode == Mode::Long64 {
+                    a.pushfq()?;
+                    a.or(qword_ptr(rsp), 0x100)?;
+                    a.popfq()?;
+                } else {
+                    a.pushfd()?;
+                    a.or(dword_ptr(esp), 0x100)?;
+                    a.popfd()?;
+                }
+                a.int(0x30)?;
+                a.mov(ecx, 5)?;
+                a.mov(ecx, 6)?;
+                a.hlt()?;
+                a.set_label(&mut int_handler)?;
+                a.add(ebx, 1)?;
+                if mode == Mode::Long64 {
+                    a.iretq()?;
+                } else {
+                    a.iretd()?;
+                }
+                a.set_label(&mut db_handler)?;
+                a.mov(edx, ebx)?;
+                a.hlt()?;
+                Ok(vec![int_handler, db_handler])
+            });
+            g.set_gate(0x30, labels[0], 0);
+            g.set_gate(1, labels[1], 0);
+            g.run_to_halt();
+            let tag = format!("{engine} {mode:?}");
+            assert_eq!(g.cpu.gpr[2], 1, "{tag}: #DB came after the INT handler ran");
+            assert_eq!(g.cpu.gpr[1], 5, "{tag}: #DB came after `mov ecx, 5`");
+        }
+    }
+}

@@ -21,6 +21,9 @@ pub struct StepFlags {
     pub action: bool,
     /// HLT executed.
     pub halt: bool,
+    /// The instruction itself delivered an interrupt (INT n, INT3, INTO, INT1, task switch
+    /// through a gate): no single-step trap follows it (SDM Vol. 3 17.3.1.4).
+    pub delivered: bool,
 }
 
 /// Execution context for one engine run.

@@ -47,6 +47,7 @@ impl Cpu<'_> {
         let ret = self.next_rip;
         self.try_deliver(vector, None, EventSource::Software, ret)?;
         self.next_rip = self.s.rip;
+        self.step.delivered = true;
         Ok(())
     }
 

@@ -187,6 +187,7 @@ fn int1(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
     cpu.s.rip = cpu.next_rip;
     cpu.deliver_trap(Vector::Debug as u8);
     cpu.next_rip = cpu.s.rip;
+    cpu.step.delivered = true;
     Ok(())
 }
 
