@@ -107,6 +107,7 @@ impl Cpu<'_> {
     #[inline]
     pub fn read_lin_as(&mut self, lin: u64, bits: Bits, user: bool) -> Result<u64, Exception> {
         let bytes = bits / 8;
+        self.tlb.stats.accesses += 1;
         let e = self.tlb.entry(user, lin);
         if e.read_tag == lin & PAGE_MASK && (lin & 0xFFF) + u64::from(bytes) <= 0x1000 {
             let p = e.addend.wrapping_add(lin) as *const u8;
@@ -123,6 +124,7 @@ impl Cpu<'_> {
     pub fn read_lin_for_write(&mut self, lin: u64, bits: Bits) -> Result<u64, Exception> {
         let user = self.user_access();
         let bytes = bits / 8;
+        self.tlb.stats.accesses += 1;
         let e = self.tlb.entry(user, lin);
         if e.write_tag == lin & PAGE_MASK && (lin & 0xFFF) + u64::from(bytes) <= 0x1000 {
             let p = e.addend.wrapping_add(lin) as *const u8;
@@ -147,6 +149,7 @@ impl Cpu<'_> {
         user: bool,
     ) -> Result<(), Exception> {
         let bytes = bits / 8;
+        self.tlb.stats.accesses += 1;
         let e = self.tlb.entry(user, lin);
         if e.write_tag == lin & PAGE_MASK && (lin & 0xFFF) + u64::from(bytes) <= 0x1000 {
             let p = e.addend.wrapping_add(lin) as *mut u8;

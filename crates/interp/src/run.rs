@@ -223,6 +223,7 @@ fn lookup_block(cpu: &mut Cpu, blocks: &mut BlockCache) -> Result<Rc<Block>, Exc
     };
     let user = cpu.s.cpl() == 3;
     // Fast path: the TLB already holds an executable RAM/ROM translation of this page.
+    cpu.tlb.stats.accesses += 1;
     let e = cpu.tlb.entry(user, lin);
     let pa = if e.fetch_tag == lin & PAGE_MASK {
         e.paddr_page | (lin & 0xFFF)

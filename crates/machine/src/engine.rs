@@ -142,14 +142,8 @@ impl Engine for InterpEngine {
                     100.0 * s.block_cache_hits as f64 / lookups.max(1) as f64
                 ),
             ),
-            ("TLB misses", t.misses.to_string()),
-            (
-                "TLB misses per million instructions",
-                format!(
-                    "{:.1}",
-                    t.misses as f64 * 1e6 / s.instructions.max(1) as f64
-                ),
-            ),
+            ("TLB hit rate", format!("{:.4}%", 100.0 * t.hit_rate())),
+            ("TLB misses (page walks)", t.misses.to_string()),
             ("TLB flushes", t.flushes.to_string()),
             ("SMC invalidations", s.smc_invalidations.to_string()),
             ("exceptions", s.exceptions.to_string()),

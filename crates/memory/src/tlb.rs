@@ -50,8 +50,21 @@ impl TlbEntry {
 /// Counters for `--stats`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TlbStats {
+    /// Lookups: every data access, and one instruction fetch per executed block.
+    pub accesses: u64,
+    /// Lookups that needed a page walk.
     pub misses: u64,
     pub flushes: u64,
+}
+
+impl TlbStats {
+    /// Fraction of lookups that needed no page walk.
+    pub fn hit_rate(&self) -> f64 {
+        if self.accesses == 0 {
+            return 1.0;
+        }
+        1.0 - self.misses.min(self.accesses) as f64 / self.accesses as f64
+    }
 }
 
 pub struct SoftTlb {
