@@ -6,8 +6,9 @@
 
 use crate::driver::{compare, describe};
 use crate::emu::Emu;
-use crate::gen::{blank, Sequence, INITIAL_RSP};
+use crate::gen::{Sequence, INITIAL_RSP};
 use crate::native::run_batch;
+use crate::operands::blank;
 use crane86::machine::EngineKind;
 use iced_x86::{Code, OpKind, Register};
 
@@ -77,7 +78,9 @@ fn cases() -> Vec<Sequence> {
 
 /// True on AMD hosts (CPUID vendor "AuthenticAMD").
 fn host_is_amd() -> bool {
-    // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
+    // SAFETY: CPUID leaf 0 exists on every x86-64 CPU. (`__cpuid` is a safe function in
+    // newer toolchains; the block keeps older ones, where it is `unsafe`, compiling.)
+    #[allow(unused_unsafe)]
     let r = unsafe { std::arch::x86_64::__cpuid(0) };
     let mut vendor = Vec::new();
     for w in [r.ebx, r.edx, r.ecx] {

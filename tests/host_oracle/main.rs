@@ -22,7 +22,13 @@ mod gen;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod native;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod operands;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod rng;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod setups;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod tables;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod driver {

@@ -8,7 +8,8 @@
 //! no allocation (it was forked from a multi-threaded process). A crash (signal) of the
 //! child is seen by the parent through `waitpid`; the progress counter names the sequence.
 
-use crate::gen::{blank, Sequence, COMPARE_SIZE, MAP_SIZE, SCRATCH_BASE, STATE_ADDR};
+use crate::gen::{Sequence, COMPARE_SIZE, MAP_SIZE, SCRATCH_BASE, STATE_ADDR};
+use crate::operands::blank;
 use crate::rng;
 use iced_x86::{Code, Encoder, Instruction, OpKind, Register};
 

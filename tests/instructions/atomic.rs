@@ -116,3 +116,24 @@ fn cmpxchg16b_needs_alignment() {
         );
     }
 }
+
+#[test]
+fn lock_prefix_needs_a_memory_destination() {
+    for engine in EngineKind::available() {
+        for mode in Mode::ALL {
+            // LOCK ADD EAX, EBX / LOCK XADD EAX, EBX / LOCK CMPXCHG EAX, EBX: #UD.
+            let encodings: [&[u8]; 3] = [
+                &[0xF0, 0x01, 0xD8],
+                &[0xF0, 0x0F, 0xC1, 0xD8],
+                &[0xF0, 0x0F, 0xB1, 0xD8],
+            ];
+            for bytes in encodings {
+                let mut code = bytes.to_vec();
+                code.push(0xF4);
+                let mut g = guest(engine, mode, &code, &[], 0);
+                g.run_to_halt();
+                assert_eq!(exception(&g), Some(6), "{engine} {mode:?} {bytes:02x?}");
+            }
+        }
+    }
+}

@@ -427,3 +427,54 @@ fn rep_stos_over_following_code_is_seen_by_the_cpu() {
         assert_eq!(g.cpu.gpr[RCX], 0, "{engine}");
     }
 }
+
+#[test]
+fn bulk_rep_stos_yields_to_a_pending_interrupt() {
+    const COUNT: u64 = 10_000;
+    for engine in EngineKind::available() {
+        let code = assemble(Mode::Long64, |a| {
+            a.cld().unwrap();
+            a.mov(rdi, DATA_BASE).unwrap();
+            a.mov(rcx, COUNT).unwrap();
+            a.xor(eax, eax).unwrap();
+            a.dec(rax).unwrap();
+            a.sti().unwrap(); // the interrupt shadow lets the REP start
+            a.rep().stosq().unwrap();
+        });
+        let rep_offset = code.len() as u64 - 4; // F3 48 AB, then HLT
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        let log = Arc::new(Mutex::new(PortLog {
+            irq_after_reads: Some(0),
+            ..PortLog::default()
+        }));
+        g.plat = Box::new(RecordingPlatform(log));
+        g.run_to_halt();
+        assert_eq!(exception(&g), Some(IRQ_VECTOR), "{engine}: interrupt taken");
+        assert_eq!(
+            faulting_offset(&g, false),
+            rep_offset,
+            "{engine}: frame at the REP"
+        );
+        let left = g.cpu.gpr[RCX];
+        assert!(
+            (COUNT - 1024..COUNT).contains(&left),
+            "{engine}: REP yielded within two pages (RCX = {left})"
+        );
+        let written = COUNT - left;
+        assert_eq!(
+            g.cpu.gpr[RDI],
+            DATA_BASE + 8 * written,
+            "{engine}: RDI matches RCX"
+        );
+        assert_eq!(
+            g.read_u64(DATA_BASE + 8 * (written - 1)),
+            u64::MAX,
+            "{engine}"
+        );
+        assert_eq!(
+            g.read_u64(DATA_BASE + 8 * written),
+            0,
+            "{engine}: nothing beyond"
+        );
+    }
+}

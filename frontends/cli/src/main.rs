@@ -46,7 +46,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if stats {
                 eprint!("{summary}");
                 if is_demo {
-                    eprintln!("  {:<36} {status}", "demo exit status (0 = all checks passed)");
+                    eprintln!(
+                        "  {:<36} {status}",
+                        "demo exit status (0 = all checks passed)"
+                    );
                 }
             }
             Ok(status)

@@ -202,7 +202,10 @@ fn double_shift_value(dst: u64, src: u64, n: u32, bits: Bits, left: bool) -> (u6
         // concatenation dst:src:dst, left or right.
         let cat = (u128::from(dst) << 32) | (u128::from(src) << 16) | u128::from(dst);
         if left {
-            (((cat << n) >> 32) as u64 & 0xFFFF, (cat >> (48 - n)) & 1 != 0)
+            (
+                ((cat << n) >> 32) as u64 & 0xFFFF,
+                (cat >> (48 - n)) & 1 != 0,
+            )
         } else {
             ((cat >> n) as u64 & 0xFFFF, (cat >> (n - 1)) & 1 != 0)
         }

@@ -215,7 +215,7 @@ fn string_op(cpu: &mut Cpu, i: &Instruction, kind: Kind) -> Result<(), Exception
                 return Ok(());
             }
             done += quick;
-            if done >= limit {
+            if done >= limit || irq_waiting(cpu) {
                 cpu.next_rip = cpu.s.rip;
                 return Ok(());
             }
@@ -233,15 +233,17 @@ fn string_op(cpu: &mut Cpu, i: &Instruction, kind: Kind) -> Result<(), Exception
             return Ok(());
         }
         done += 1;
-        let irq_waiting = done.is_multiple_of(IRQ_POLL_INTERVAL)
-            && cpu.s.rflags & flags::IF != 0
-            && cpu.plat.interrupt_pending();
-        if done >= limit || irq_waiting {
+        if done >= limit || (done.is_multiple_of(IRQ_POLL_INTERVAL) && irq_waiting(cpu)) {
             // Yield: re-execute this instruction to continue.
             cpu.next_rip = cpu.s.rip;
             return Ok(());
         }
     }
+}
+
+/// A maskable interrupt is waiting and IF allows it: a REP should yield.
+fn irq_waiting(cpu: &Cpu) -> bool {
+    cpu.s.rflags & flags::IF != 0 && cpu.plat.interrupt_pending()
 }
 
 /// Host pointer for `len` bytes at linear `lin` when the TLB holds a flag-free (plain RAM)
