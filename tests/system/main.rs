@@ -71,16 +71,9 @@ pub fn set_gdt_entry(g: &mut TestGuest, index: u64, desc: u64) {
     }
 }
 
-/// A legacy segment descriptor.
+/// A legacy segment descriptor (the test kit's encoder).
 pub fn seg_desc(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
-    let limit = u64::from(limit);
-    let base = u64::from(base);
-    (limit & 0xFFFF)
-        | (base & 0xFF_FFFF) << 16
-        | u64::from(access) << 40
-        | ((limit >> 16) & 0xF) << 48
-        | u64::from(flags & 0xF) << 52
-        | (base >> 24) << 56
+    crane86::machine::testkit::segment_descriptor(base, limit, access, flags)
 }
 
 /// Write a raw 32-bit IDT gate (protected mode) for `vector`: `type_attr` is byte 5

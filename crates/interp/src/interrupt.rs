@@ -54,55 +54,26 @@ impl Cpu<'_> {
     fn deliver_event(&mut self, vector: u8, code: Option<u32>, src: EventSource, ret: u64) {
         self.s.halted = false;
         self.step.end_block = true;
-        let Err(second) = self.try_deliver(vector, code, src, ret) else {
-            return;
-        };
-        if vector == Vector::DoubleFault as u8 {
-            self.triple_fault = Some(second);
-            return;
-        }
-        let first_contrib = Vector::is_contributory(vector);
-        let second_contrib = Vector::is_contributory(second.vector);
-        let pf = Vector::PageFault as u8;
-        let double = (first_contrib && second_contrib)
-            || (vector == pf && (second_contrib || second.vector == pf));
-        let result = if double {
-            self.try_deliver(
-                Vector::DoubleFault as u8,
-                Some(0),
-                EventSource::Exception,
-                ret,
-            )
-        } else {
-            // Benign: deliver the second exception instead (its own faults then escalate).
-            match self.try_deliver(
-                second.vector,
-                second.error_code,
-                EventSource::Exception,
-                ret,
-            ) {
-                Ok(()) => Ok(()),
-                Err(third) => {
-                    if Vector::is_contributory(second.vector)
-                        && Vector::is_contributory(third.vector)
-                        || (second.vector == pf
-                            && (Vector::is_contributory(third.vector) || third.vector == pf))
-                    {
-                        self.try_deliver(
-                            Vector::DoubleFault as u8,
-                            Some(0),
-                            EventSource::Exception,
-                            ret,
-                        )
-                    } else {
-                        Err(third)
-                    }
-                }
+        let (mut vector, mut code, mut src) = (vector, code, src);
+        // A fault while delivering either escalates to #DF (SDM Vol. 3 Table 6-5) or, when the
+        // pair is benign, is delivered instead. A fault while delivering #DF shuts down. The
+        // bound only guards against a pathological chain of benign faults.
+        for _ in 0..8 {
+            let Err(next) = self.try_deliver(vector, code, src, ret) else {
+                return;
+            };
+            if vector == Vector::DoubleFault as u8 {
+                self.triple_fault = Some(next);
+                return;
             }
-        };
-        if let Err(e) = result {
-            self.triple_fault = Some(e);
+            (vector, code) = if escalates_to_double_fault(vector, next.vector) {
+                (Vector::DoubleFault as u8, Some(0))
+            } else {
+                (next.vector, next.error_code)
+            };
+            src = EventSource::Exception;
         }
+        self.triple_fault = Some(Exception::with_code(Vector::DoubleFault, 0));
     }
 
     /// One delivery attempt; any fault on the way is returned with rSP unchanged (a frame
@@ -423,4 +394,13 @@ pub(crate) fn stack_fits(ss: &Segment, sp: u64, len: u64) -> bool {
     } else {
         last <= u64::from(ss.limit)
     }
+}
+
+/// Whether a fault `second` raised while delivering `first` becomes a double fault:
+/// contributory after contributory, or contributory / #PF after #PF.
+fn escalates_to_double_fault(first: u8, second: u8) -> bool {
+    let pf = Vector::PageFault as u8;
+    let second_serious = Vector::is_contributory(second) || second == pf;
+    (Vector::is_contributory(first) && Vector::is_contributory(second))
+        || (first == pf && second_serious)
 }

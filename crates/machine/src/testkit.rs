@@ -43,7 +43,8 @@ pub const SEL_TSS: u16 = 0x48;
 /// CPU mode a test guest starts in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Real mode, CS = DS = ES = SS = 0 (CODE_BASE must be < 64 KiB... so CS = CODE_BASE/16).
+    /// Real mode: CS = CODE_BASE / 16 with IP = 0, DS = ES = FS = GS = 0, SS:SP just below
+    /// STACK_TOP.
     Real,
     /// 32-bit protected mode, flat segments, paging off.
     Protected32,
@@ -102,7 +103,9 @@ pub enum TestExit {
     Timeout,
 }
 
-fn desc(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
+/// Encode a legacy 8-byte segment descriptor: `access` is byte 5 (P, DPL, S, type), `flags`
+/// the high nibble of byte 6 (G, D/B, L, AVL).
+pub fn segment_descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
     let limit = u64::from(limit);
     let base = u64::from(base);
     (limit & 0xFFFF)
@@ -216,16 +219,16 @@ impl TestGuest {
 fn build_tables(mem: &mut PhysMem, mode: Mode) {
     let gdt = [
         0,
-        desc(0, 0xFFFFF, 0x9B, 0xC),                   // 0x08 code32
-        desc(0, 0xFFFFF, 0x93, 0xC),                   // 0x10 data
-        desc(0, 0xFFFF, 0x9B, 0x0),                    // 0x18 code16
-        desc(0, 0xFFFF, 0x93, 0x0),                    // 0x20 data16
-        desc(0, 0xFFFFF, 0x9B, 0xA),                   // 0x28 code64 (L)
-        desc(0, 0xFFFFF, 0xFB, 0xC),                   // 0x30 user code32 (DPL 3)
-        desc(0, 0xFFFFF, 0xF3, 0xC),                   // 0x38 user data
-        desc(0, 0xFFFFF, 0xFB, 0xA),                   // 0x40 user code64
-        desc(TSS_BASE as u32, 0x67 + 0x2000, 0x89, 0), // 0x48 TSS (available)
-        0,                                             // 0x50 high half of a 64-bit TSS descriptor
+        segment_descriptor(0, 0xFFFFF, 0x9B, 0xC), // 0x08 code32
+        segment_descriptor(0, 0xFFFFF, 0x93, 0xC), // 0x10 data
+        segment_descriptor(0, 0xFFFF, 0x9B, 0x0),  // 0x18 code16
+        segment_descriptor(0, 0xFFFF, 0x93, 0x0),  // 0x20 data16
+        segment_descriptor(0, 0xFFFFF, 0x9B, 0xA), // 0x28 code64 (L)
+        segment_descriptor(0, 0xFFFFF, 0xFB, 0xC), // 0x30 user code32 (DPL 3)
+        segment_descriptor(0, 0xFFFFF, 0xF3, 0xC), // 0x38 user data
+        segment_descriptor(0, 0xFFFFF, 0xFB, 0xA), // 0x40 user code64
+        segment_descriptor(TSS_BASE as u32, 0x67 + 0x2000, 0x89, 0), // 0x48 TSS (available)
+        0,                                         // 0x50 high half of a 64-bit TSS descriptor
     ];
     for (k, d) in gdt.iter().enumerate() {
         mem.write_ram(GDT_BASE + k as u64 * 8, &d.to_le_bytes())
@@ -278,8 +281,6 @@ fn build_tables(mem: &mut PhysMem, mode: Mode) {
 }
 
 fn enter_mode(cpu: &mut CpuState, mode: Mode) {
-    let flat = |sel: u16| Segment::from_descriptor(sel, 0);
-    let _ = flat;
     if mode == Mode::Real {
         let cs_sel = (CODE_BASE >> 4) as u16;
         cpu.seg[SegReg::Cs as usize] = Segment::real_mode(cs_sel, true);
@@ -302,11 +303,11 @@ fn enter_mode(cpu: &mut CpuState, mode: Mode) {
         s
     };
     let code = if mode == Mode::Long64 {
-        gdt_desc(desc(0, 0xFFFFF, 0x9B, 0xA), SEL_CODE64)
+        gdt_desc(segment_descriptor(0, 0xFFFFF, 0x9B, 0xA), SEL_CODE64)
     } else {
-        gdt_desc(desc(0, 0xFFFFF, 0x9B, 0xC), SEL_CODE32)
+        gdt_desc(segment_descriptor(0, 0xFFFFF, 0x9B, 0xC), SEL_CODE32)
     };
-    let data = gdt_desc(desc(0, 0xFFFFF, 0x93, 0xC), SEL_DATA);
+    let data = gdt_desc(segment_descriptor(0, 0xFFFFF, 0x93, 0xC), SEL_DATA);
     cpu.seg[SegReg::Cs as usize] = code;
     for s in [SegReg::Ds, SegReg::Es, SegReg::Fs, SegReg::Gs, SegReg::Ss] {
         cpu.seg[s as usize] = data;
@@ -324,7 +325,8 @@ fn enter_mode(cpu: &mut CpuState, mode: Mode) {
         },
     };
     // A busy TSS (type 0xB) in every mode: the 32-bit and 64-bit busy types share the value.
-    let tss_type = 0xB;
+    // A busy 32-bit (or, in long mode, 64-bit) TSS, as after LTR.
+    let tss_type = u16::from(crane86_x86::segment::sys_type::TSS32_BUSY);
     cpu.tr = Segment {
         base: TSS_BASE,
         limit: 0x67 + 0x2000,

@@ -10,15 +10,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 
 pub fn handler(i: &Instruction) -> Option<Handler> {
     use Mnemonic::*;
-    let far = matches!(i.op0_kind(), OpKind::FarBranch16 | OpKind::FarBranch32)
-        || (i.op_count() == 1
-            && i.op0_kind() == OpKind::Memory
-            && matches!(
-                i.memory_size(),
-                iced_x86::MemorySize::SegPtr16
-                    | iced_x86::MemorySize::SegPtr32
-                    | iced_x86::MemorySize::SegPtr64
-            ));
+    let far = crate::ops::far::is_far_branch(i);
     Some(match i.mnemonic() {
         Jmp if !far => jmp,
         Ja | Jae | Jb | Jbe | Je | Jg | Jge | Jl | Jle | Jne | Jno | Jnp | Jns | Jo | Jp | Js => {

@@ -17,15 +17,20 @@ use crane86_x86::segment::{attr, sys_type, Segment};
 use crane86_x86::{Exception, SegReg};
 use iced_x86::{Code, Instruction, MemorySize, Mnemonic, OpKind};
 
-pub fn handler(i: &Instruction) -> Option<Handler> {
-    use Mnemonic::*;
-    let far = matches!(i.op0_kind(), OpKind::FarBranch16 | OpKind::FarBranch32)
+/// JMP/CALL with a far target: a direct ptr16:16/32 or an m16:16/32/64 memory operand.
+pub fn is_far_branch(i: &Instruction) -> bool {
+    matches!(i.op0_kind(), OpKind::FarBranch16 | OpKind::FarBranch32)
         || (i.op_count() == 1
             && i.op0_kind() == OpKind::Memory
             && matches!(
                 i.memory_size(),
                 MemorySize::SegPtr16 | MemorySize::SegPtr32 | MemorySize::SegPtr64
-            ));
+            ))
+}
+
+pub fn handler(i: &Instruction) -> Option<Handler> {
+    use Mnemonic::*;
+    let far = is_far_branch(i);
     Some(match i.mnemonic() {
         Jmp if far => jmp_far,
         Call if far => call_far,
