@@ -230,3 +230,236 @@ pub fn save_flags(a: &mut CodeAssembler, which: usize) {
         .unwrap();
     }
 }
+
+/// All six arithmetic status flags.
+pub const ARITH: u64 = CF | PF | AF | ZF | SF | OF;
+pub const DF: u64 = 1 << 10;
+
+/// The iced `Code` whose name is `name` (e.g. "Add_rm32_r32"), for table-driven tests.
+pub fn code(name: &str) -> iced_x86::Code {
+    iced_x86::Code::values()
+        .find(|c| format!("{c:?}") == name)
+        .unwrap_or_else(|| panic!("no iced Code named {name}"))
+}
+
+/// Emit `name` with `ops` (registers, a memory operand or an immediate, in order).
+pub fn emit(a: &mut CodeAssembler, name: &str, ops: &[Operand]) {
+    use iced_x86::Instruction as I;
+    let c = code(name);
+    let i = match *ops {
+        [] => I::with(c),
+        [x] => x.one(c),
+        [x, y] => x.two(c, y),
+        _ => panic!("emit: {} operands", ops.len()),
+    };
+    a.add_instruction(i).unwrap();
+}
+
+/// An operand for [`emit`].
+#[derive(Clone, Copy, Debug)]
+pub enum Operand {
+    Reg(iced_x86::Register),
+    Mem(iced_x86::Register, i64),
+    Imm(i64),
+}
+
+impl Operand {
+    fn one(self, c: iced_x86::Code) -> iced_x86::Instruction {
+        use iced_x86::Instruction as I;
+        match self {
+            Operand::Reg(r) => I::with1(c, r).unwrap(),
+            Operand::Mem(b, d) => I::with1(c, mem_operand(b, d)).unwrap(),
+            Operand::Imm(v) => I::with1(c, v as i32).unwrap(),
+        }
+    }
+    fn two(self, c: iced_x86::Code, y: Operand) -> iced_x86::Instruction {
+        use iced_x86::Instruction as I;
+        match (self, y) {
+            (Operand::Reg(r), Operand::Reg(s)) => I::with2(c, r, s).unwrap(),
+            (Operand::Reg(r), Operand::Mem(b, d)) => I::with2(c, r, mem_operand(b, d)).unwrap(),
+            (Operand::Mem(b, d), Operand::Reg(s)) => I::with2(c, mem_operand(b, d), s).unwrap(),
+            (Operand::Reg(r), Operand::Imm(v)) => I::with2(c, r, v).unwrap(),
+            (Operand::Mem(b, d), Operand::Imm(v)) => {
+                I::with2(c, mem_operand(b, d), v as i32).unwrap()
+            }
+            (x, y) => panic!("emit: unsupported operand pair {x:?}, {y:?}"),
+        }
+    }
+}
+
+/// `[base + displ]`, or `[displ]` with `base` = `Register::None`.
+fn mem_operand(base: iced_x86::Register, displ: i64) -> iced_x86::MemoryOperand {
+    let size = if base == iced_x86::Register::None {
+        4
+    } else {
+        1
+    };
+    iced_x86::MemoryOperand::with_base_displ_size(base, displ, size)
+}
+
+/// Set RFLAGS to `value` through the stack (PUSH imm / POPF at the mode's width).
+pub fn set_flags(a: &mut CodeAssembler, value: u32) {
+    match a.bitness() {
+        16 => {
+            a.push(value as i32 & 0xFFFF).unwrap();
+            a.popf().unwrap();
+        }
+        32 => {
+            a.push(value).unwrap();
+            a.popfd().unwrap();
+        }
+        _ => {
+            a.push(value as i32).unwrap();
+            a.popfq().unwrap();
+        }
+    }
+}
+
+/// Store the full-width accumulator-style register `reg` (EAX.. in 16/32-bit code, RAX.. in
+/// 64-bit code) to the absolute offset `at`.
+pub fn store(a: &mut CodeAssembler, at: u64, reg: usize) {
+    if a.bitness() == 64 {
+        let r = [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi][reg];
+        a.mov(qword_ptr(at), r).unwrap();
+    } else {
+        let r = [eax, ecx, edx, ebx, esp, ebp, esi, edi][reg];
+        a.mov(dword_ptr(at), r).unwrap();
+    }
+}
+
+/// Load `value` into the full-width register `reg` (32-bit outside 64-bit mode).
+pub fn load(a: &mut CodeAssembler, reg: usize, value: u64) {
+    if a.bitness() == 64 {
+        let r = [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi][reg];
+        a.mov(r, value).unwrap();
+    } else {
+        let r = [eax, ecx, edx, ebx, esp, ebp, esi, edi][reg];
+        a.mov(r, value as u32).unwrap();
+    }
+}
+
+/// Width of a full register in `mode` as the guest can observe it.
+pub fn full_mask(mode: Mode) -> u64 {
+    if mode == Mode::Long64 {
+        u64::MAX
+    } else {
+        0xFFFF_FFFF
+    }
+}
+
+/// Even parity of the low byte (PF).
+pub fn parity(v: u64) -> bool {
+    (v as u8).count_ones().is_multiple_of(2)
+}
+
+/// SF, ZF and PF of `r` at `bits`.
+pub fn szp(r: u64, bits: u32) -> u64 {
+    let mut f = 0;
+    if r >> (bits - 1) & 1 != 0 {
+        f |= SF;
+    }
+    if r & width_mask(bits) == 0 {
+        f |= ZF;
+    }
+    if parity(r) {
+        f |= PF;
+    }
+    f
+}
+
+pub fn width_mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1 << bits) - 1
+    }
+}
+
+/// Vector whose (DPL-3) gate ends a ring-3 snippet: `INT USER_EXIT` halts in its stub.
+pub const USER_EXIT: u8 = 0x3F;
+/// Offset from `CODE_BASE` of the ring-3 code of [`run_user`].
+pub const USER_CODE: u64 = 0x4000;
+/// Ring-3 stack top used by [`run_user`].
+pub const USER_STACK: u64 = 0x7_0000;
+
+/// Assemble and run `f` at CPL 3 in a protected `mode`: IRET to `SEL_USER_CODE32/64` with
+/// `rflags` (DS/ES reloaded with `SEL_USER_DATA` in 32-bit code), then `INT USER_EXIT`.
+/// Check the outcome with [`user_exited`] or [`exception`].
+pub fn run_user(
+    engine: EngineKind,
+    mode: Mode,
+    regs: &[(usize, u64)],
+    rflags: u64,
+    f: impl FnOnce(&mut CodeAssembler),
+) -> TestGuest {
+    let mut g = user_guest(engine, mode, regs, rflags, f);
+    g.run_to_halt();
+    g
+}
+
+/// [`run_user`] without running: the caller may adjust the guest (platform, TR) first.
+pub fn user_guest(
+    engine: EngineKind,
+    mode: Mode,
+    regs: &[(usize, u64)],
+    rflags: u64,
+    f: impl FnOnce(&mut CodeAssembler),
+) -> TestGuest {
+    use crane86::machine::testkit::{SEL_USER_CODE32, SEL_USER_CODE64, SEL_USER_DATA};
+    assert!(mode != Mode::Real, "run_user needs protected mode");
+    // The ring-3 code lives at a fixed address so the ring-0 prologue can push it.
+    let user_at = CODE_BASE + USER_CODE;
+    let code = assemble(mode, |a| {
+        if mode == Mode::Long64 {
+            a.push(i32::from(SEL_USER_DATA)).unwrap();
+            a.push(USER_STACK as i32).unwrap();
+            a.push((rflags | 2) as i32).unwrap();
+            a.push(i32::from(SEL_USER_CODE64)).unwrap();
+            a.push(user_at as i32).unwrap();
+            a.iretq().unwrap();
+        } else {
+            a.push(u32::from(SEL_USER_DATA)).unwrap();
+            a.push(USER_STACK as u32).unwrap();
+            a.push((rflags | 2) as u32).unwrap();
+            a.push(u32::from(SEL_USER_CODE32)).unwrap();
+            a.push(user_at as u32).unwrap();
+            a.iretd().unwrap();
+        }
+    });
+    let mut user = CodeAssembler::new(mode.bitness()).unwrap();
+    if mode != Mode::Long64 {
+        user.mov(ax, u32::from(SEL_USER_DATA)).unwrap();
+        user.mov(ds, ax).unwrap();
+        user.mov(es, ax).unwrap();
+    }
+    for &(r, v) in regs {
+        load(&mut user, r, v);
+    }
+    f(&mut user);
+    user.int(u32::from(USER_EXIT)).unwrap();
+    let user_code = user.assemble(user_at).unwrap();
+    assert!(
+        USER_CODE + user_code.len() as u64 <= STUBS,
+        "ring-3 code overlaps the stubs"
+    );
+    let mut g = guest(engine, mode, &code, &[], 0);
+    g.write(user_at, &user_code);
+    // Make the exit gate callable from ring 3 (DPL 3: attribute byte 0xEE).
+    let gate_size = if mode == Mode::Long64 { 16 } else { 8 };
+    g.write(
+        crane86::machine::testkit::IDT_BASE + u64::from(USER_EXIT) * gate_size + 5,
+        &[0xEE],
+    );
+    g
+}
+
+/// Did a [`run_user`] guest reach its `INT USER_EXIT` (no exception on the way)?
+pub fn user_exited(g: &TestGuest, what: &str) {
+    assert_eq!(
+        exception(g),
+        Some(USER_EXIT),
+        "{what}: ring-3 code did not reach its exit in {:?}; state {:#x?}",
+        g.mode,
+        g.cpu
+    );
+}

@@ -2,10 +2,16 @@
 //! instructions exist, on every engine. Results and the flags the SDM defines are checked;
 //! exceptions are observed through per-vector halt stubs (see [`common`]).
 
+mod alu;
 mod atomic;
 mod bcd;
 mod bits;
+mod branch;
 mod common;
+mod data;
+mod flags_io;
 mod muldiv;
 mod shift;
+mod stack;
 mod string;
+mod x87;

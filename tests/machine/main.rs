@@ -1,8 +1,11 @@
 //! Whole-machine tests: the built-in demo guest on every engine, Multiboot kernels (ELF and
 //! a.out kludge) built in the test, bad inputs and their error messages.
 
+mod acpi;
+mod apic;
 mod demo;
 mod firmware;
 mod kernels;
+mod linux;
 mod serial;
 mod timers;

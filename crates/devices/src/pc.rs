@@ -1,5 +1,5 @@
-//! [`PcPlatform`]: the legacy PC devices at their standard ports, behind the engine-facing
-//! [`Platform`] trait.
+//! [`PcPlatform`]: the PC devices at their standard ports and addresses, behind the
+//! engine-facing [`Platform`] trait.
 //!
 //! | ports           | device                                   | IRQ |
 //! |-----------------|------------------------------------------|-----|
@@ -12,26 +12,45 @@
 //! | 0x92            | system control port A ([`Port92`])       |     |
 //! | 0xF4            | debug exit ([`DebugExit`])               |     |
 //! | 0x3F8–0x3FF     | COM1 16550A ([`Uart`])                   | 4   |
-//! | 0xCF9           | reset control ([`ResetControl`])         |     |
+//! | 0xCF8–0xCFF     | PCI configuration, host bridge ([`PciHost`]); a byte at 0xCF9 is the reset control ([`ResetControl`]) | |
+//! | 0x600–0x60B     | ACPI PM1a event/control, PM timer ([`AcpiPm`]) | 9 (SCI) |
+//!
+//! | MMIO            | device                                   |
+//! |-----------------|------------------------------------------|
+//! | 0xFEC00000 (4 KiB) | I/O APIC ([`IoApic`])                 |
+//! | 0xFEE00000 (4 KiB) | local APIC ([`Lapic`])                |
+//!
+//! Interrupts (`pc/apic.rs`): each ISA IRQ line goes to the 8259 pair and to the IOAPIC (IRQ 0 on
+//! pin 2, the MADT's override; the others on the pin of the same number). The CPU takes
+//! vectors from the local APIC first, then from the 8259 when its INTR reaches the CPU: the
+//! LAPIC is software-disabled (power-on wiring), LINT0 is unmasked in ExtINT mode, or an
+//! IOAPIC entry is in ExtINT mode.
 //!
 //! Ownership: the platform owns every legacy device as a concrete field, so the machine can
 //! reach them directly (timers, serial input, snapshots) and the port map is a
 //! [`RangeMap`] of small ids resolved by a `match` — no `Rc<RefCell>`, no locks, and the
 //! platform is `Send`. Devices added at run time ([`PcPlatform::add_pio_device`],
 //! [`PcPlatform::add_mmio_device`]) are boxed trait objects in the same port map (so overlaps
-//! with the legacy ports are rejected) or in an [`MmioBus`]. Nothing is mapped at MMIO yet.
+//! with the legacy ports are rejected) or in an [`MmioBus`]. The two APICs are concrete fields
+//! decoded before the bus (they take part in interrupt delivery); their ranges are reserved in
+//! the bus so a run-time device cannot overlap them.
 //!
 //! Legacy devices decode byte-wide registers: a 2- or 4-byte access to them is split into byte
 //! accesses at consecutive ports (as QEMU's memory API does), so e.g. `outw 0x4D0` writes both
-//! ELCRs. The debug-exit port takes the full value of any width.
+//! ELCRs. The debug-exit port takes the full value of any width, and the PCI and ACPI PM
+//! blocks see the access width (a dword CONFIG_ADDRESS, an atomic 32-bit PM timer read).
 //!
 //! Time: the platform owns the guest [`Clock`]. The machine reports the retired-instruction
 //! count with [`PcPlatform::set_retired_instructions`] (icount clocks derive time from it; host
 //! clocks ignore it) and calls [`PcPlatform::service`] between engine runs to advance the PIT
 //! and RTC, raise their IRQs and move serial input into the UART; it runs the engine until
-//! [`PcPlatform::next_deadline_ns`]. Port accesses to the PIT, port 0x61 and the RTC advance
-//! those devices to the current time first, so polling loops see time move within a run as
-//! far as the clock does.
+//! [`PcPlatform::next_deadline_ns`]. Port accesses to the PIT, port 0x61, the RTC, the ACPI
+//! PM timer and LAPIC register accesses advance the timers to the current time first; engines
+//! report their retired-instruction count before each port/MMIO access and RDTSC
+//! ([`Platform::sync_retired_instructions`]), so under icount a polling loop sees time move
+//! within one engine run. A port or MMIO write that moves the next timer deadline earlier
+//! queues [`PlatformAction::TimerReprogrammed`] so the engine ends its slice and the machine
+//! sizes the next one to the new deadline.
 //!
 //! Machine loop sketch:
 //!
@@ -48,16 +67,20 @@
 //! }
 //! ```
 
+use crate::acpi_pm::{AcpiPm, AcpiPmState, ACPI_PM_BASE, ACPI_PM_PORTS};
 use crate::bus::{
     mmio_ones, pio_ones, BusError, BusRange, MmioBus, MmioDevice, PioDevice, RangeMap, PIO_MAX_PORT,
 };
 use crate::clock::Clock;
 use crate::cmos::{Cmos, CmosState, CMOS_INDEX_PORT};
 use crate::i8042::{I8042State, AUX_IRQ, DATA_PORT, I8042, KBD_IRQ};
+use crate::ioapic::{IoApic, IoApicState};
+use crate::lapic::{Lapic, LapicState};
 use crate::misc::{
     DebugExit, MiscState, Port92, PortB, PostCode, ResetControl, DEBUG_EXIT_PORT, PORT92_PORT,
-    PORTB_PORT, POST_PORT, RESET_CONTROL_PORT,
+    PORTB_PORT, POST_PORT,
 };
+use crate::pci::{PciHost, PciState, PCI_CONFIG_ADDRESS_PORT, PCI_PORTS};
 use crate::pic::{Pic, PicChip, PicState, ELCR_PORT, MASTER_PORT, SLAVE_PORT};
 use crate::pit::{Pit, PitState, PIT_PORT};
 use crate::platform::{Platform, PlatformAction};
@@ -66,6 +89,8 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::io::Write;
+
+mod apic;
 
 /// IRQ line of PIT channel 0.
 pub const PIT_IRQ: u8 = 0;
@@ -128,7 +153,9 @@ enum Builtin {
     Port92,
     DebugExit,
     Com1,
-    ResetControl,
+    /// PCI configuration ports 0xCF8–0xCFF (with the reset control byte at 0xCF9).
+    Pci,
+    AcpiPm,
 }
 
 const BUILTIN_PORTS: &[(u16, u16, Builtin)] = &[
@@ -144,7 +171,8 @@ const BUILTIN_PORTS: &[(u16, u16, Builtin)] = &[
     (PORT92_PORT, 1, Builtin::Port92),
     (DEBUG_EXIT_PORT, 1, Builtin::DebugExit),
     (COM1_PORT, UART_PORTS, Builtin::Com1),
-    (RESET_CONTROL_PORT, 1, Builtin::ResetControl),
+    (PCI_CONFIG_ADDRESS_PORT, PCI_PORTS, Builtin::Pci),
+    (ACPI_PM_BASE, ACPI_PM_PORTS, Builtin::AcpiPm),
 ];
 
 enum Slot {
@@ -161,6 +189,10 @@ pub struct PcState {
     pub com1: UartState,
     pub i8042: I8042State,
     pub misc: MiscState,
+    pub lapic: LapicState,
+    pub ioapic: IoApicState,
+    pub pci: PciState,
+    pub acpi_pm: AcpiPmState,
     pub a20: bool,
     pub now_ns: u64,
 }
@@ -177,6 +209,10 @@ pub struct PcPlatform {
     port92: Port92,
     debug_exit: DebugExit,
     reset_control: ResetControl,
+    lapic: Lapic,
+    ioapic: IoApic,
+    pci: PciHost,
+    acpi_pm: AcpiPm,
     ports: RangeMap<Slot>,
     mmio: MmioBus,
     serial_in: Option<Receiver<u8>>,
@@ -211,8 +247,12 @@ impl PcPlatform {
             port92: Port92::new(),
             debug_exit: DebugExit::new(),
             reset_control: ResetControl::new(),
+            lapic: Lapic::new(),
+            ioapic: IoApic::new(),
+            pci: PciHost::new(),
+            acpi_pm: AcpiPm::new(),
             ports,
-            mmio: MmioBus::new(),
+            mmio: apic::reserved_mmio_bus(),
             serial_in: config.serial_in,
             actions: VecDeque::new(),
             clock: config.clock,
@@ -258,18 +298,23 @@ impl PcPlatform {
     /// gate is open, RTC interrupt), `None` if no timer is armed. Run the CPU until then and
     /// call [`PcPlatform::service`].
     pub fn next_deadline_ns(&self) -> Option<u64> {
-        [self.pit.next_deadline_ns(), self.cmos.next_deadline_ns()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.pit.next_deadline_ns(),
+            self.cmos.next_deadline_ns(),
+            self.lapic.next_deadline_ns(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn advance_timers(&mut self, now: u64) {
         self.last_now_ns = self.last_now_ns.max(now);
         let edges = self.pit.update(now);
         self.cmos.update(now);
+        self.lapic.update(now);
         self.sync_pit_irq(edges);
-        self.pic.set_irq(RTC_IRQ, self.cmos.irq_level());
+        self.set_irq(RTC_IRQ, self.cmos.irq_level());
     }
 
     /// Mirror PIT channel 0's OUT on IRQ 0, with a low-high pulse for edges that happened
@@ -277,10 +322,10 @@ impl PcPlatform {
     /// the CPU does not keep up).
     fn sync_pit_irq(&mut self, edges: u64) {
         if edges > 0 {
-            self.pic.set_irq(PIT_IRQ, false);
-            self.pic.set_irq(PIT_IRQ, true);
+            self.set_irq(PIT_IRQ, false);
+            self.set_irq(PIT_IRQ, true);
         }
-        self.pic.set_irq(PIT_IRQ, self.pit.out(0));
+        self.set_irq(PIT_IRQ, self.pit.out(0));
     }
 
     fn pump_serial_input(&mut self) {
@@ -311,7 +356,7 @@ impl PcPlatform {
     /// Queue host input for COM1 (bypassing the channel) and update IRQ 4.
     pub fn push_serial_input(&mut self, bytes: &[u8]) {
         self.com1.push_input(bytes);
-        self.pic.set_irq(COM1_IRQ, self.com1.irq_level());
+        self.set_irq(COM1_IRQ, self.com1.irq_level());
     }
 
     /// Queue keyboard bytes (scan codes in the guest's set) and update IRQ 1.
@@ -323,10 +368,10 @@ impl PcPlatform {
     /// Bring the UART, RTC and 8042 interrupt lines up to date on the PIC. Call it after
     /// changing those devices through the `*_mut` accessors.
     pub fn sync_irqs(&mut self) {
-        self.pic.set_irq(COM1_IRQ, self.com1.irq_level());
-        self.pic.set_irq(RTC_IRQ, self.cmos.irq_level());
-        self.pic.set_irq(KBD_IRQ, self.i8042.kbd_irq_level());
-        self.pic.set_irq(AUX_IRQ, self.i8042.aux_irq_level());
+        self.set_irq(COM1_IRQ, self.com1.irq_level());
+        self.set_irq(RTC_IRQ, self.cmos.irq_level());
+        self.set_irq(KBD_IRQ, self.i8042.kbd_irq_level());
+        self.set_irq(AUX_IRQ, self.i8042.aux_irq_level());
     }
 
     fn collect_actions(&mut self) {
@@ -336,6 +381,7 @@ impl PcPlatform {
                 .take_action()
                 .or_else(|| self.port92.take_action())
                 .or_else(|| self.reset_control.take_action())
+                .or_else(|| self.acpi_pm.take_action())
                 .or_else(|| self.debug_exit.take_action());
             let Some(a) = a else { break };
             if let PlatformAction::SetA20(on) = a {
@@ -345,12 +391,21 @@ impl PcPlatform {
         }
     }
 
-    // ----- machine-facing accessors -----
-
-    /// Drive an interrupt line of the PIC (for devices the machine adds).
-    pub fn set_irq(&mut self, line: u8, level: bool) {
-        self.pic.set_irq(line, level);
+    /// Queue [`PlatformAction::TimerReprogrammed`] when the next timer deadline moved
+    /// earlier than `before`, so the engine ends its slice and the machine re-sizes the next.
+    fn note_deadline_change(&mut self, before: Option<u64>) {
+        let after = self.next_deadline_ns();
+        let earlier = match (before, after) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(b), Some(a)) => a < b,
+        };
+        if earlier && !self.actions.contains(&PlatformAction::TimerReprogrammed) {
+            self.actions.push_back(PlatformAction::TimerReprogrammed);
+        }
     }
+
+    // ----- machine-facing accessors -----
 
     pub fn pic(&self) -> &Pic {
         &self.pic
@@ -442,6 +497,10 @@ impl PcPlatform {
         self.i8042 = I8042::new();
         self.port92.reset();
         self.reset_control = ResetControl::new();
+        self.lapic = Lapic::new();
+        self.ioapic = IoApic::new();
+        self.pci = PciHost::new();
+        self.acpi_pm = AcpiPm::new();
         self.debug_exit = DebugExit::new();
         let uart = UartState {
             rx_backlog: self.com1.state().rx_backlog,
@@ -468,6 +527,10 @@ impl PcPlatform {
                 post_writes: self.post.writes(),
                 reset_control: self.reset_control.read(),
             },
+            lapic: self.lapic.state(),
+            ioapic: self.ioapic.state(),
+            pci: self.pci.state(),
+            acpi_pm: self.acpi_pm.state(),
             a20: self.a20,
             now_ns: self.last_now_ns,
         }
@@ -485,6 +548,10 @@ impl PcPlatform {
         self.port92.set_value(st.misc.port92);
         self.post.set(st.misc.post_code, st.misc.post_writes);
         self.reset_control.set_value(st.misc.reset_control);
+        self.lapic = Lapic::from_state(&st.lapic);
+        self.ioapic = IoApic::from_state(&st.ioapic);
+        self.pci = PciHost::from_state(&st.pci);
+        self.acpi_pm = AcpiPm::from_state(&st.acpi_pm);
         self.a20 = st.a20;
         self.last_now_ns = st.now_ns;
         self.actions.clear();
@@ -529,20 +596,20 @@ impl PcPlatform {
                 let now = self.now_ns();
                 self.advance_timers(now);
                 let v = self.cmos.read(off);
-                self.pic.set_irq(RTC_IRQ, self.cmos.irq_level());
+                self.set_irq(RTC_IRQ, self.cmos.irq_level());
                 v
             }
             Builtin::Com1 => {
                 let v = self.com1.read(off);
-                self.pic.set_irq(COM1_IRQ, self.com1.irq_level());
+                self.set_irq(COM1_IRQ, self.com1.irq_level());
                 v
             }
             Builtin::I8042(base) => {
                 let off = off + base;
                 if off == 0 {
                     // Reading the data port drops the IRQ; a following byte raises it again.
-                    self.pic.set_irq(KBD_IRQ, false);
-                    self.pic.set_irq(AUX_IRQ, false);
+                    self.set_irq(KBD_IRQ, false);
+                    self.set_irq(AUX_IRQ, false);
                 }
                 let v = self.i8042.read(off);
                 self.sync_irqs();
@@ -551,7 +618,8 @@ impl PcPlatform {
             Builtin::Post => self.post.read(),
             Builtin::Port92 => self.port92.read(),
             Builtin::DebugExit => 0xFF,
-            Builtin::ResetControl => self.reset_control.read(),
+            // Always reached through the width-aware path in `pio_read`.
+            Builtin::Pci | Builtin::AcpiPm => 0xFF,
         }
     }
 
@@ -563,24 +631,30 @@ impl PcPlatform {
             Builtin::Pit => {
                 let now = self.now_ns();
                 self.advance_timers(now);
+                let before = self.next_deadline_ns();
                 self.pit.write(off, value);
                 self.sync_pit_irq(0);
+                self.note_deadline_change(before);
             }
             Builtin::PortB => {
                 let now = self.now_ns();
                 self.advance_timers(now);
+                let before = self.next_deadline_ns();
                 let gate = self.port_b.write(value);
                 self.pit.set_gate(2, gate);
+                self.note_deadline_change(before);
             }
             Builtin::Cmos => {
                 let now = self.now_ns();
                 self.advance_timers(now);
+                let before = self.next_deadline_ns();
                 self.cmos.write(off, value);
-                self.pic.set_irq(RTC_IRQ, self.cmos.irq_level());
+                self.set_irq(RTC_IRQ, self.cmos.irq_level());
+                self.note_deadline_change(before);
             }
             Builtin::Com1 => {
                 self.com1.write(off, value);
-                self.pic.set_irq(COM1_IRQ, self.com1.irq_level());
+                self.set_irq(COM1_IRQ, self.com1.irq_level());
             }
             Builtin::I8042(base) => {
                 self.i8042.write(off + base, value);
@@ -596,10 +670,7 @@ impl PcPlatform {
                 self.debug_exit.write(value.into());
                 self.collect_actions();
             }
-            Builtin::ResetControl => {
-                self.reset_control.write(value);
-                self.collect_actions();
-            }
+            Builtin::Pci | Builtin::AcpiPm => {}
         }
     }
 }
@@ -611,6 +682,10 @@ impl Platform for PcPlatform {
             None => return pio_ones(size),
             Some((_, off, Slot::Device(dev))) => {
                 return dev.read(off as u16, size) & pio_ones(size)
+            }
+            Some((_, off, Slot::Builtin(b @ (Builtin::Pci | Builtin::AcpiPm)))) => {
+                let (b, off) = (*b, off as u16);
+                return self.wide_read(b, off, size) & pio_ones(size);
             }
             Some((_, _, Slot::Builtin(_))) => {}
         }
@@ -630,6 +705,10 @@ impl Platform for PcPlatform {
                 self.collect_actions();
                 return;
             }
+            Some((_, off, Slot::Builtin(b @ (Builtin::Pci | Builtin::AcpiPm)))) => {
+                let (b, off) = (*b, off as u16);
+                return self.wide_write(b, off, size, value);
+            }
             Some((_, _, Slot::Builtin(_))) => {}
         }
         for i in 0..size {
@@ -638,25 +717,39 @@ impl Platform for PcPlatform {
     }
 
     fn mmio_read(&mut self, paddr: u64, size: u8) -> u64 {
+        if let Some(v) = self.apic_mmio_read(paddr, size) {
+            return v;
+        }
         self.mmio
             .try_read(paddr, size)
             .unwrap_or_else(|| mmio_ones(size))
     }
 
     fn mmio_write(&mut self, paddr: u64, size: u8, value: u64) {
+        if self.apic_mmio_write(paddr, size, value) {
+            return;
+        }
         self.mmio.write(paddr, size, value);
     }
 
     fn interrupt_pending(&self) -> bool {
-        self.pic.interrupt_pending()
+        self.cpu_interrupt_pending()
     }
 
     fn ack_interrupt(&mut self) -> Option<u8> {
-        if self.pic.interrupt_pending() {
-            self.pic.acknowledge()
-        } else {
-            None
-        }
+        self.cpu_acknowledge()
+    }
+
+    fn sync_retired_instructions(&mut self, retired: u64) {
+        self.retired = self.retired.max(retired);
+    }
+
+    fn read_msr(&mut self, msr: u32) -> Option<u64> {
+        self.apic_read_msr(msr)
+    }
+
+    fn write_msr(&mut self, msr: u32, value: u64) -> bool {
+        self.apic_write_msr(msr, value)
     }
 
     fn take_action(&mut self) -> Option<PlatformAction> {
@@ -669,14 +762,14 @@ impl Platform for PcPlatform {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cmos::{REG_B, REG_B_24H, REG_B_PIE, REG_C, REG_SECONDS};
     use crate::pit::ticks_to_ns;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Capture {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -689,7 +782,7 @@ mod tests {
     }
 
     /// 128 MiB, RTC at 2024-02-29 23:59:58, icount clock with 1 ns per instruction.
-    fn platform() -> (PcPlatform, Capture) {
+    pub(crate) fn platform() -> (PcPlatform, Capture) {
         let cap = Capture::default();
         let mut cfg = PcConfig::new(128 << 20);
         cfg.serial_out = Box::new(cap.clone());
@@ -698,16 +791,16 @@ mod tests {
         (PcPlatform::new(cfg), cap)
     }
 
-    fn outb(p: &mut PcPlatform, port: u16, v: u8) {
+    pub(crate) fn outb(p: &mut PcPlatform, port: u16, v: u8) {
         p.pio_write(port, 1, v.into());
     }
 
-    fn inb(p: &mut PcPlatform, port: u16) -> u8 {
+    pub(crate) fn inb(p: &mut PcPlatform, port: u16) -> u8 {
         p.pio_read(port, 1) as u8
     }
 
     /// Linux's 8259 setup (vectors 0x30/0x38), then unmask `irqs`.
-    fn init_pic(p: &mut PcPlatform, unmask: u16) {
+    pub(crate) fn init_pic(p: &mut PcPlatform, unmask: u16) {
         for (port, v) in [
             (0x20, 0x11),
             (0x21, 0x30),
@@ -751,9 +844,9 @@ mod tests {
         assert_eq!(p.pio_read(0x2F8, 2), 0xFFFF);
         assert_eq!(p.pio_read(0x2F8, 4), 0xFFFF_FFFF);
         p.pio_write(0x2F8, 1, 0x55); // dropped
-        assert_eq!(p.mmio_read(0xFEC0_0000, 4), 0xFFFF_FFFF);
-        assert_eq!(p.mmio_read(0xFEC0_0000, 8), u64::MAX);
-        p.mmio_write(0xFEC0_0000, 4, 0);
+        assert_eq!(p.mmio_read(0xFEB0_0000, 4), 0xFFFF_FFFF);
+        assert_eq!(p.mmio_read(0xFEB0_0000, 8), u64::MAX);
+        p.mmio_write(0xFEB0_0000, 4, 0);
         assert!(!p.interrupt_pending());
         assert_eq!(p.ack_interrupt(), None);
     }
@@ -1019,16 +1112,17 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("[0x3f8..=0x3ff]"), "{err}");
         let log = Arc::new(Mutex::new(Vec::new()));
-        p.add_pio_device(0xCFC, 4, Box::new(Dev(log.clone())))
+        p.add_pio_device(0x510, 4, Box::new(Dev(log.clone())))
             .unwrap();
-        assert_eq!(p.pio_read(0xCFE, 2), 0x1022);
-        p.pio_write(0xCFC, 4, 0xDEAD_BEEF);
+        assert_eq!(p.pio_read(0x512, 2), 0x1022);
+        p.pio_write(0x510, 4, 0xDEAD_BEEF);
         assert_eq!(log.lock().unwrap().as_slice(), &[(0, 4, 0xDEAD_BEEF)]);
         assert!(p
-            .add_mmio_device(0xFEC0_0000, 0x1000, Box::new(NullMmio))
+            .add_mmio_device(0xFEB0_0000, 0x1000, Box::new(NullMmio))
             .is_ok());
-        assert_eq!(p.mmio_read(0xFEC0_0004, 4), 0x42);
-        assert_eq!(p.mmio_bus().ranges().count(), 1);
+        assert_eq!(p.mmio_read(0xFEB0_0004, 4), 0x42);
+        // The two APIC pages are reserved in the bus.
+        assert_eq!(p.mmio_bus().ranges().count(), 3);
     }
 
     struct NullMmio;

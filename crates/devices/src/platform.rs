@@ -13,6 +13,9 @@ pub enum PlatformAction {
     PowerOff,
     /// The guest wrote `value` to the debug-exit port: exit with status `(value << 1) | 1`.
     DebugExit(u32),
+    /// A timer was programmed to expire earlier than the platform's previous next deadline:
+    /// end the engine run so the machine services devices and sizes the next slice to it.
+    TimerReprogrammed,
 }
 
 pub trait Platform {
@@ -32,6 +35,20 @@ pub trait Platform {
     fn take_action(&mut self) -> Option<PlatformAction>;
     /// Guest time in nanoseconds (drives RDTSC).
     fn now_ns(&self) -> u64;
+    /// The engine's retired-instruction count, reported before port I/O, MMIO and RDTSC
+    /// within a run so that deterministic (icount) clocks advance while a guest polls a timer
+    /// (PIT channel 2 through port 0x61, the PM timer, the LAPIC current count). Platforms
+    /// whose time does not depend on it ignore it.
+    fn sync_retired_instructions(&mut self, _retired: u64) {}
+    /// RDMSR of an MSR the CPU does not model itself: `Some(value)` if the platform claims
+    /// it (the LAPIC's IA32_TSC_DEADLINE, in guest ns), `None` otherwise (#GP).
+    fn read_msr(&mut self, _msr: u32) -> Option<u64> {
+        None
+    }
+    /// WRMSR of an MSR the CPU does not model itself: true if the platform claimed it.
+    fn write_msr(&mut self, _msr: u32, _value: u64) -> bool {
+        false
+    }
 }
 
 /// A platform with no devices: every port and MMIO address is unclaimed, no interrupts.

@@ -17,6 +17,9 @@ pub struct StepFlags {
     pub end_block: bool,
     /// The instruction set the interrupt shadow (STI, MOV SS, POP SS).
     pub shadow: bool,
+    /// MOV SS / POP SS: besides interrupts, the shadow also holds off debug traps (the
+    /// single-step trap) until after the next instruction (SDM Vol. 3 6.8.3).
+    pub ss_load: bool,
     /// A platform action is waiting (port or MMIO write).
     pub action: bool,
     /// HLT executed.

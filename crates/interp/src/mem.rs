@@ -288,6 +288,7 @@ impl Cpu<'_> {
                 unsafe { load(self.mem.host_ptr(off), bytes) }
             }
             PhysTarget::Mmio => {
+                self.sync_platform_time();
                 let v = self.plat.mmio_read(pa, bytes as u8);
                 self.step.action |= false;
                 v
@@ -309,6 +310,7 @@ impl Cpu<'_> {
             }
             PhysTarget::Rom(_) => {}
             PhysTarget::Mmio => {
+                self.sync_platform_time();
                 self.plat.mmio_write(pa, bytes as u8, v);
                 self.step.action = true;
             }

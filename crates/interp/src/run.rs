@@ -174,7 +174,7 @@ fn execute_block(cpu: &mut Cpu, block: &Block, remaining: u64) -> Option<RunExit
         if cpu.step.halt {
             cpu.s.halted = true;
         }
-        if single_step && !cpu.step.halt && !cpu.step.delivered {
+        if single_step && !cpu.step.halt && !cpu.step.delivered && !cpu.step.ss_load {
             // #DB trap after the instruction (DR6.BS).
             cpu.s.dr[6] |= 1 << 14;
             cpu.deliver_trap(crane86_x86::Vector::Debug as u8);

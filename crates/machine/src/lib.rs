@@ -2,6 +2,7 @@
 //! interchangeable execution [`engine`]. [`testkit`] builds ready-to-run guests in any CPU
 //! mode for instruction tests and benchmarks.
 //!
+//! - [`acpi`] — ACPI tables for directly booted kernels
 //! - [`config`] — [`MachineConfig`] (RAM, engine, serial sink, boot images, clock, policies)
 //! - [`machine`] — [`PcMachine`] and the vCPU loop, [`RunSummary`]
 //! - [`loader`] — firmware, flat binary and Multiboot v1 loaders
@@ -9,6 +10,7 @@
 //! - [`dump`] — the register dump used in error messages
 //! - [`platform`] — what the loop needs from the device model
 
+pub mod acpi;
 pub mod config;
 pub mod demo;
 pub mod dump;

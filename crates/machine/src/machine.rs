@@ -159,7 +159,11 @@ impl PcMachine {
     fn boot(&mut self) -> Result<(), MachineError> {
         self.cpu = CpuState::reset();
         if let Some(k) = &self.config.kernel {
-            loader::boot_kernel(&mut self.mem, &mut self.cpu, k)?;
+            // No firmware runs: provide the ACPI tables; a Linux zero page points at the RSDP.
+            let rsdp = crate::acpi::build_tables(&mut self.mem)
+                .map_err(|e| tracing::warn!(error = %e, "no ACPI tables"))
+                .ok();
+            loader::boot_kernel_with_acpi(&mut self.mem, &mut self.cpu, k, rsdp)?;
         }
         self.engine.reset_caches();
         Ok(())
@@ -267,6 +271,7 @@ impl PcMachine {
                     return Ok(self.summary(ExitReason::PowerOff, start));
                 }
                 EngineExit::Action(PlatformAction::Reset) => self.reset()?,
+                EngineExit::Action(PlatformAction::TimerReprogrammed) => {}
                 EngineExit::Action(PlatformAction::SetA20(on)) => {
                     self.cpu.a20 = on;
                     self.engine.reset_caches();

@@ -4,6 +4,10 @@
 /// CPUID.1:EAX processor signature: family 6, model 0x3A (Ivy Bridge style), stepping 9.
 pub const SIGNATURE: u32 = 0x0003_06A9;
 
+/// The TSC and core-crystal frequency reported in leaf 0x15 (guest time is 1 ns per tick).
+pub const TSC_HZ: u32 = 1_000_000_000;
+const TSC_MHZ: u32 = TSC_HZ / 1_000_000;
+
 /// CPUID.1:EDX features.
 pub mod edx1 {
     pub const FPU: u32 = 1 << 0;
@@ -37,6 +41,8 @@ pub mod ecx1 {
     pub const SSE42: u32 = 1 << 20;
     pub const MOVBE: u32 = 1 << 22;
     pub const POPCNT: u32 = 1 << 23;
+    /// LAPIC timer TSC-deadline mode (IA32_TSC_DEADLINE, MSR 0x6E0).
+    pub const TSC_DEADLINE: u32 = 1 << 24;
     pub const XSAVE: u32 = 1 << 26;
     pub const OSXSAVE: u32 = 1 << 27;
     pub const HYPERVISOR: u32 = 1 << 31;
@@ -75,7 +81,8 @@ impl Default for CpuModel {
         CpuModel {
             // VME is not advertised: the virtual-8086 mode extensions (CR4.VME/PVI) are not
             // implemented.
-            edx1: DE
+            edx1: FPU
+                | DE
                 | PSE
                 | TSC
                 | MSR
@@ -89,7 +96,7 @@ impl Default for CpuModel {
                 | PAT
                 | PSE36
                 | CLFSH,
-            ecx1: ecx1::CX16 | ecx1::POPCNT | ecx1::MOVBE | ecx1::HYPERVISOR,
+            ecx1: ecx1::CX16 | ecx1::POPCNT | ecx1::MOVBE | ecx1::TSC_DEADLINE | ecx1::HYPERVISOR,
             ext_edx: ext1::EDX_SYSCALL | ext1::EDX_NX | ext1::EDX_RDTSCP | ext1::EDX_LM,
             ext_ecx: ext1::ECX_LAHF_LM | ext1::ECX_ABM,
             ebx7: ebx7::BMI1 | ebx7::ERMS,
@@ -105,7 +112,7 @@ fn ascii4(s: &[u8]) -> u32 {
 /// `apic_id` goes in CPUID.1:EBX[31:24]; `osxsave` reflects CR4.OSXSAVE.
 pub fn cpuid(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u8, osxsave: bool) -> [u32; 4] {
     const VENDOR: &[u8; 12] = b"GenuineIntel";
-    const MAX_BASIC: u32 = 0xD;
+    const MAX_BASIC: u32 = 0x16;
     const MAX_EXT: u32 = 0x8000_0008;
     match leaf {
         0 => [
@@ -124,6 +131,11 @@ pub fn cpuid(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u8, osxsave: bo
             [SIGNATURE, ebx, ecx, model.edx1]
         }
         7 if subleaf == 0 => [0, model.ebx7, 0, 0],
+        // TSC / core crystal: the TSC counts guest ns (1 GHz) from a 1 GHz crystal with ratio
+        // 1/1, so a kernel knows the TSC and LAPIC timer rates without calibrating them.
+        0x15 => [1, 1, TSC_HZ, 0],
+        // Processor base, maximum and bus frequency in MHz.
+        0x16 => [TSC_MHZ, TSC_MHZ, TSC_MHZ, 0],
         0x8000_0000 => [MAX_EXT, 0, 0, 0],
         0x8000_0001 => [0, 0, model.ext_ecx, model.ext_edx],
         0x8000_0002..=0x8000_0004 => {
@@ -160,9 +172,9 @@ mod tests {
     }
 
     #[test]
-    fn fpu_not_advertised_until_implemented() {
+    fn only_implemented_floating_point_units_are_advertised() {
         let r = cpuid(&CpuModel::default(), 1, 0, 0, false);
-        assert_eq!(r[3] & edx1::FPU, 0);
-        assert_eq!(r[3] & edx1::SSE2, 0);
+        assert_ne!(r[3] & edx1::FPU, 0, "the x87 FPU is implemented");
+        assert_eq!(r[3] & edx1::SSE2, 0, "SSE2 is not implemented yet");
     }
 }

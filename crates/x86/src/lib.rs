@@ -5,6 +5,7 @@
 pub mod cpuid;
 pub mod exception;
 pub mod flags;
+pub mod fpu;
 pub mod msr;
 pub mod regs;
 pub mod segment;
@@ -12,5 +13,6 @@ pub mod state;
 
 pub use exception::{Exception, Vector};
 pub use flags::{CcOp, LazyFlags};
+pub use fpu::{FpuState, F80};
 pub use segment::{SegReg, Segment, TableReg};
 pub use state::{CpuMode, CpuState};

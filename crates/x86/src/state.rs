@@ -69,6 +69,8 @@ pub struct CpuState {
     pub xcr0: u64,
     pub dr: [u64; 8],
     pub msr: MsrState,
+    /// x87 FPU, MXCSR and XMM registers.
+    pub fpu: crate::fpu::FpuState,
     /// The CPU is halted (HLT) until an interrupt arrives.
     pub halted: bool,
     /// Interrupts are inhibited for one instruction (after STI or MOV SS / POP SS).
@@ -136,6 +138,7 @@ impl CpuState {
                 misc_enable: 1,
                 ..MsrState::default()
             },
+            fpu: crate::fpu::FpuState::reset(),
             halted: false,
             interrupt_shadow: false,
             a20: true,

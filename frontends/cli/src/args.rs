@@ -29,7 +29,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Boot a kernel (Multiboot v1 or a flat binary) or a firmware image.
+    /// Boot a kernel (Linux bzImage, Multiboot v1 or a flat binary) or a firmware image.
     Run(RunArgs),
     /// Run the built-in self-checking demo guest (real mode → long mode, integer workload).
     Demo(DemoArgs),
@@ -61,14 +61,17 @@ pub struct CommonArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Kernel image: Multiboot v1 (ELF32 or a.out kludge) by default, or a flat binary when
-    /// --load-addr is given. Booted directly: no firmware runs first.
+    /// Kernel image: a Linux bzImage (recognised by its HdrS magic; 64-bit boot protocol),
+    /// else Multiboot v1 (ELF32 or a.out kludge), or a flat binary when --load-addr is given.
+    /// Booted directly: no firmware runs first.
     #[arg(long, value_name = "FILE", required_unless_present = "bios")]
     pub kernel: Option<PathBuf>,
-    /// Multiboot modules, comma-separated (each module's string is its file name).
+    /// Linux: the initramfs (several files are concatenated). Multiboot: modules,
+    /// comma-separated (each module's string is its file name).
     #[arg(long, value_name = "FILE[,FILE...]", value_delimiter = ',')]
     pub initrd: Vec<PathBuf>,
-    /// Kernel command line (the kernel receives "<kernel path> <STR>", as with QEMU).
+    /// Kernel command line (a Multiboot kernel receives "<kernel path> <STR>", as with QEMU;
+    /// Linux receives STR).
     #[arg(long, value_name = "STR", default_value = "")]
     pub append: String,
     /// Guest RAM: a number of MiB, or with a K/M/G/T suffix (e.g. 256M, 1G).

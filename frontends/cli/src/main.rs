@@ -2,9 +2,11 @@
 //! turn the outcome into the process exit status (see `crane86 --help`).
 
 mod args;
+mod console;
 
 use args::{Cli, Command};
 use clap::Parser;
+use crane86_machine::config::SerialSink;
 use crane86_machine::{demo, PcMachine};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -30,9 +32,25 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    let (config, stats, is_demo) = match &cli.command {
+    let (mut config, stats, is_demo) = match &cli.command {
         Command::Run(r) => (r.config()?, r.common.stats, false),
         Command::Demo(d) => (d.config(), d.common.stats, true),
+    };
+    // An interactive console on a terminal: raw mode until this guard drops (every return
+    // from here; signals and panics are covered by the hooks it installs).
+    let _raw_terminal = if matches!(config.serial, SerialSink::Stdio)
+        && config.serial_input.is_none()
+        && console::stdin_is_tty()
+    {
+        let raw = console::RawTerminal::enable()
+            .map_err(|e| anyhow::anyhow!("putting the terminal in raw mode: {e}"))?;
+        config.serial_input = Some(
+            console::spawn_console_reader()
+                .map_err(|e| anyhow::anyhow!("starting the console reader thread: {e}"))?,
+        );
+        Some(raw)
+    } else {
+        None
     };
     let mut machine = PcMachine::new(config)?;
     let result = machine.run();

@@ -91,6 +91,7 @@ fn mov_to_seg(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
     cpu.load_segment(seg, sel)?;
     if seg == SegReg::Ss {
         cpu.step.shadow = true;
+        cpu.step.ss_load = true;
     }
     Ok(())
 }

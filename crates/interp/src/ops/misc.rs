@@ -152,6 +152,7 @@ fn in_(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
     let bits = cpu.op_bits(i, 0);
     let port = port_of(cpu, i, 1);
     cpu.check_io(port, bits / 8)?;
+    cpu.sync_platform_time();
     let v = cpu.plat.pio_read(port, (bits / 8) as u8);
     cpu.set_reg(i.op0_register(), u64::from(v));
     Ok(())
@@ -162,6 +163,7 @@ fn out(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
     let port = port_of(cpu, i, 0);
     cpu.check_io(port, bits / 8)?;
     let v = cpu.reg(i.op1_register()) as u32;
+    cpu.sync_platform_time();
     cpu.plat.pio_write(port, (bits / 8) as u8, v);
     cpu.step.action = true;
     Ok(())
@@ -200,12 +202,19 @@ impl Cpu<'_> {
     pub fn tsc(&self) -> u64 {
         self.plat.now_ns().wrapping_add(self.s.msr.tsc_offset)
     }
+
+    /// Report the retired-instruction count to the platform before a time-visible access
+    /// (port I/O, MMIO, RDTSC), so icount time advances within a run.
+    pub fn sync_platform_time(&mut self) {
+        self.plat.sync_retired_instructions(self.stats.instructions);
+    }
 }
 
 fn rdtsc(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
     if cpu.s.cr4 & cr4::TSD != 0 && cpu.cpl() != 0 && cpu.s.protected() {
         return Err(Exception::gp0());
     }
+    cpu.sync_platform_time();
     let t = cpu.tsc();
     cpu.s.gpr[RAX] = t & 0xFFFF_FFFF;
     cpu.s.gpr[RDX] = t >> 32;

@@ -20,6 +20,7 @@ pub mod stack;
 pub mod string;
 pub mod system;
 pub mod tasking;
+pub mod x87;
 
 /// The family resolvers, in lookup order.
 pub const FAMILIES: &[fn(&Instruction) -> Option<Handler>] = &[
@@ -37,4 +38,5 @@ pub const FAMILIES: &[fn(&Instruction) -> Option<Handler>] = &[
     far::handler,
     system::handler,
     msr::handler,
+    x87::handler,
 ];

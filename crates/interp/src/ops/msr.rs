@@ -5,6 +5,7 @@
 use crate::cpu::Cpu;
 use crate::exec::Handler;
 use crate::ops::system::require_cpl0;
+use crane86_devices::lapic::IA32_TSC_DEADLINE;
 use crane86_x86::flags;
 use crane86_x86::msr::*;
 use crane86_x86::regs::efer;
@@ -99,6 +100,8 @@ impl Cpu<'_> {
                     m.mtrr_fixed[k]
                 } else if let Some(k) = var_mtrr_index(msr) {
                     m.mtrr_var[k]
+                } else if let Some(v) = self.platform_msr_read(msr) {
+                    v
                 } else {
                     tracing::warn!(
                         msr = format_args!("{msr:#x}"),
@@ -108,6 +111,32 @@ impl Cpu<'_> {
                 }
             }
         })
+    }
+
+    /// An MSR the platform models (the LAPIC's IA32_TSC_DEADLINE). The platform counts guest
+    /// ns; the guest sees TSC units (ns plus the TSC offset).
+    fn platform_msr_read(&mut self, msr: u32) -> Option<u64> {
+        self.sync_platform_time();
+        let v = self.plat.read_msr(msr)?;
+        Some(if msr == IA32_TSC_DEADLINE && v != 0 {
+            v.wrapping_add(self.s.msr.tsc_offset)
+        } else {
+            v
+        })
+    }
+
+    /// WRMSR to a platform MSR; true if the platform claimed it. Ends the block so a timer
+    /// the write re-armed is noticed at once.
+    fn platform_msr_write(&mut self, msr: u32, v: u64) -> bool {
+        self.sync_platform_time();
+        let v = if msr == IA32_TSC_DEADLINE && v != 0 {
+            v.wrapping_sub(self.s.msr.tsc_offset).max(1)
+        } else {
+            v
+        };
+        let claimed = self.plat.write_msr(msr, v);
+        self.step.action |= claimed;
+        claimed
     }
 
     /// WRMSR semantics, with the reserved-bit and canonical checks of each MSR.
@@ -122,6 +151,12 @@ impl Cpu<'_> {
                 // Bits 0-7, 9, 10 (x2APIC is not offered) and above MAXPHYADDR are reserved.
                 if v & (0x6FF | ABOVE_MAXPHYADDR) != 0 {
                     return gp;
+                }
+                if v & !0xFFF != 0xFEE0_0000 || v & (1 << 11) == 0 {
+                    tracing::warn!(
+                        value = format_args!("{v:#x}"),
+                        "IA32_APIC_BASE: relocating or globally disabling the LAPIC is not modelled; it stays enabled at 0xFEE00000"
+                    );
                 }
                 self.s.msr.apic_base = v;
             }
@@ -185,7 +220,7 @@ impl Cpu<'_> {
                         return gp;
                     }
                     self.s.msr.mtrr_var[k] = v;
-                } else {
+                } else if !self.platform_msr_write(msr, v) {
                     tracing::warn!(
                         msr = format_args!("{msr:#x}"),
                         value = format_args!("{v:#x}"),

@@ -44,6 +44,7 @@ fn pop(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
             cpu.adjust_sp(u64::from(bits / 8));
             if seg == SegReg::Ss {
                 cpu.step.shadow = true;
+                cpu.step.ss_load = true;
             }
             Ok(())
         }

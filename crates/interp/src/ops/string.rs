@@ -151,6 +151,7 @@ impl StringCtx {
                 // on the device.
                 let lin = cpu.linear(SegReg::Es, di, bits / 8, true)?;
                 cpu.read_lin_for_write(lin, bits)?;
+                cpu.sync_platform_time();
                 let v = cpu.plat.pio_read(port, (bits / 8) as u8);
                 cpu.write_lin(lin, bits, u64::from(v))?;
                 self.advance(cpu, RDI);
@@ -159,6 +160,7 @@ impl StringCtx {
                 let port = cpu.s.gpr[RDX] as u16;
                 cpu.check_io(port, bits / 8)?;
                 let v = cpu.read_mem(self.src_seg, si, bits)?;
+                cpu.sync_platform_time();
                 cpu.plat.pio_write(port, (bits / 8) as u8, v as u32);
                 cpu.step.action = true;
                 self.advance(cpu, RSI);

@@ -2,7 +2,7 @@
 //! the machine status word (LMSW/SMSW/CLTS), control and debug registers (MOV CRn/DRn with
 //! the mode-transition and TLB-flush rules), segment inspection (ARPL, LAR, LSL, VERR, VERW),
 //! cache and TLB maintenance (INVLPG, INVD, WBINVD, CLFLUSH), SWAPGS, RDPMC, BOUND, and the
-//! device-not-available rules of the x87 escape opcodes (no FPU is implemented yet).
+//! device-not-available check the x87 handlers (`ops::x87`) start with.
 
 use crate::cpu::{addr_bits, mask, seg_of, Cpu};
 use crate::descriptor::sel_code;
@@ -11,7 +11,7 @@ use crane86_x86::flags;
 use crane86_x86::regs::{cr0, cr4, efer};
 use crane86_x86::segment::{attr, sys_type, Segment, TableReg};
 use crane86_x86::{Exception, SegReg, Vector};
-use iced_x86::{Code, CpuidFeature, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 pub fn handler(i: &Instruction) -> Option<Handler> {
     use Mnemonic::*;
@@ -39,8 +39,6 @@ pub fn handler(i: &Instruction) -> Option<Handler> {
         Swapgs => swapgs,
         Rdpmc => rdpmc,
         Bound => bound,
-        Wait => wait,
-        _ if is_x87(i) => x87_unavailable,
         _ => return None,
     })
 }
@@ -51,16 +49,6 @@ fn is_cr_op(i: &Instruction, n: u32) -> bool {
 
 fn is_dr_op(i: &Instruction, n: u32) -> bool {
     i.op_count() > n && i.op_kind(n) == OpKind::Register && i.op_register(n).is_dr()
-}
-
-/// x87 instructions (the D8-DF escape opcodes).
-fn is_x87(i: &Instruction) -> bool {
-    i.cpuid_features().iter().any(|f| {
-        matches!(
-            f,
-            CpuidFeature::FPU | CpuidFeature::FPU287 | CpuidFeature::FPU387
-        )
-    })
 }
 
 /// #GP(0) unless CPL = 0 (real mode counts as CPL 0, V86 mode as CPL 3).
@@ -100,22 +88,6 @@ impl Cpu<'_> {
         let off = self.ea(i);
         self.linear(seg_of(i.memory_segment()), off, bytes, write)
     }
-}
-
-/// x87 escape with no FPU present: #NM when CR0.EM or CR0.TS is set (so an OS can emulate
-/// the FPU), otherwise #UD with a warning (CPUID.1:EDX.FPU is clear).
-fn x87_unavailable(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
-    cpu.check_fpu_available()?;
-    crate::exec::unimplemented(cpu, i)
-}
-
-/// WAIT/FWAIT: #NM when CR0.TS and CR0.MP are both set; otherwise no x87 exception can be
-/// pending (there is no FPU), so it does nothing.
-fn wait(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
-    if cpu.s.cr0 & (cr0::TS | cr0::MP) == (cr0::TS | cr0::MP) {
-        return Err(Exception::nm());
-    }
-    Ok(())
 }
 
 // ------------------------------------------------------------------ GDTR / IDTR

@@ -1,19 +1,22 @@
 //! Guest image loaders: firmware at the reset vector ([`firmware`]), flat binaries
 //! ([`flat`]), and Multiboot v1 kernels ([`multiboot`], ELF32 via [`elf`] or the a.out
 //! kludge). Each loader writes RAM and sets the CPU's entry state; [`boot_kernel`] picks the
-//! loader for a [`KernelConfig`]. A Linux bzImage loader will sit next to these as
-//! `bzimage.rs` and be chosen in [`boot_kernel`] by its `HdrS` magic.
+//! loader for a [`KernelConfig`]. Linux bzImages ([`bzimage`]) are recognised by their `HdrS`
+//! magic before the Multiboot header search; an x86-64 ELF without a Multiboot header is a
+//! Linux `vmlinux` ([`vmlinux`]).
 //!
 //! Low-memory layout used by the direct-kernel loaders (no firmware runs):
 //! - [`GDT_ADDR`]: a flat GDT (null, 0x08 32-bit code, 0x10 data, 0x18 64-bit code)
 //! - [`INFO_AREA`]: boot information (Multiboot info, strings, memory map, module list)
 //! - [`BOOT_STACK_TOP`]: the initial stack pointer
 
+pub mod bzimage;
 pub mod elf;
 pub mod firmware;
 pub mod flat;
 pub mod images;
 pub mod multiboot;
+pub mod vmlinux;
 
 use crate::config::{KernelConfig, KernelFormat};
 use crate::error::MachineError;
@@ -90,6 +93,8 @@ pub enum LoadError {
     RealModeEntryTooHigh { entry: u64 },
     #[error("the image is empty")]
     Empty,
+    #[error(transparent)]
+    BzImage(#[from] bzimage::BzImageError),
 }
 
 /// Copy `data` into RAM at `addr`, or say which range is not RAM.
@@ -178,6 +183,17 @@ pub fn boot_kernel(
     cpu: &mut CpuState,
     k: &KernelConfig,
 ) -> Result<(), MachineError> {
+    boot_kernel_with_acpi(mem, cpu, k, None)
+}
+
+/// [`boot_kernel`] for a platform with ACPI tables: a Linux kernel is told the RSDP address
+/// `acpi_rsdp_addr` in its zero page.
+pub fn boot_kernel_with_acpi(
+    mem: &mut PhysMem,
+    cpu: &mut CpuState,
+    k: &KernelConfig,
+    acpi_rsdp_addr: Option<u64>,
+) -> Result<(), MachineError> {
     let name = k.image.name();
     let image = k.image.read()?;
     let wrap = |reason| MachineError::Kernel {
@@ -198,6 +214,30 @@ pub fn boot_kernel(
             mode,
         )
         .map_err(wrap),
+        KernelFormat::Multiboot
+            if bzimage::is_bzimage(&image)
+                || (vmlinux::is_vmlinux(&image) && multiboot::find_header(&image).is_err()) =>
+        {
+            let mut initrd = Vec::new();
+            for m in &k.modules {
+                // Linux unpacks concatenated cpio archives (each 4-byte aligned).
+                initrd.resize(initrd.len().next_multiple_of(4), 0);
+                initrd.extend_from_slice(&m.read()?);
+            }
+            let layout = if bzimage::is_bzimage(&image) {
+                bzimage::load(mem, cpu, &image, &k.cmdline, &initrd, acpi_rsdp_addr)
+            } else {
+                let args = bzimage::BootArgs {
+                    cmdline: &k.cmdline,
+                    initrd: &initrd,
+                    acpi_rsdp_addr,
+                };
+                vmlinux::load(mem, cpu, &image, args)
+            }
+            .map_err(wrap)?;
+            tracing::info!(?layout, "Linux kernel loaded");
+            Ok(())
+        }
         KernelFormat::Multiboot => {
             let mut modules = Vec::with_capacity(k.modules.len());
             for m in &k.modules {
