@@ -8,6 +8,12 @@ pub const SIGNATURE: u32 = 0x0003_06A9;
 pub const TSC_HZ: u32 = 1_000_000_000;
 const TSC_MHZ: u32 = TSC_HZ / 1_000_000;
 
+/// XCR0 components the model supports: x87 (bit 0) and SSE (bit 1).
+pub const XSAVE_FEATURES: u32 = 0b11;
+/// Bytes of an XSAVE area for [`XSAVE_FEATURES`]: the 512-byte legacy region and the
+/// 64-byte header.
+pub const XSAVE_AREA_SIZE: u32 = 512 + 64;
+
 /// CPUID.1:EDX features.
 pub mod edx1 {
     pub const FPU: u32 = 1 << 0;
@@ -95,8 +101,21 @@ impl Default for CpuModel {
                 | CMOV
                 | PAT
                 | PSE36
-                | CLFSH,
-            ecx1: ecx1::CX16 | ecx1::POPCNT | ecx1::MOVBE | ecx1::TSC_DEADLINE | ecx1::HYPERVISOR,
+                | CLFSH
+                | MMX
+                | FXSR
+                | SSE
+                | SSE2,
+            ecx1: ecx1::SSE3
+                | ecx1::SSSE3
+                | ecx1::CX16
+                | ecx1::SSE41
+                | ecx1::SSE42
+                | ecx1::POPCNT
+                | ecx1::MOVBE
+                | ecx1::TSC_DEADLINE
+                | ecx1::XSAVE
+                | ecx1::HYPERVISOR,
             ext_edx: ext1::EDX_SYSCALL | ext1::EDX_NX | ext1::EDX_RDTSCP | ext1::EDX_LM,
             ext_ecx: ext1::ECX_LAHF_LM | ext1::ECX_ABM,
             ebx7: ebx7::BMI1 | ebx7::ERMS,
@@ -131,6 +150,11 @@ pub fn cpuid(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u8, osxsave: bo
             [SIGNATURE, ebx, ecx, model.edx1]
         }
         7 if subleaf == 0 => [0, model.ebx7, 0, 0],
+        // XSAVE: the x87 and SSE components in the standard format (legacy region + header,
+        // 576 bytes); none of XSAVEOPT/XSAVEC/XGETBV1/XSAVES (sub-leaf 1 is zero).
+        0xD if subleaf == 0 && model.ecx1 & ecx1::XSAVE != 0 => {
+            [XSAVE_FEATURES, XSAVE_AREA_SIZE, XSAVE_AREA_SIZE, 0]
+        }
         // TSC / core crystal: the TSC counts guest ns (1 GHz) from a 1 GHz crystal with ratio
         // 1/1, so a kernel knows the TSC and LAPIC timer rates without calibrating them.
         0x15 => [1, 1, TSC_HZ, 0],
@@ -175,6 +199,7 @@ mod tests {
     fn only_implemented_floating_point_units_are_advertised() {
         let r = cpuid(&CpuModel::default(), 1, 0, 0, false);
         assert_ne!(r[3] & edx1::FPU, 0, "the x87 FPU is implemented");
-        assert_eq!(r[3] & edx1::SSE2, 0, "SSE2 is not implemented yet");
+        assert_ne!(r[3] & edx1::SSE2, 0, "SSE2 is implemented");
+        assert_eq!(r[2] & (1 << 28), 0, "AVX is not implemented");
     }
 }

@@ -234,6 +234,16 @@ impl FpuState {
         self.set_tag(r, v.tag());
     }
 
+    /// Recompute ES and B from the exception flags and masks (after the control word or the
+    /// whole environment is loaded).
+    pub fn recompute_summary(&mut self) {
+        if self.fsw & fsw::EXCEPTIONS & !(self.fcw & fsw::EXCEPTIONS) != 0 {
+            self.fsw |= fsw::ES | fsw::B;
+        } else {
+            self.fsw &= !(fsw::ES | fsw::B);
+        }
+    }
+
     /// Load an abridged (FXSAVE) tag byte: registers with a clear bit become empty, the
     /// others are tagged from their contents.
     pub fn set_abridged_tags(&mut self, tags: u8) {

@@ -47,7 +47,7 @@ pub mod cr4 {
     pub const SMAP: u64 = 1 << 21;
     /// CR4 bits crane86 implements; setting any other bit raises #GP(0).
     pub const SUPPORTED: u64 =
-        VME | PVI | TSD | DE | PSE | PAE | MCE | PGE | PCE | OSFXSR | OSXMMEXCPT;
+        VME | PVI | TSD | DE | PSE | PAE | MCE | PGE | PCE | OSFXSR | OSXMMEXCPT | OSXSAVE;
 }
 
 /// IA32_EFER bits.

@@ -21,6 +21,8 @@ pub fn handler(i: &Instruction) -> Option<Handler> {
         Xchg => xchg,
         Nop | Pause | Prefetchnta | Prefetcht0 | Prefetcht1 | Prefetcht2 | Prefetchw | Lfence
         | Sfence | Mfence => nop,
+        // CET is not advertised: ENDBR32/ENDBR64 execute as the hint NOPs they encode.
+        Endbr32 | Endbr64 => nop,
         Cmova | Cmovae | Cmovb | Cmovbe | Cmove | Cmovg | Cmovge | Cmovl | Cmovle | Cmovne
         | Cmovno | Cmovnp | Cmovns | Cmovo | Cmovp | Cmovs => cmovcc,
         Seta | Setae | Setb | Setbe | Sete | Setg | Setge | Setl | Setle | Setne | Setno

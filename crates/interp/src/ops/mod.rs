@@ -16,6 +16,7 @@ pub mod misc;
 pub mod msr;
 pub mod muldiv;
 pub mod shift;
+pub mod sse;
 pub mod stack;
 pub mod string;
 pub mod system;
@@ -39,4 +40,5 @@ pub const FAMILIES: &[fn(&Instruction) -> Option<Handler>] = &[
     system::handler,
     msr::handler,
     x87::handler,
+    sse::handler,
 ];

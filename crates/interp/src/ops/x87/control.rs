@@ -36,12 +36,7 @@ pub fn handler(i: &Instruction) -> Option<Handler> {
 /// Recompute ES and B from the exception flags and masks (after the control word or the
 /// whole environment is loaded).
 pub(crate) fn recompute_summary(cpu: &mut Cpu) {
-    let f = &mut cpu.s.fpu;
-    if f.fsw & fsw::EXCEPTIONS & !(f.fcw & fsw::EXCEPTIONS) != 0 {
-        f.fsw |= fsw::ES | fsw::B;
-    } else {
-        f.fsw &= !(fsw::ES | fsw::B);
-    }
+    cpu.s.fpu.recompute_summary();
 }
 
 fn finit<const WAIT: bool>(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {

@@ -1,0 +1,357 @@
+//! SIMD and x87 state instructions: LDMXCSR/STMXCSR, FXSAVE/FXRSTOR (32- and 64-bit
+//! layouts, SDM Vol. 1 Table 10-2), XSAVE/XRSTOR in the standard format for the x87 and SSE
+//! components (XCR0 bits 0 and 1), XGETBV/XSETBV, and EMMS.
+
+use super::float::mxcsr;
+use crate::cpu::Cpu;
+use crate::exec::Handler;
+use crate::ops::system::require_cpl0;
+use crane86_x86::fpu::{tag, FpuState};
+use crane86_x86::regs::{cr0, cr4};
+use crane86_x86::{Exception, F80};
+use iced_x86::{Instruction, Mnemonic};
+
+pub fn handler(i: &Instruction) -> Option<Handler> {
+    use Mnemonic::*;
+    Some(match i.mnemonic() {
+        Ldmxcsr => ldmxcsr,
+        Stmxcsr => stmxcsr,
+        Fxsave => fxsave::<false>,
+        Fxsave64 => fxsave::<true>,
+        Fxrstor => fxrstor::<false>,
+        Fxrstor64 => fxrstor::<true>,
+        Xsave => xsave::<false>,
+        Xsave64 => xsave::<true>,
+        Xrstor => xrstor::<false>,
+        Xrstor64 => xrstor::<true>,
+        Xgetbv => xgetbv,
+        Xsetbv => xsetbv,
+        Emms => emms,
+        _ => return None,
+    })
+}
+
+/// The value MXCSR_MASK reports in an FXSAVE image: every MXCSR bit crane86 implements
+/// (DAZ included).
+pub const MXCSR_MASK: u32 = mxcsr::WRITABLE;
+
+/// XCR0 bits crane86 supports: x87 (bit 0) and SSE (bit 1).
+pub const XCR0_SUPPORTED: u64 = crane86_x86::cpuid::XSAVE_FEATURES as u64;
+const XCR0_X87: u64 = 1 << 0;
+const XCR0_SSE: u64 = 1 << 1;
+
+/// Size of the legacy region plus the XSAVE header.
+pub const XSAVE_SIZE: u32 = crane86_x86::cpuid::XSAVE_AREA_SIZE;
+
+fn ldmxcsr(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
+    cpu.simd_begin(i)?;
+    let v = cpu.vread(i, 0)? as u32;
+    if v & !mxcsr::WRITABLE != 0 {
+        return Err(Exception::gp0());
+    }
+    cpu.s.fpu.mxcsr = v;
+    Ok(())
+}
+
+fn stmxcsr(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
+    cpu.simd_begin(i)?;
+    let v = cpu.s.fpu.mxcsr;
+    cpu.vwrite(i, 0, v.into())
+}
+
+/// EMMS: every x87 register tagged empty (x87 checks apply: #UD on CR0.EM, #NM on CR0.TS,
+/// #MF when an unmasked x87 exception is pending).
+fn emms(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
+    if cpu.s.cr0 & cr0::EM != 0 {
+        return Err(Exception::ud());
+    }
+    cpu.x87_check(true)?;
+    cpu.s.fpu.ftw = 0xFFFF;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ images
+
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    buf[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+fn get_u16(buf: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([buf[at], buf[at + 1]])
+}
+
+fn get_u32(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn get_u64(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// XMM registers an image holds: 16 in 64-bit mode, 8 elsewhere.
+fn xmm_count(cpu: &Cpu) -> usize {
+    if cpu.long64() {
+        16
+    } else {
+        8
+    }
+}
+
+/// Write the x87 part of the legacy region (bytes 0..24 and the registers at 32..160).
+fn encode_x87(f: &FpuState, wide: bool, buf: &mut [u8]) {
+    put(buf, 0, &f.fcw.to_le_bytes());
+    put(buf, 2, &f.fsw.to_le_bytes());
+    buf[4] = f.abridged_tags();
+    buf[5] = 0;
+    put(buf, 6, &f.fop.to_le_bytes());
+    if wide {
+        put(buf, 8, &f.fip.to_le_bytes());
+        put(buf, 16, &f.fdp.to_le_bytes());
+    } else {
+        put(buf, 8, &(f.fip as u32).to_le_bytes());
+        put(buf, 12, &f.fcs.to_le_bytes());
+        put(buf, 14, &[0, 0]);
+        put(buf, 16, &(f.fdp as u32).to_le_bytes());
+        put(buf, 20, &f.fds.to_le_bytes());
+        put(buf, 22, &[0, 0]);
+    }
+    for k in 0..8u8 {
+        let at = 32 + 16 * usize::from(k);
+        put(buf, at, &f.st(k).to_le_bytes());
+        put(buf, at + 10, &[0; 6]);
+    }
+}
+
+/// Load the x87 part of the legacy region.
+fn decode_x87(f: &mut FpuState, wide: bool, buf: &[u8]) {
+    f.fcw = get_u16(buf, 0);
+    f.fsw = get_u16(buf, 2);
+    f.fop = get_u16(buf, 6) & 0x7FF;
+    if wide {
+        f.fip = get_u64(buf, 8);
+        f.fdp = get_u64(buf, 16);
+    } else {
+        f.fip = u64::from(get_u32(buf, 8));
+        f.fcs = get_u16(buf, 12);
+        f.fdp = u64::from(get_u32(buf, 16));
+        f.fds = get_u16(buf, 20);
+    }
+    let top = f.top();
+    for k in 0..8usize {
+        let at = 32 + 16 * k;
+        let signif = get_u64(buf, at);
+        let sign_exp = get_u16(buf, at + 8);
+        f.st[(usize::from(top) + k) & 7] = F80::new(sign_exp, signif);
+    }
+    f.set_abridged_tags(buf[4]);
+    f.recompute_summary();
+}
+
+fn encode_sse(f: &FpuState, xmms: usize, buf: &mut [u8]) {
+    for (k, x) in f.xmm.iter().take(xmms).enumerate() {
+        put(buf, 160 + 16 * k, &x.to_le_bytes());
+    }
+}
+
+fn decode_sse(f: &mut FpuState, xmms: usize, buf: &[u8]) {
+    for k in 0..xmms {
+        let at = 160 + 16 * k;
+        f.xmm[k] = u128::from_le_bytes(buf[at..at + 16].try_into().expect("16 bytes"));
+    }
+}
+
+fn encode_mxcsr(f: &FpuState, buf: &mut [u8]) {
+    put(buf, 24, &f.mxcsr.to_le_bytes());
+    put(buf, 28, &MXCSR_MASK.to_le_bytes());
+}
+
+impl Cpu<'_> {
+    /// The linear address of a state image of `bytes` bytes, aligned to `align` (#GP(0)
+    /// otherwise), probed for write access when `write`.
+    fn image_lin(
+        &mut self,
+        i: &Instruction,
+        bytes: u32,
+        align: u64,
+        write: bool,
+    ) -> Result<u64, Exception> {
+        let off = self.ea(i);
+        let lin = self.linear(crate::cpu::seg_of(i.memory_segment()), off, bytes, write)?;
+        if lin & (align - 1) != 0 {
+            return Err(Exception::gp0());
+        }
+        if write {
+            self.read_lin_for_write(lin, 8)?;
+            self.read_lin_for_write(lin + u64::from(bytes) - 8, 8)?;
+        }
+        Ok(lin)
+    }
+
+    /// Read `len` bytes (a multiple of 8) of an image.
+    fn read_image(&mut self, lin: u64, len: usize) -> Result<Vec<u8>, Exception> {
+        let mut buf = vec![0u8; len];
+        for k in (0..len).step_by(8) {
+            let v = self.read_lin(lin + k as u64, 64)?;
+            put(&mut buf, k, &v.to_le_bytes());
+        }
+        Ok(buf)
+    }
+
+    /// Write `buf[range]` (8-byte granules) of an image.
+    fn write_image(
+        &mut self,
+        lin: u64,
+        buf: &[u8],
+        range: std::ops::Range<usize>,
+    ) -> Result<(), Exception> {
+        for k in range.step_by(8) {
+            self.write_lin(lin + k as u64, 64, get_u64(buf, k))?;
+        }
+        Ok(())
+    }
+
+    /// FXSAVE/FXRSTOR/XSAVE/XRSTOR entry: #UD on CR0.EM (FXSAVE: #NM), #NM on CR0.TS.
+    fn state_check(&self, xsave: bool) -> Result<(), Exception> {
+        if xsave && self.s.cr4 & cr4::OSXSAVE == 0 {
+            return Err(Exception::ud());
+        }
+        if self.s.cr0 & cr0::TS != 0 || (!xsave && self.s.cr0 & cr0::EM != 0) {
+            return Err(Exception::nm());
+        }
+        if xsave && self.s.cr0 & cr0::EM != 0 {
+            return Err(Exception::ud());
+        }
+        Ok(())
+    }
+}
+
+/// FXSAVE: x87 state, MXCSR and the XMM registers into a 16-byte-aligned 512-byte image
+/// (bytes 464..512 are left to software, as on hardware).
+fn fxsave<const WIDE: bool>(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
+    cpu.state_check(false)?;
+    let lin = cpu.image_lin(i, 512, 16, true)?;
+    let mut buf = vec![0u8; 512];
+    let xmms = xmm_count(cpu);
+    encode_x87(&cpu.s.fpu, WIDE, &mut buf);
+    encode_mxcsr(&cpu.s.fpu, &mut buf);
+    encode_sse(&cpu.s.fpu, xmms, &mut buf);
+    cpu.write_image(lin, &buf, 0..160 + 16 * xmms)
+}
+
+fn fxrstor<const WIDE: bool>(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
+    cpu.state_check(false)?;
+    let lin = cpu.image_lin(i, 512, 16, false)?;
+    let buf = cpu.read_image(lin, 416)?;
+    let mxcsr = get_u32(&buf, 24);
+    if mxcsr & !MXCSR_MASK != 0 {
+        return Err(Exception::gp0());
+    }
+    let xmms = xmm_count(cpu);
+    let f = &mut cpu.s.fpu;
+    decode_x87(f, WIDE, &buf);
+    f.mxcsr = mxcsr;
+    decode_sse(f, xmms, &buf);
+    Ok(())
+}
+
+/// The requested-feature bitmap: XCR0 AND EDX:EAX.
+fn rfbm(cpu: &Cpu) -> u64 {
+    let edx_eax = (cpu.s.gpr[2] << 32) | (cpu.s.gpr[0] & 0xFFFF_FFFF);
+    cpu.s.xcr0 & edx_eax
+}
+
+/// XSAVE (standard format): the requested components into the legacy region, and their
+/// XSTATE_BV bits set in the header (components are always reported in use).
+fn xsave<const WIDE: bool>(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
+    cpu.state_check(true)?;
+    let lin = cpu.image_lin(i, XSAVE_SIZE, 64, true)?;
+    let rfbm = rfbm(cpu);
+    let xmms = xmm_count(cpu);
+    let mut buf = vec![0u8; 512];
+    if rfbm & XCR0_X87 != 0 {
+        encode_x87(&cpu.s.fpu, WIDE, &mut buf);
+        cpu.write_image(lin, &buf, 0..24)?;
+        cpu.write_image(lin, &buf, 32..160)?;
+    }
+    if rfbm & XCR0_SSE != 0 {
+        encode_mxcsr(&cpu.s.fpu, &mut buf);
+        encode_sse(&cpu.s.fpu, xmms, &mut buf);
+        cpu.write_image(lin, &buf, 24..32)?;
+        cpu.write_image(lin, &buf, 160..160 + 16 * xmms)?;
+    }
+    let bv = cpu.read_lin(lin + 512, 64)?;
+    cpu.write_lin(lin + 512, 64, (bv & !rfbm) | rfbm)
+}
+
+/// XRSTOR (standard format): components in RFBM are loaded when their XSTATE_BV bit is set
+/// and put in their initial state otherwise; MXCSR is loaded whenever SSE is requested.
+fn xrstor<const WIDE: bool>(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
+    cpu.state_check(true)?;
+    let lin = cpu.image_lin(i, XSAVE_SIZE, 64, false)?;
+    let buf = cpu.read_image(lin, XSAVE_SIZE as usize)?;
+    let xstate_bv = get_u64(&buf, 512);
+    let xcomp_bv = get_u64(&buf, 520);
+    let reserved_nonzero = (528..576).step_by(8).any(|k| get_u64(&buf, k) != 0);
+    if xcomp_bv != 0 || reserved_nonzero || xstate_bv & !cpu.s.xcr0 != 0 {
+        return Err(Exception::gp0());
+    }
+    let rfbm = rfbm(cpu);
+    let mxcsr = get_u32(&buf, 24);
+    if rfbm & XCR0_SSE != 0 && mxcsr & !MXCSR_MASK != 0 {
+        return Err(Exception::gp0());
+    }
+    let xmms = xmm_count(cpu);
+    let f = &mut cpu.s.fpu;
+    if rfbm & XCR0_X87 != 0 {
+        if xstate_bv & XCR0_X87 != 0 {
+            decode_x87(f, WIDE, &buf);
+        } else {
+            init_x87(f);
+        }
+    }
+    if rfbm & XCR0_SSE != 0 {
+        f.mxcsr = mxcsr;
+        if xstate_bv & XCR0_SSE != 0 {
+            decode_sse(f, xmms, &buf);
+        } else {
+            f.xmm.iter_mut().take(xmms).for_each(|x| *x = 0);
+        }
+    }
+    Ok(())
+}
+
+/// The x87 component's initial configuration (as FNINIT, with the data registers zeroed).
+fn init_x87(f: &mut FpuState) {
+    f.finit();
+    f.st = [F80::ZERO; 8];
+    f.ftw = 0xFFFF;
+    debug_assert_eq!(f.tag_of(0), tag::EMPTY);
+}
+
+/// XGETBV: ECX = 0 reads XCR0 into EDX:EAX; other indices #GP(0). #UD without CR4.OSXSAVE.
+fn xgetbv(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
+    if cpu.s.cr4 & cr4::OSXSAVE == 0 {
+        return Err(Exception::ud());
+    }
+    if cpu.s.gpr[1] as u32 != 0 {
+        return Err(Exception::gp0());
+    }
+    let v = cpu.s.xcr0;
+    cpu.s.gpr[0] = v & 0xFFFF_FFFF;
+    cpu.s.gpr[2] = v >> 32;
+    Ok(())
+}
+
+/// XSETBV: CPL 0, ECX = 0, and a value with x87 set and only supported bits.
+fn xsetbv(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
+    if cpu.s.cr4 & cr4::OSXSAVE == 0 {
+        return Err(Exception::ud());
+    }
+    require_cpl0(cpu)?;
+    let v = (cpu.s.gpr[2] << 32) | (cpu.s.gpr[0] & 0xFFFF_FFFF);
+    if cpu.s.gpr[1] as u32 != 0 || v & XCR0_X87 == 0 || v & !XCR0_SUPPORTED != 0 {
+        return Err(Exception::gp0());
+    }
+    cpu.s.xcr0 = v;
+    Ok(())
+}
