@@ -1,11 +1,13 @@
 //! Running sequences in crane86: one reusable Long64 test guest per engine, with the scratch
 //! buffer at the same linear address as on the host (the test kit identity-maps it). Every
 //! exception vector points at its own `hlt` stub, so an unexpected exception shows up as a
-//! halt at a known address.
+//! halt at a known address. CR4.OSFXSR and CR4.OSXMMEXCPT are set (CR0.EM and CR0.TS are
+//! clear), so SSE instructions are enabled as under a 64-bit OS.
 
 use crate::gen::{Sequence, COMPARE_SIZE, SCRATCH_BASE};
 use crane86::machine::testkit::{Mode, TestExit, TestGuest, CODE_BASE};
 use crane86::machine::EngineKind;
+use crane86::x86::regs::cr4;
 
 /// Exception stubs live here: vector v halts at `STUB_BASE + v` (one `hlt` byte each).
 const STUB_BASE: u64 = CODE_BASE + 0x8000;
@@ -15,6 +17,8 @@ pub enum EmuResult {
     Done {
         gpr: [u64; 16],
         rflags: u64,
+        xmm: Box<[u128; 16]>,
+        mxcsr: u32,
         mem: Vec<u8>,
     },
     /// The guest raised an exception (vector) or did not halt.
@@ -28,6 +32,7 @@ pub struct Emu {
 impl Emu {
     pub fn new(engine: EngineKind) -> Emu {
         let mut guest = TestGuest::new(engine, Mode::Long64, &[HLT]);
+        guest.cpu.cr4 |= cr4::OSFXSR | cr4::OSXMMEXCPT;
         guest.write(STUB_BASE, &[HLT; 32]);
         for v in 0..32u8 {
             guest.set_gate(v, STUB_BASE + u64::from(v), 0);
@@ -43,8 +48,13 @@ impl Emu {
         let mut mem = vec![0u8; COMPARE_SIZE];
         // SAFETY: `mem` has exactly COMPARE_SIZE writable bytes.
         unsafe { crate::rng::fill(mem.as_mut_ptr(), COMPARE_SIZE, s.mem_seed) };
+        if let Some((off, bytes)) = s.mem_patch {
+            mem[off as usize..off as usize + 16].copy_from_slice(&bytes);
+        }
         g.write(SCRATCH_BASE, &mem);
         g.cpu.gpr = s.gpr;
+        g.cpu.fpu.xmm = s.xmm;
+        g.cpu.fpu.mxcsr = s.mxcsr;
         g.cpu.set_rflags(s.rflags);
         g.cpu.rip = CODE_BASE;
         g.cpu.halted = false;
@@ -73,6 +83,8 @@ impl Emu {
         EmuResult::Done {
             gpr: g.cpu.gpr,
             rflags: g.cpu.rflags(),
+            xmm: Box::new(g.cpu.fpu.xmm),
+            mxcsr: g.cpu.fpu.mxcsr,
             mem: out,
         }
     }
@@ -82,6 +94,8 @@ fn crane86_x86_vector_name(v: u8) -> &'static str {
     match v {
         0 => "#DE",
         6 => "#UD",
+        7 => "#NM",
+        19 => "#XM",
         13 => "#GP",
         12 => "#SS",
         14 => "#PF",

@@ -43,6 +43,12 @@ pub const COMPARED_FLAGS: u64 = 0x8D5 | 0x400;
 /// Bits always set in the initial RFLAGS (reserved bit 1 and IF, which user mode keeps).
 pub const FIXED_FLAGS: u64 = 0x202;
 
+/// MXCSR of sequences that do not choose one: all exceptions masked, round to nearest.
+pub const MXCSR_DEFAULT: u32 = 0x1F80;
+
+/// Bytes written over the scratch fill before a run: (offset from `SCRATCH_BASE`, bytes).
+pub type MemPatch = (u32, [u8; 16]);
+
 /// An instruction template: a `Code` and its operand kinds.
 #[derive(Clone, Debug)]
 struct Template {
@@ -69,6 +75,12 @@ pub struct Sequence {
     pub mem_seed: u64,
     /// RFLAGS bits undefined at the end of the sequence (ignored by the comparison).
     pub undefined_flags: u64,
+    /// Initial XMM0..XMM15 (all zero for integer sequences).
+    pub xmm: [u128; 16],
+    /// Initial MXCSR (exceptions always masked).
+    pub mxcsr: u32,
+    /// Interesting bytes over a memory operand (SSE sequences), applied after the fill.
+    pub mem_patch: Option<MemPatch>,
 }
 
 impl Sequence {
@@ -91,6 +103,9 @@ impl Sequence {
             rflags: rflags | FIXED_FLAGS,
             mem_seed,
             undefined_flags: track.undefined,
+            xmm: [0; 16],
+            mxcsr: MXCSR_DEFAULT,
+            mem_patch: None,
         }
     }
 }
@@ -120,13 +135,13 @@ pub fn x86_flags(f: u32) -> u64 {
 
 /// Flags state tracking across a sequence.
 #[derive(Clone, Copy, Default)]
-struct FlagTrack {
-    undefined: u64,
+pub struct FlagTrack {
+    pub undefined: u64,
 }
 
 impl FlagTrack {
     /// Apply `ins`; `None` when it reads a flag that is currently undefined.
-    fn apply(mut self, ins: &Instruction) -> Option<FlagTrack> {
+    pub fn apply(mut self, ins: &Instruction) -> Option<FlagTrack> {
         const CF: u64 = 1;
         const OF: u64 = 1 << 11;
         let rotate_through_carry = matches!(ins.mnemonic(), Mnemonic::Rcl | Mnemonic::Rcr);
@@ -165,6 +180,11 @@ impl FlagTrack {
         }
         self.undefined |= undefined;
         Some(self)
+    }
+
+    /// Apply every instruction of `group` in order; `None` if one reads an undefined flag.
+    pub fn apply_all(self, group: &[Instruction]) -> Option<FlagTrack> {
+        group.iter().try_fold(self, |t, i| t.apply(i))
     }
 }
 
@@ -231,31 +251,7 @@ impl Generator {
         let rflags = arith | FIXED_FLAGS;
         let mut insns = Vec::new();
         let mut track = FlagTrack::default();
-        let mut made = 0;
-        let mut attempts = 0;
-        while made < len && attempts < len * 50 {
-            attempts += 1;
-            let Some(group) = self.group(rng) else {
-                continue;
-            };
-            let mut t = track;
-            if !group.iter().all(|i| match t.apply(i) {
-                Some(n) => {
-                    t = n;
-                    true
-                }
-                None => false,
-            }) {
-                continue;
-            }
-            let mut enc = Encoder::new(64);
-            if group.iter().any(|i| enc.encode(i, 0).is_err()) {
-                continue;
-            }
-            track = t;
-            insns.extend(group);
-            made += 1;
-        }
+        self.append(rng, len, &mut insns, &mut track);
         let mut enc = Encoder::new(64);
         for i in &insns {
             enc.encode(i, 0).expect("instruction encoded once already");
@@ -267,6 +263,38 @@ impl Generator {
             rflags,
             mem_seed: rng.next_u64(),
             undefined_flags: track.undefined,
+            xmm: [0; 16],
+            mxcsr: MXCSR_DEFAULT,
+            mem_patch: None,
+        }
+    }
+
+    /// Append `len` main instructions (with their setup) to `insns`, never reading a flag
+    /// `track` says is undefined, and update `track`.
+    pub fn append(
+        &self,
+        rng: &mut Rng,
+        len: usize,
+        insns: &mut Vec<Instruction>,
+        track: &mut FlagTrack,
+    ) {
+        let mut made = 0;
+        let mut attempts = 0;
+        while made < len && attempts < len * 50 {
+            attempts += 1;
+            let Some(group) = self.group(rng) else {
+                continue;
+            };
+            let Some(t) = track.apply_all(&group) else {
+                continue;
+            };
+            let mut enc = Encoder::new(64);
+            if group.iter().any(|i| enc.encode(i, 0).is_err()) {
+                continue;
+            }
+            *track = t;
+            insns.extend(group);
+            made += 1;
         }
     }
 

@@ -1,7 +1,7 @@
 //! Host-CPU differential tester: random sequences of unprivileged 64-bit integer instructions
 //! run natively (in a forked child, see [`native`]) and in crane86 (a Long64 test guest per
 //! engine, see [`emu`]); all 16 GPRs, RFLAGS (arithmetic flags and DF, minus the flags left
-//! undefined by the sequence) and the scratch memory must agree.
+//! undefined by the sequence), XMM0..XMM15, MXCSR and the scratch memory must agree.
 //!
 //! The default run (part of `cargo test`) uses a fixed seed and 100,000 sequences. A longer
 //! or different run:
@@ -9,6 +9,16 @@
 //! ```text
 //! CRANE86_ORACLE_SEED=12345 CRANE86_ORACLE_COUNT=2000000 \
 //!     cargo test --test host_oracle -- --nocapture
+//! ```
+//!
+//! A second group of sequences covers SSE..SSE4.2 (see [`sse`] and [`sse_run`]): each has
+//! exactly one SSE instruction, so a failure names its mnemonic. Its knobs:
+//!
+//! ```text
+//! CRANE86_ORACLE_SSE_COUNT=30000     sequences (default 30,000; the seed is shared)
+//! CRANE86_ORACLE_SSE_ONLY=ADDPS,PSHUFB   only these mnemonics
+//! CRANE86_ORACLE_SSE_REPORT=1        print the per-mnemonic pass/fail table
+//! CRANE86_ORACLE_SSE_DETAILS=10      detailed mismatch reports (at most one per mnemonic)
 //! ```
 //!
 //! Only x86-64 Linux hosts can run it; elsewhere the test prints why and passes.
@@ -28,12 +38,18 @@ mod rng;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod setups;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod sse;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod sse_run;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod sse_values;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod tables;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod driver {
     use crate::emu::{Emu, EmuResult};
-    use crate::gen::{Generator, Sequence, COMPARED_FLAGS, SCRATCH_BASE};
+    use crate::gen::{Generator, Sequence, COMPARED_FLAGS, MXCSR_DEFAULT, SCRATCH_BASE};
     use crate::native::{run_batch, NativeResult};
     use crate::rng::Rng;
     use crane86::machine::EngineKind;
@@ -52,7 +68,7 @@ mod driver {
         "r13", "r14", "r15",
     ];
 
-    fn env_u64(name: &str, default: u64) -> u64 {
+    pub fn env_u64(name: &str, default: u64) -> u64 {
         match std::env::var(name) {
             Ok(v) => {
                 let v = v.trim();
@@ -81,6 +97,18 @@ mod driver {
         for (k, v) in s.gpr.iter().enumerate() {
             out += &format!("  in  {:>3}={v:#018x}\n", GPR_NAMES[k]);
         }
+        if s.xmm != [0; 16] || s.mxcsr != MXCSR_DEFAULT {
+            out += &format!("  in  mxcsr={:#06x}\n", s.mxcsr);
+            for (k, v) in s.xmm.iter().enumerate() {
+                out += &format!("  in  xmm{k:<2}={}\n", xmm_hex(*v));
+            }
+        }
+        if let Some((off, bytes)) = s.mem_patch {
+            out += &format!(
+                "  in  memory at {:#x} = {bytes:02x?} (over the fill)\n",
+                SCRATCH_BASE + u64::from(off)
+            );
+        }
         // Disassemble the bytes that actually ran.
         let mut decoder = iced_x86::Decoder::with_ip(64, &s.bytes, 0, 0);
         for i in decoder.iter() {
@@ -91,16 +119,63 @@ mod driver {
         out
     }
 
+    /// An XMM value as four 32-bit lanes, most significant first.
+    pub fn xmm_hex(v: u128) -> String {
+        format!(
+            "{:08x}_{:08x}_{:08x}_{:08x}",
+            (v >> 96) as u32,
+            (v >> 64) as u32,
+            (v >> 32) as u32,
+            v as u32
+        )
+    }
+
+    /// How one sequence's results differ: `what` is a short classification (the failure, or
+    /// the differing parts such as "xmm+mxcsr"), `text` the detailed lines.
+    pub struct Diff {
+        pub what: String,
+        pub text: String,
+    }
+
     /// Compare one sequence's results; `None` when they agree.
     pub fn compare(s: &Sequence, native: &NativeResult, emu: &EmuResult) -> Option<String> {
-        let (ngpr, nflags, nmem) = match native {
-            NativeResult::Done { gpr, rflags, mem } => (gpr, *rflags, &mem[..]),
-            NativeResult::Crashed(why) => return Some(format!("host run crashed: {why}")),
+        diff(s, native, emu).map(|d| d.text)
+    }
+
+    /// Compare one sequence's results, classified; `None` when they agree.
+    pub fn diff(s: &Sequence, native: &NativeResult, emu: &EmuResult) -> Option<Diff> {
+        let (ngpr, nflags, nxmm, nmxcsr, nmem) = match native {
+            NativeResult::Done {
+                gpr,
+                rflags,
+                xmm,
+                mxcsr,
+                mem,
+            } => (gpr, *rflags, xmm, *mxcsr, &mem[..]),
+            NativeResult::Crashed(why) => {
+                let text = format!("host run crashed: {why}");
+                return Some(Diff {
+                    what: text.clone(),
+                    text,
+                });
+            }
         };
-        let (egpr, eflags, emem) = match emu {
-            EmuResult::Done { gpr, rflags, mem } => (gpr, *rflags, &mem[..]),
-            EmuResult::Failed(why) => return Some(why.clone()),
+        let (egpr, eflags, exmm, emxcsr, emem) = match emu {
+            EmuResult::Done {
+                gpr,
+                rflags,
+                xmm,
+                mxcsr,
+                mem,
+            } => (gpr, *rflags, xmm, *mxcsr, &mem[..]),
+            EmuResult::Failed(why) => {
+                return Some(Diff {
+                    what: why.clone(),
+                    text: why.clone(),
+                })
+            }
         };
+        let mut parts: Vec<&str> = Vec::new();
         let mut diffs = String::new();
         for k in 0..16 {
             if ngpr[k] != egpr[k] {
@@ -108,10 +183,33 @@ mod driver {
                     "  {:>3}: host {:#018x} crane86 {:#018x}\n",
                     GPR_NAMES[k], ngpr[k], egpr[k]
                 );
+                if !parts.contains(&"gpr") {
+                    parts.push("gpr");
+                }
             }
+        }
+        for k in 0..16 {
+            if nxmm[k] != exmm[k] && !crate::sse::tolerated(s, k, nxmm[k], exmm[k]) {
+                diffs += &format!(
+                    "  xmm{k:<2}: host {} crane86 {}\n",
+                    xmm_hex(nxmm[k]),
+                    xmm_hex(exmm[k])
+                );
+                if !parts.contains(&"xmm") {
+                    parts.push("xmm");
+                }
+            }
+        }
+        if nmxcsr != emxcsr {
+            diffs += &format!(
+                "  mxcsr: host {nmxcsr:#06x} crane86 {emxcsr:#06x} (differing bits {:#x})\n",
+                nmxcsr ^ emxcsr
+            );
+            parts.push("mxcsr");
         }
         let m = COMPARED_FLAGS & !s.undefined_flags;
         if nflags & m != eflags & m {
+            parts.push("rflags");
             diffs += &format!(
                 "  rflags (mask {m:#x}): host {:#x} crane86 {:#x} (differing bits {:#x})\n",
                 nflags & m,
@@ -129,8 +227,12 @@ mod driver {
                 &nmem[lo..(lo + 8).min(nmem.len())],
                 &emem[lo..(lo + 8).min(emem.len())]
             );
+            parts.push("memory");
         }
-        (!diffs.is_empty()).then_some(diffs)
+        (!diffs.is_empty()).then(|| Diff {
+            what: format!("wrong {}", parts.join("+")),
+            text: diffs,
+        })
     }
 
     pub fn self_check() {
@@ -153,12 +255,16 @@ mod driver {
             rflags: crate::gen::FIXED_FLAGS,
             mem_seed: 7,
             undefined_flags: 0,
+            xmm: [0; 16],
+            mxcsr: MXCSR_DEFAULT,
+            mem_patch: None,
         };
         let natives = run_batch(std::slice::from_ref(&s));
         let NativeResult::Done {
             gpr: out,
             rflags,
             mem,
+            ..
         } = &natives[0]
         else {
             panic!("host run of the self-check sequence crashed");
@@ -178,6 +284,8 @@ mod driver {
             let EmuResult::Done {
                 mut gpr,
                 rflags,
+                xmm,
+                mxcsr,
                 mut mem,
             } = result
             else {
@@ -187,6 +295,8 @@ mod driver {
             let bad = EmuResult::Done {
                 gpr,
                 rflags,
+                xmm: xmm.clone(),
+                mxcsr,
                 mem: mem.clone(),
             };
             assert!(
@@ -195,7 +305,13 @@ mod driver {
             );
             gpr[9] ^= 1;
             mem[0x1800 - 8] ^= 0x40;
-            let bad = EmuResult::Done { gpr, rflags, mem };
+            let bad = EmuResult::Done {
+                gpr,
+                rflags,
+                xmm,
+                mxcsr,
+                mem,
+            };
             assert!(
                 compare(&s, &natives[0], &bad).is_some(),
                 "stack difference missed"
@@ -297,4 +413,37 @@ fn host_cpu_and_crane86_agree_on_random_sequences() {
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     eprintln!("host oracle skipped: it needs an x86-64 Linux host to run guest code natively");
+}
+
+/// The SSE side of the harness on the host alone (crane86 is not involved): XMM registers
+/// and MXCSR reach the code and come back, and differences in them are reported.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn sse_harness_sees_xmm_and_mxcsr() {
+    sse_run::self_check();
+}
+
+/// Generated SSE sequences are encodable, stay inside the scratch buffer and never fault on
+/// the host (aligned operands, masked exceptions, controlled LDMXCSR values).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn sse_sequences_run_on_the_host_without_faults() {
+    sse_run::host_only_check(3000);
+}
+
+#[test]
+fn sse_sequences_match_the_host_cpu() {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let s = sse_run::run();
+        assert!(s.sequences > 0, "no SSE sequences ran");
+        assert_eq!(
+            s.mismatches, 0,
+            "{} of {} SSE sequences disagreed with the host CPU ({} of {} mnemonics have \
+             failures; details and the per-mnemonic summary above)",
+            s.mismatches, s.sequences, s.failing_mnemonics, s.mnemonics
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    eprintln!("SSE host oracle skipped: it needs an x86-64 Linux host to run guest code natively");
 }

@@ -3,14 +3,16 @@
 //! The parent lays out a batch of [`Slot`]s in a shared anonymous mapping (code bytes with a
 //! prologue and an epilogue, initial registers, memory seed) and forks. The child maps the
 //! scratch buffer at its fixed address (`MAP_FIXED_NOREPLACE`) and an executable page, then
-//! for each slot: fills the scratch memory, copies the code, calls it, and copies registers,
-//! RFLAGS and scratch memory back into the slot, bumping a progress counter. The child does
+//! for each slot: fills the scratch memory, copies the code, calls it, and copies registers
+//! (GPRs, XMM0..XMM15), RFLAGS, MXCSR and scratch memory back into the slot, bumping a
+//! progress counter. The generated code saves and restores the child's own MXCSR. The child does
 //! no allocation (it was forked from a multi-threaded process). A crash (signal) of the
 //! child is seen by the parent through `waitpid`; the progress counter names the sequence.
 
 use crate::gen::{Sequence, COMPARE_SIZE, MAP_SIZE, SCRATCH_BASE, STATE_ADDR};
 use crate::operands::blank;
 use crate::rng;
+use crate::tables::XMM;
 use iced_x86::{Code, Encoder, Instruction, OpKind, Register};
 
 /// Largest encoded size of prologue + sequence + epilogue.
@@ -19,6 +21,11 @@ pub const MAX_CODE: usize = 2048;
 /// Offsets inside the state block at `STATE_ADDR`.
 const STATE_RFLAGS: u64 = 16 * 8;
 const STATE_HOST_RSP: u64 = 17 * 8;
+/// XMM0..XMM15, 16 bytes each (16-byte aligned).
+const STATE_XMM: u64 = 0x100;
+const STATE_MXCSR: u64 = 0x200;
+/// The child's own MXCSR while a sequence runs.
+const STATE_HOST_MXCSR: u64 = 0x208;
 
 /// One sequence's input and output, shared between parent and child.
 #[repr(C)]
@@ -28,8 +35,15 @@ pub struct Slot {
     pub gpr_in: [u64; 16],
     pub rflags_in: u64,
     pub mem_seed: u64,
+    /// Offset of `patch` in the scratch buffer, or `u64::MAX` for none.
+    pub patch_off: u64,
+    pub patch: [u8; 16],
+    pub xmm_in: [u128; 16],
+    pub mxcsr_in: u32,
     pub gpr_out: [u64; 16],
     pub rflags_out: u64,
+    pub xmm_out: [u128; 16],
+    pub mxcsr_out: u32,
     pub mem_out: [u8; COMPARE_SIZE],
 }
 
@@ -44,6 +58,8 @@ pub enum NativeResult {
     Done {
         gpr: [u64; 16],
         rflags: u64,
+        xmm: Box<[u128; 16]>,
+        mxcsr: u32,
         mem: Box<[u8; COMPARE_SIZE]>,
     },
     /// The child died on this sequence (a signal or exit status).
@@ -102,13 +118,31 @@ fn reg1(code: Code, r: Register) -> Instruction {
     i
 }
 
-/// Wrap `body` so it can be called as `extern "C" fn()`: save callee-saved registers and the
-/// host RSP, load RFLAGS and all GPRs from the state block, run, store them back.
+fn mem1(code: Code, addr: u64) -> Instruction {
+    let mut i = blank(code);
+    abs_mem(&mut i, 0, addr);
+    i
+}
+
+/// Wrap `body` so it can be called as `extern "C" fn()`: save callee-saved registers, the
+/// host RSP and the host MXCSR, load MXCSR, XMM0..XMM15, RFLAGS and all GPRs from the state
+/// block, run, store them back and restore the host MXCSR. (The XMM registers are
+/// caller-saved in the SysV ABI.)
 pub fn wrap(body: &[u8]) -> Vec<u8> {
     let mut pre = Vec::new();
     for r in CALLEE_SAVED {
         pre.push(reg1(Code::Push_r64, r));
     }
+    pre.push(mem1(Code::Stmxcsr_m32, STATE_ADDR + STATE_HOST_MXCSR));
+    for (k, x) in XMM.iter().enumerate() {
+        pre.push(reg_mem(
+            Code::Movdqu_xmm_xmmm128,
+            true,
+            *x,
+            STATE_ADDR + STATE_XMM + 16 * k as u64,
+        ));
+    }
+    pre.push(mem1(Code::Ldmxcsr_m32, STATE_ADDR + STATE_MXCSR));
     pre.push(reg_mem(
         Code::Mov_rm64_r64,
         false,
@@ -137,6 +171,16 @@ pub fn wrap(body: &[u8]) -> Vec<u8> {
     ));
 
     let mut post = Vec::new();
+    for (k, x) in XMM.iter().enumerate() {
+        post.push(reg_mem(
+            Code::Movdqu_xmmm128_xmm,
+            false,
+            *x,
+            STATE_ADDR + STATE_XMM + 16 * k as u64,
+        ));
+    }
+    post.push(mem1(Code::Stmxcsr_m32, STATE_ADDR + STATE_MXCSR));
+    post.push(mem1(Code::Ldmxcsr_m32, STATE_ADDR + STATE_HOST_MXCSR));
     for (k, r) in GPRS.iter().enumerate() {
         post.push(reg_mem(
             Code::Mov_rm64_r64,
@@ -234,6 +278,19 @@ pub fn run_batch(seqs: &[Sequence]) -> Vec<NativeResult> {
         slot.gpr_in = s.gpr;
         slot.rflags_in = s.rflags;
         slot.mem_seed = s.mem_seed;
+        slot.xmm_in = s.xmm;
+        slot.mxcsr_in = s.mxcsr;
+        match s.mem_patch {
+            Some((off, bytes)) => {
+                assert!(
+                    off as usize + 16 <= COMPARE_SIZE,
+                    "patch outside the scratch data"
+                );
+                slot.patch_off = u64::from(off);
+                slot.patch = bytes;
+            }
+            None => slot.patch_off = u64::MAX,
+        }
     }
     let mut results = Vec::with_capacity(seqs.len());
     let mut start = 0usize;
@@ -263,6 +320,8 @@ pub fn run_batch(seqs: &[Sequence]) -> Vec<NativeResult> {
             results.push(NativeResult::Done {
                 gpr: slot.gpr_out,
                 rflags: slot.rflags_out,
+                xmm: Box::new(slot.xmm_out),
+                mxcsr: slot.mxcsr_out,
                 mem: Box::new(slot.mem_out),
             });
         }
@@ -322,15 +381,28 @@ unsafe fn child_main(shared: *mut Shared, slots: *mut Slot, start: usize, count:
     let code = code as *mut u8;
     let scratch = SCRATCH_BASE as *mut u8;
     let state = STATE_ADDR as *mut u64;
+    let state_xmm = (STATE_ADDR + STATE_XMM) as *mut u128;
+    let state_mxcsr = (STATE_ADDR + STATE_MXCSR) as *mut u32;
     for k in start..count {
         // SAFETY: `k < count`, so the slot is inside the shared mapping; the scratch, state
-        // and code areas were mapped above with the sizes used here.
+        // and code areas were mapped above with the sizes used here (the state block's XMM
+        // area is 16-byte aligned, its MXCSR word 4-byte aligned); the patch was checked to
+        // lie inside the scratch data when the slot was filled.
         unsafe {
             let slot = &mut *slots.add(k);
             rng::fill(scratch, COMPARE_SIZE, slot.mem_seed);
+            if slot.patch_off != u64::MAX {
+                std::ptr::copy_nonoverlapping(
+                    slot.patch.as_ptr(),
+                    scratch.add(slot.patch_off as usize),
+                    16,
+                );
+            }
             for r in 0..16 {
                 *state.add(r) = slot.gpr_in[r];
+                *state_xmm.add(r) = slot.xmm_in[r];
             }
+            *state_mxcsr = slot.mxcsr_in;
             *state.add(16) = slot.rflags_in;
             std::ptr::copy_nonoverlapping(slot.code.as_ptr(), code, slot.code_len as usize);
             let f: extern "C" fn() = std::mem::transmute(code);
@@ -339,6 +411,10 @@ unsafe fn child_main(shared: *mut Shared, slots: *mut Slot, start: usize, count:
                 slot.gpr_out[r] = *state.add(r);
             }
             slot.rflags_out = *state.add(16);
+            for r in 0..16 {
+                slot.xmm_out[r] = *state_xmm.add(r);
+            }
+            slot.mxcsr_out = *state_mxcsr;
             std::ptr::copy_nonoverlapping(scratch, slot.mem_out.as_mut_ptr(), COMPARE_SIZE);
             std::ptr::write_volatile(&mut (*shared).completed, k as u64 + 1);
         }

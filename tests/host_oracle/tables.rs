@@ -81,6 +81,25 @@ pub const GPR8: [Register; 16] = [
     Register::R15L,
 ];
 
+pub const XMM: [Register; 16] = [
+    Register::XMM0,
+    Register::XMM1,
+    Register::XMM2,
+    Register::XMM3,
+    Register::XMM4,
+    Register::XMM5,
+    Register::XMM6,
+    Register::XMM7,
+    Register::XMM8,
+    Register::XMM9,
+    Register::XMM10,
+    Register::XMM11,
+    Register::XMM12,
+    Register::XMM13,
+    Register::XMM14,
+    Register::XMM15,
+];
+
 pub const HIGH8: [Register; 4] = [Register::AH, Register::CH, Register::DH, Register::BH];
 
 pub fn allowed(m: Mnemonic) -> bool {
