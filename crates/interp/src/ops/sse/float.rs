@@ -6,7 +6,7 @@
 //! detects tininess after rounding as x86 does; square roots are computed exactly with an
 //! integer square root. Works the same on every host architecture.
 
-use rustc_apfloat::ieee::{Double, Single};
+use rustc_apfloat::ieee::{Double, Quad, Single};
 use rustc_apfloat::{Float, FloatConvert, Round, Status, StatusAnd};
 use std::cmp::Ordering;
 
@@ -75,7 +75,7 @@ pub fn rounding(rc: u32) -> Round {
 }
 
 /// A format: apfloat's type plus the bit layout.
-pub trait Ieee: Float + FloatConvert<Single> + FloatConvert<Double> {
+pub trait Ieee: Float + FloatConvert<Single> + FloatConvert<Double> + FloatConvert<Quad> {
     /// Lane width in bytes.
     const BYTES: usize;
     /// Fraction bits (explicit significand bits).
@@ -94,14 +94,25 @@ pub trait Ieee: Float + FloatConvert<Single> + FloatConvert<Double> {
     fn bits(self) -> u64 {
         self.to_bits() as u64
     }
+
+    /// A quadruple-precision value rounded to this format.
+    fn narrow(q: Quad, round: Round) -> Self;
 }
 
 impl Ieee for Single {
     const BYTES: usize = 4;
+
+    fn narrow(q: Quad, round: Round) -> Self {
+        q.convert_r(round, &mut false).value
+    }
 }
 
 impl Ieee for Double {
     const BYTES: usize = 8;
+
+    fn narrow(q: Quad, round: Round) -> Self {
+        q.convert_r(round, &mut false).value
+    }
 }
 
 fn is_nan<F: Ieee>(b: u64) -> bool {
@@ -174,42 +185,55 @@ impl Mx {
     }
 
     /// `op(a, b)` for the arithmetic operations (NaN rules, DAZ/DE, rounding, flags).
-    fn arith<F: Ieee>(
-        &mut self,
-        a: u64,
-        b: u64,
-        op: impl FnOnce(F, F, Round) -> StatusAnd<F>,
-    ) -> u64 {
+    fn arith<F: Ieee>(&mut self, a: u64, b: u64, op: Op) -> u64 {
         if is_nan::<F>(a) || is_nan::<F>(b) {
             return self.propagate::<F>(a, b);
         }
+        let before = self.flags;
         let (x, y) = (self.input::<F>(a), self.input::<F>(b));
         let round = self.round();
-        self.finish(op(x, y, round))
+        let mut r = op.apply(x, y, round);
+        if r.status
+            .intersects(Status::INVALID_OP | Status::DIV_BY_ZERO)
+        {
+            // Invalid and divide-by-zero outrank the denormal exception in one operation.
+            self.flags = (self.flags & !mxcsr::DE) | (before & mxcsr::DE);
+        }
+        if overflow_hidden(&r, round) && op.overflows::<F>(x, y) {
+            r.status |= Status::OVERFLOW;
+        }
+        if underflow_hidden(&r) && tiny_unbounded::<F>(op.exact(x, y), round) {
+            r.status |= Status::UNDERFLOW;
+        }
+        self.finish(r)
     }
 
     pub fn add<F: Ieee>(&mut self, a: u64, b: u64) -> u64 {
-        self.arith::<F>(a, b, |x, y, r| x.add_r(y, r))
+        self.arith::<F>(a, b, Op::Add)
     }
 
     pub fn sub<F: Ieee>(&mut self, a: u64, b: u64) -> u64 {
-        self.arith::<F>(a, b, |x, y, r| x.sub_r(y, r))
+        self.arith::<F>(a, b, Op::Sub)
     }
 
     pub fn mul<F: Ieee>(&mut self, a: u64, b: u64) -> u64 {
-        self.arith::<F>(a, b, |x, y, r| x.mul_r(y, r))
+        self.arith::<F>(a, b, Op::Mul)
     }
 
     pub fn div<F: Ieee>(&mut self, a: u64, b: u64) -> u64 {
-        self.arith::<F>(a, b, |x, y, r| x.div_r(y, r))
+        self.arith::<F>(a, b, Op::Div)
     }
 
     /// MINPS/MAXPS semantics: a NaN in either operand (IE, quiet or not) or two zeros give
-    /// the second operand unchanged; otherwise the smaller (larger) one.
+    /// the second operand (read through DAZ); otherwise the smaller (larger) one.
     pub fn min_max<F: Ieee>(&mut self, a: u64, b: u64, max: bool) -> u64 {
         if is_nan::<F>(a) || is_nan::<F>(b) {
             self.flags |= mxcsr::IE;
-            return b;
+            return if self.daz() && is_denormal::<F>(b) {
+                b & F::SIGN
+            } else {
+                b
+            };
         }
         let (x, y) = (self.input::<F>(a), self.input::<F>(b));
         if x.is_zero() && y.is_zero() {
@@ -241,13 +265,16 @@ impl Mx {
         if is_nan::<F>(a) {
             return self.propagate::<F>(a, a);
         }
+        // A negative operand other than -0 is invalid, and then no DE is reported for a
+        // negative denormal (DAZ makes it -0, whose root is -0).
+        let negative_zero = a == F::SIGN || (self.daz() && is_denormal::<F>(a));
+        if a & F::SIGN != 0 && !negative_zero {
+            self.flags |= mxcsr::IE;
+            return F::INDEFINITE;
+        }
         let x = self.input::<F>(a);
         if x.is_zero() {
             return x.bits();
-        }
-        if x.is_negative() {
-            self.flags |= mxcsr::IE;
-            return F::INDEFINITE;
         }
         if x.is_infinite() {
             return x.bits();
@@ -292,7 +319,14 @@ impl Mx {
         let x = self.input::<F>(a);
         let mut loses = false;
         let round = self.round();
-        let r: StatusAnd<T> = x.convert_r(round, &mut loses);
+        let mut r: StatusAnd<T> = x.convert_r(round, &mut loses);
+        let wide: Quad = x.convert_r(Round::TowardZero, &mut loses).value;
+        if overflow_hidden(&r, round) && beyond_largest_binade::<T>(wide) {
+            r.status |= Status::OVERFLOW;
+        }
+        if underflow_hidden(&r) && tiny_unbounded::<T>(wide, round) {
+            r.status |= Status::UNDERFLOW;
+        }
         self.finish(r)
     }
 
@@ -387,6 +421,80 @@ impl Mx {
         }
         out.bits() & lane_mask::<F>()
     }
+}
+
+/// The four arithmetic operations, applicable in any format (the overflow check recomputes
+/// in quadruple precision).
+#[derive(Clone, Copy)]
+enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl Op {
+    fn apply<T: Float>(self, x: T, y: T, round: Round) -> StatusAnd<T> {
+        match self {
+            Op::Add => x.add_r(y, round),
+            Op::Sub => x.sub_r(y, round),
+            Op::Mul => x.mul_r(y, round),
+            Op::Div => x.div_r(y, round),
+        }
+    }
+
+    /// `x op y` in quadruple precision, rounded toward zero (exact for every sum, difference
+    /// and product of singles or doubles that can land near the underflow threshold).
+    fn exact<F: Ieee>(self, x: F, y: F) -> Quad {
+        let mut loses = false;
+        let qx: Quad = x.convert_r(Round::TowardZero, &mut loses).value;
+        let qy: Quad = y.convert_r(Round::TowardZero, &mut loses).value;
+        self.apply(qx, qy, Round::TowardZero).value
+    }
+
+    /// Whether the exact result of `x op y` overflows format F, judged from the result
+    /// rounded toward zero in quadruple precision (wider range, and rounding toward zero
+    /// keeps every value below the next power of two below it).
+    fn overflows<F: Ieee>(self, x: F, y: F) -> bool {
+        beyond_largest_binade::<F>(self.exact(x, y))
+    }
+}
+
+/// apfloat reports no overflow when a directed rounding mode turns an overflowing result
+/// into the largest finite number (IEEE 754 says it overflowed all the same). True when `r`
+/// may be such a result and the exact value must be checked.
+fn overflow_hidden<T: Float>(r: &StatusAnd<T>, round: Round) -> bool {
+    r.value.is_largest()
+        && r.status.intersects(Status::INEXACT)
+        && !r.status.intersects(Status::OVERFLOW)
+        && round != Round::NearestTiesToEven
+}
+
+/// apfloat judges tininess after rounding to the denormal precision, so a result that rounds
+/// up to the smallest normal number reports no underflow; IEEE 754 (and x86) judge it after
+/// rounding with an unbounded exponent. True when `r` may be such a result.
+fn underflow_hidden<T: Float>(r: &StatusAnd<T>) -> bool {
+    r.value.is_smallest_normalized()
+        && r.status.intersects(Status::INEXACT)
+        && !r.status.intersects(Status::UNDERFLOW)
+}
+
+/// Tininess after rounding with an unbounded exponent: `q` scaled into F's normal range,
+/// rounded to F's precision, is still below the scaled 2^emin.
+fn tiny_unbounded<F: Ieee>(q: Quad, round: Round) -> bool {
+    const SCALE: i32 = 64;
+    let mut loses = false;
+    let scaled = q.scalbn(SCALE);
+    let rounded = F::narrow(scaled, round);
+    let back: Quad = rounded.convert_r(Round::TowardZero, &mut loses).value;
+    let limit = Quad::from_u128(1).value.scalbn(F::MIN_EXP + SCALE);
+    back.abs() < limit
+}
+
+/// |q| >= 2^(emax + 1) of format F: the value overflows F whatever the rounding.
+fn beyond_largest_binade<F: Ieee>(q: Quad) -> bool {
+    let limit = Quad::from_u128(1).value.scalbn(F::MAX_EXP + 1);
+    q.abs() >= limit
 }
 
 /// A positive finite value as `m * 2^e` with integer `m`.

@@ -63,7 +63,16 @@ fn alignment_exempt(m: Mnemonic) -> bool {
     use Mnemonic::*;
     matches!(
         m,
-        Movups | Movupd | Movdqu | Lddqu | Pcmpestri | Pcmpestrm | Pcmpistri | Pcmpistrm
+        Movups
+            | Movupd
+            | Movdqu
+            | Lddqu
+            | Pcmpestri
+            | Pcmpestri64
+            | Pcmpestrm
+            | Pcmpestrm64
+            | Pcmpistri
+            | Pcmpistrm
     )
 }
 
