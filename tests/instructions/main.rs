@@ -12,6 +12,7 @@ mod data;
 mod flags_io;
 mod muldiv;
 mod shift;
+mod sse;
 mod stack;
 mod string;
 mod x87;

@@ -257,6 +257,20 @@ impl FpuState {
         }
     }
 
+    /// The full tag word as FSTENV/FSAVE store it: empty registers stay empty, the others
+    /// are tagged from their contents (so after an MMX instruction, which marks every
+    /// register valid, the registers read back as valid, zero or special as they hold).
+    pub fn full_tags(&self) -> u16 {
+        (0..8).fold(0u16, |acc, r| {
+            let t = if self.tag_of(r) == tag::EMPTY {
+                tag::EMPTY
+            } else {
+                self.st[r].tag()
+            };
+            acc | (t << (2 * r))
+        })
+    }
+
     /// The abridged (FXSAVE) tag byte: bit r set when physical register r is not empty.
     pub fn abridged_tags(&self) -> u8 {
         (0..8).fold(0u8, |acc, r| {

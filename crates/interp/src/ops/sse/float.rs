@@ -299,10 +299,7 @@ impl Mx {
 
     /// Convert between formats (CVTSS2SD / CVTSD2SS): NaNs keep their sign and top payload
     /// bits, quieted (IE for a signaling NaN); otherwise rounded with the flags.
-    pub fn convert<F: Ieee, T: Ieee>(&mut self, a: u64) -> u64
-    where
-        F: FloatConvert<T>,
-    {
+    pub fn convert<F: Ieee + FloatConvert<T>, T: Ieee>(&mut self, a: u64) -> u64 {
         if is_nan::<F>(a) {
             if is_snan::<F>(a) {
                 self.flags |= mxcsr::IE;
@@ -501,7 +498,7 @@ fn beyond_largest_binade<F: Ieee>(q: Quad) -> bool {
 fn decompose<F: Ieee>(b: u64) -> (u64, i32) {
     let frac = b & F::FRAC_MASK;
     let biased = ((b & F::EXP_MASK) >> F::FRAC) as i32;
-    let bias = F::MAX_EXP as i32;
+    let bias = F::MAX_EXP;
     if biased == 0 {
         (frac, 1 - bias - F::FRAC as i32)
     } else {

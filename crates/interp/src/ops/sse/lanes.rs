@@ -104,7 +104,7 @@ mod tests {
         let v = 0x8899_AABB_CCDD_EEFF_0011_2233_4455_6677u128;
         assert_eq!(get(v, 2, 0), 0x6677);
         assert_eq!(get(v, 8, 1), 0x8899_AABB_CCDD_EEFF);
-        assert_eq!(sget(v, 1, 15), -0x77);
+        assert_eq!(sget(v, 1, 15), -0x78);
         assert_eq!(set(0, 4, 3, 0x1_2345_6789), 0x2345_6789u128 << 96);
         assert_eq!(sat_s(200, 1), 127);
         assert_eq!(sat_s(-200, 1) as u8, 0x80);

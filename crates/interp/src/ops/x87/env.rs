@@ -65,7 +65,7 @@ fn encode_env(cpu: &Cpu, size: usize) -> Vec<u8> {
     if size == 14 {
         put16(&mut b, 0, f.fcw);
         put16(&mut b, 2, f.fsw);
-        put16(&mut b, 4, f.ftw);
+        put16(&mut b, 4, f.full_tags());
         put16(&mut b, 6, ip as u16);
         put16(&mut b, 10, dp as u16);
         if real {
@@ -82,7 +82,7 @@ fn encode_env(cpu: &Cpu, size: usize) -> Vec<u8> {
     } else {
         put32(&mut b, 0, 0xFFFF_0000 | u32::from(f.fcw));
         put32(&mut b, 4, 0xFFFF_0000 | u32::from(f.fsw));
-        put32(&mut b, 8, 0xFFFF_0000 | u32::from(f.ftw));
+        put32(&mut b, 8, 0xFFFF_0000 | u32::from(f.full_tags()));
         if real {
             put32(&mut b, 12, 0xFFFF_0000 | (ip & 0xFFFF));
             put32(&mut b, 16, ((ip >> 16) << 12) | u32::from(f.fop & 0x7FF));
