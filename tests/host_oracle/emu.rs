@@ -2,9 +2,11 @@
 //! buffer at the same linear address as on the host (the test kit identity-maps it). Every
 //! exception vector points at its own `hlt` stub, so an unexpected exception shows up as a
 //! halt at a known address. CR4.OSFXSR and CR4.OSXMMEXCPT are set (CR0.EM and CR0.TS are
-//! clear), so SSE instructions are enabled as under a 64-bit OS.
+//! clear), so SSE instructions are enabled as under a 64-bit OS. MMi is the significand of
+//! physical x87 register Ri; each run starts from the x87 state the host harness sets up
+//! ([`X87::INITIAL`]: TOP 5, every register empty, fixed sign/exponent fields).
 
-use crate::gen::{Sequence, COMPARE_SIZE, SCRATCH_BASE};
+use crate::gen::{Sequence, COMPARE_SIZE, SCRATCH_BASE, X87};
 use crane86::machine::testkit::{Mode, TestExit, TestGuest, CODE_BASE};
 use crane86::machine::EngineKind;
 use crane86::x86::regs::cr4;
@@ -19,6 +21,8 @@ pub enum EmuResult {
         rflags: u64,
         xmm: Box<[u128; 16]>,
         mxcsr: u32,
+        mm: Box<[u64; 8]>,
+        x87: X87,
         mem: Vec<u8>,
     },
     /// The guest raised an exception (vector) or did not halt.
@@ -55,6 +59,13 @@ impl Emu {
         g.cpu.gpr = s.gpr;
         g.cpu.fpu.xmm = s.xmm;
         g.cpu.fpu.mxcsr = s.mxcsr;
+        for (k, st) in g.cpu.fpu.st.iter_mut().enumerate() {
+            st.signif = s.mm[k];
+            st.sign_exp = X87::INITIAL.exp[k];
+        }
+        g.cpu.fpu.fsw = 0;
+        g.cpu.fpu.set_top(X87::INITIAL.top);
+        g.cpu.fpu.ftw = 0xFFFF;
         g.cpu.set_rflags(s.rflags);
         g.cpu.rip = CODE_BASE;
         g.cpu.halted = false;
@@ -85,6 +96,12 @@ impl Emu {
             rflags: g.cpu.rflags(),
             xmm: Box::new(g.cpu.fpu.xmm),
             mxcsr: g.cpu.fpu.mxcsr,
+            mm: Box::new(std::array::from_fn(|k| g.cpu.fpu.st[k].signif)),
+            x87: X87::from_full_tags(
+                g.cpu.fpu.fsw,
+                g.cpu.fpu.ftw,
+                std::array::from_fn(|k| g.cpu.fpu.st[k].sign_exp),
+            ),
             mem: out,
         }
     }

@@ -49,6 +49,59 @@ pub const MXCSR_DEFAULT: u32 = 0x1F80;
 /// Bytes written over the scratch fill before a run: (offset from `SCRATCH_BASE`, bytes).
 pub type MemPatch = (u32, [u8; 16]);
 
+/// x87 TOP when a sequence starts (every register tagged empty): not 0, so the TOP = 0 that
+/// every MMX instruction sets is visible.
+pub const X87_INITIAL_TOP: u8 = 5;
+
+/// Sign/exponent fields (bits 79..64) of the physical x87 registers R0..R7 when a sequence
+/// starts: none all ones, so the all-ones exponent an MMX write leaves in its register is
+/// visible, and so is a register that changes without being written.
+pub const X87_INITIAL_EXP: [u16; 8] = [
+    0x0000, 0x3FFF, 0x4000, 0x7FFF, 0x8000, 0xBFFF, 0xC000, 0x1234,
+];
+
+/// The x87 state compared after a sequence: TOP, which physical registers are tagged empty
+/// (bit k for register Rk) and the physical registers' sign/exponent fields (their
+/// significands are MM0..MM7). MMX instructions set TOP to 0 and every tag valid, and an MM
+/// register write sets its register's sign/exponent to all ones; EMMS sets TOP to 0 and tags
+/// every register empty; nothing else in the sequences touches any of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct X87 {
+    pub top: u8,
+    pub empty: u8,
+    pub exp: [u16; 8],
+}
+
+impl X87 {
+    /// The state every sequence starts from.
+    pub const INITIAL: X87 = X87 {
+        top: X87_INITIAL_TOP,
+        empty: 0xFF,
+        exp: X87_INITIAL_EXP,
+    };
+
+    /// From a status word (TOP in bits 13..11), a full tag word (two bits per physical
+    /// register, 11 = empty) and the physical registers' sign/exponent fields.
+    pub fn from_full_tags(fsw: u16, ftw: u16, exp: [u16; 8]) -> X87 {
+        X87 {
+            top: ((fsw >> 11) & 7) as u8,
+            empty: (0..8).fold(0, |m, k| m | u8::from((ftw >> (2 * k)) & 3 == 3) << k),
+            exp,
+        }
+    }
+
+    /// From an FXSAVE image: status word, abridged tags (bit k set: Rk not empty) and the
+    /// sign/exponent fields of ST(0)..ST(7) (stored relative to TOP: ST(i) is R((TOP+i)&7)).
+    pub fn from_fxsave(fsw: u16, abridged: u8, st_exp: [u16; 8]) -> X87 {
+        let top = ((fsw >> 11) & 7) as u8;
+        X87 {
+            top,
+            empty: !abridged,
+            exp: std::array::from_fn(|k| st_exp[(k + 8 - usize::from(top)) & 7]),
+        }
+    }
+}
+
 /// An instruction template: a `Code` and its operand kinds.
 #[derive(Clone, Debug)]
 struct Template {
@@ -79,6 +132,8 @@ pub struct Sequence {
     pub xmm: [u128; 16],
     /// Initial MXCSR (exceptions always masked).
     pub mxcsr: u32,
+    /// Initial MM0..MM7 (all zero except for MMX sequences).
+    pub mm: [u64; 8],
     /// Interesting bytes over a memory operand (SSE sequences), applied after the fill.
     pub mem_patch: Option<MemPatch>,
 }
@@ -105,6 +160,7 @@ impl Sequence {
             undefined_flags: track.undefined,
             xmm: [0; 16],
             mxcsr: MXCSR_DEFAULT,
+            mm: [0; 8],
             mem_patch: None,
         }
     }
@@ -265,6 +321,7 @@ impl Generator {
             undefined_flags: track.undefined,
             xmm: [0; 16],
             mxcsr: MXCSR_DEFAULT,
+            mm: [0; 8],
             mem_patch: None,
         }
     }

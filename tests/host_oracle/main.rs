@@ -1,7 +1,8 @@
 //! Host-CPU differential tester: random sequences of unprivileged 64-bit integer instructions
 //! run natively (in a forked child, see [`native`]) and in crane86 (a Long64 test guest per
 //! engine, see [`emu`]); all 16 GPRs, RFLAGS (arithmetic flags and DF, minus the flags left
-//! undefined by the sequence), XMM0..XMM15, MXCSR and the scratch memory must agree.
+//! undefined by the sequence), XMM0..XMM15, MXCSR, MM0..MM7, the x87 TOP, tags and exponents,
+//! and the scratch memory must agree.
 //!
 //! The default run (part of `cargo test`) uses a fixed seed and 100,000 sequences. A longer
 //! or different run:
@@ -21,6 +22,17 @@
 //! CRANE86_ORACLE_SSE_DETAILS=10      detailed mismatch reports (at most one per mnemonic)
 //! ```
 //!
+//! A third group covers the MMX-register forms (see [`mmx`]: MMX, the SSE/SSE2/SSSE3
+//! instructions on MM registers, the MM forms of the CVTPI/CVTPS2PI family, MOVQ2DQ/MOVDQ2Q,
+//! EMMS), one such instruction per sequence, reported per mnemonic with an `(mm)` suffix:
+//!
+//! ```text
+//! CRANE86_ORACLE_MMX_COUNT=20000     sequences (default 20,000)
+//! CRANE86_ORACLE_MMX_ONLY=PADDB,PSHUFW   only these mnemonics (with or without "(mm)")
+//! CRANE86_ORACLE_MMX_REPORT=1        print the per-mnemonic pass/fail table
+//! CRANE86_ORACLE_MMX_DETAILS=10      detailed mismatch reports (at most one per mnemonic)
+//! ```
+//!
 //! Only x86-64 Linux hosts can run it; elsewhere the test prints why and passes.
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -29,6 +41,8 @@ mod counts;
 mod emu;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod gen;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod mmx;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod native;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -49,7 +63,7 @@ mod tables;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod driver {
     use crate::emu::{Emu, EmuResult};
-    use crate::gen::{Generator, Sequence, COMPARED_FLAGS, MXCSR_DEFAULT, SCRATCH_BASE};
+    use crate::gen::{Generator, Sequence, COMPARED_FLAGS, MXCSR_DEFAULT, SCRATCH_BASE, X87};
     use crate::native::{run_batch, NativeResult};
     use crate::rng::Rng;
     use crane86::machine::EngineKind;
@@ -103,6 +117,11 @@ mod driver {
                 out += &format!("  in  xmm{k:<2}={}\n", xmm_hex(*v));
             }
         }
+        if s.mm != [0; 8] {
+            for (k, v) in s.mm.iter().enumerate() {
+                out += &format!("  in  mm{k}   ={}\n", mm_hex(*v));
+            }
+        }
         if let Some((off, bytes)) = s.mem_patch {
             out += &format!(
                 "  in  memory at {:#x} = {bytes:02x?} (over the fill)\n",
@@ -130,6 +149,21 @@ mod driver {
         )
     }
 
+    /// An MM value as two 32-bit halves, most significant first.
+    pub fn mm_hex(v: u64) -> String {
+        format!("{:08x}_{:08x}", (v >> 32) as u32, v as u32)
+    }
+
+    fn x87_text(x: X87) -> String {
+        let exp: Vec<String> = x.exp.iter().map(|e| format!("{e:04x}")).collect();
+        format!(
+            "TOP={} empty-tags={:#04x} R0..R7-sign/exp=[{}]",
+            x.top,
+            x.empty,
+            exp.join(" ")
+        )
+    }
+
     /// How one sequence's results differ: `what` is a short classification (the failure, or
     /// the differing parts such as "xmm+mxcsr"), `text` the detailed lines.
     pub struct Diff {
@@ -144,14 +178,16 @@ mod driver {
 
     /// Compare one sequence's results, classified; `None` when they agree.
     pub fn diff(s: &Sequence, native: &NativeResult, emu: &EmuResult) -> Option<Diff> {
-        let (ngpr, nflags, nxmm, nmxcsr, nmem) = match native {
+        let (ngpr, nflags, nxmm, nmxcsr, nmm, nx87, nmem) = match native {
             NativeResult::Done {
                 gpr,
                 rflags,
                 xmm,
                 mxcsr,
+                mm,
+                x87,
                 mem,
-            } => (gpr, *rflags, xmm, *mxcsr, &mem[..]),
+            } => (gpr, *rflags, xmm, *mxcsr, mm, *x87, &mem[..]),
             NativeResult::Crashed(why) => {
                 let text = format!("host run crashed: {why}");
                 return Some(Diff {
@@ -160,14 +196,16 @@ mod driver {
                 });
             }
         };
-        let (egpr, eflags, exmm, emxcsr, emem) = match emu {
+        let (egpr, eflags, exmm, emxcsr, emm, ex87, emem) = match emu {
             EmuResult::Done {
                 gpr,
                 rflags,
                 xmm,
                 mxcsr,
+                mm,
+                x87,
                 mem,
-            } => (gpr, *rflags, xmm, *mxcsr, &mem[..]),
+            } => (gpr, *rflags, xmm, *mxcsr, mm, *x87, &mem[..]),
             EmuResult::Failed(why) => {
                 return Some(Diff {
                     what: why.clone(),
@@ -199,6 +237,26 @@ mod driver {
                     parts.push("xmm");
                 }
             }
+        }
+        for k in 0..8 {
+            if nmm[k] != emm[k] {
+                diffs += &format!(
+                    "  mm{k}  : host {} crane86 {}\n",
+                    mm_hex(nmm[k]),
+                    mm_hex(emm[k])
+                );
+                if !parts.contains(&"mm") {
+                    parts.push("mm");
+                }
+            }
+        }
+        if nx87 != ex87 {
+            diffs += &format!(
+                "  x87: host {} crane86 {}\n",
+                x87_text(nx87),
+                x87_text(ex87)
+            );
+            parts.push("x87");
         }
         if nmxcsr != emxcsr {
             diffs += &format!(
@@ -257,6 +315,7 @@ mod driver {
             undefined_flags: 0,
             xmm: [0; 16],
             mxcsr: MXCSR_DEFAULT,
+            mm: [0; 8],
             mem_patch: None,
         };
         let natives = run_batch(std::slice::from_ref(&s));
@@ -286,6 +345,8 @@ mod driver {
                 rflags,
                 xmm,
                 mxcsr,
+                mm,
+                x87,
                 mut mem,
             } = result
             else {
@@ -297,6 +358,8 @@ mod driver {
                 rflags,
                 xmm: xmm.clone(),
                 mxcsr,
+                mm: mm.clone(),
+                x87,
                 mem: mem.clone(),
             };
             assert!(
@@ -310,6 +373,8 @@ mod driver {
                 rflags,
                 xmm,
                 mxcsr,
+                mm,
+                x87,
                 mem,
             };
             assert!(
@@ -428,14 +493,31 @@ fn sse_harness_sees_xmm_and_mxcsr() {
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[test]
 fn sse_sequences_run_on_the_host_without_faults() {
-    sse_run::host_only_check(3000);
+    sse_run::host_only_check(&sse_run::Suite::SSE, 3000);
+}
+
+/// The MMX side of the harness: MM registers and the x87 TOP/tags reach the code and come
+/// back on the host, differences in them are reported, and crane86 carries MM values through
+/// integer code.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn mmx_harness_sees_mm_registers_and_x87_tags() {
+    mmx::self_check();
+}
+
+/// Generated MMX sequences are encodable, stay inside the scratch buffer and never fault on
+/// the host.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn mmx_sequences_run_on_the_host_without_faults() {
+    sse_run::host_only_check(&sse_run::Suite::MMX, 2000);
 }
 
 #[test]
 fn sse_sequences_match_the_host_cpu() {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
-        let s = sse_run::run();
+        let s = sse_run::run(&sse_run::Suite::SSE);
         assert!(s.sequences > 0, "no SSE sequences ran");
         assert_eq!(
             s.mismatches, 0,
@@ -446,4 +528,21 @@ fn sse_sequences_match_the_host_cpu() {
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     eprintln!("SSE host oracle skipped: it needs an x86-64 Linux host to run guest code natively");
+}
+
+#[test]
+fn mmx_sequences_match_the_host_cpu() {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let s = sse_run::run(&sse_run::Suite::MMX);
+        assert!(s.sequences > 0, "no MMX sequences ran");
+        assert_eq!(
+            s.mismatches, 0,
+            "{} of {} MMX sequences disagreed with the host CPU ({} of {} mnemonics have \
+             failures; details and the per-mnemonic summary above)",
+            s.mismatches, s.sequences, s.failing_mnemonics, s.mnemonics
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    eprintln!("MMX host oracle skipped: it needs an x86-64 Linux host to run guest code natively");
 }

@@ -4,15 +4,19 @@
 //! prologue and an epilogue, initial registers, memory seed) and forks. The child maps the
 //! scratch buffer at its fixed address (`MAP_FIXED_NOREPLACE`) and an executable page, then
 //! for each slot: fills the scratch memory, copies the code, calls it, and copies registers
-//! (GPRs, XMM0..XMM15), RFLAGS, MXCSR and scratch memory back into the slot, bumping a
-//! progress counter. The generated code saves and restores the child's own MXCSR. The child does
-//! no allocation (it was forked from a multi-threaded process). A crash (signal) of the
-//! child is seen by the parent through `waitpid`; the progress counter names the sequence.
+//! (GPRs, XMM0..XMM15, MM0..MM7), RFLAGS, MXCSR, the x87 TOP, tags and exponents and scratch
+//! memory back into the slot, bumping a progress counter. The generated code saves and
+//! restores the child's own MXCSR and leaves the x87 unit as it found it (EMMS: every
+//! register empty, TOP 0); nothing else in the child uses x87 or MMX registers (Rust on
+//! x86-64 does its floating point in SSE registers), so the x87 unit is empty with TOP 0
+//! whenever a sequence starts. The child does no allocation (it was forked from a
+//! multi-threaded process). A crash (signal) of the child is seen by the parent through
+//! `waitpid`; the progress counter names the sequence.
 
-use crate::gen::{Sequence, COMPARE_SIZE, MAP_SIZE, SCRATCH_BASE, STATE_ADDR};
+use crate::gen::{Sequence, COMPARE_SIZE, MAP_SIZE, SCRATCH_BASE, STATE_ADDR, X87};
 use crate::operands::blank;
 use crate::rng;
-use crate::tables::XMM;
+use crate::tables::{MM, XMM};
 use iced_x86::{Code, Encoder, Instruction, OpKind, Register};
 
 /// Largest encoded size of prologue + sequence + epilogue.
@@ -26,6 +30,14 @@ const STATE_XMM: u64 = 0x100;
 const STATE_MXCSR: u64 = 0x200;
 /// The child's own MXCSR while a sequence runs.
 const STATE_HOST_MXCSR: u64 = 0x208;
+/// MM0..MM7 after the sequence, 8 bytes each.
+const STATE_MM: u64 = 0x240;
+/// Initial x87 registers R0..R7 as 80-bit values (significand = MMi, then sign/exponent),
+/// 16 bytes apart.
+const STATE_X87_IN: u64 = 0x280;
+/// FXSAVE image after the sequence (512 bytes, 16-byte aligned): FSW at +2, abridged tags at
+/// +4, ST(i) at +32 + 16 i.
+const STATE_FXSAVE: u64 = 0x400;
 
 /// One sequence's input and output, shared between parent and child.
 #[repr(C)]
@@ -40,10 +52,16 @@ pub struct Slot {
     pub patch: [u8; 16],
     pub xmm_in: [u128; 16],
     pub mxcsr_in: u32,
+    pub mm_in: [u64; 8],
     pub gpr_out: [u64; 16],
     pub rflags_out: u64,
     pub xmm_out: [u128; 16],
     pub mxcsr_out: u32,
+    pub mm_out: [u64; 8],
+    pub fsw_out: u16,
+    pub abridged_tags_out: u8,
+    /// Sign/exponent of ST(0)..ST(7) after the sequence.
+    pub st_exp_out: [u16; 8],
     pub mem_out: [u8; COMPARE_SIZE],
 }
 
@@ -60,6 +78,8 @@ pub enum NativeResult {
         rflags: u64,
         xmm: Box<[u128; 16]>,
         mxcsr: u32,
+        mm: Box<[u64; 8]>,
+        x87: X87,
         mem: Box<[u8; COMPARE_SIZE]>,
     },
     /// The child died on this sequence (a signal or exit status).
@@ -125,9 +145,13 @@ fn mem1(code: Code, addr: u64) -> Instruction {
 }
 
 /// Wrap `body` so it can be called as `extern "C" fn()`: save callee-saved registers, the
-/// host RSP and the host MXCSR, load MXCSR, XMM0..XMM15, RFLAGS and all GPRs from the state
-/// block, run, store them back and restore the host MXCSR. (The XMM registers are
-/// caller-saved in the SysV ABI.)
+/// host RSP and the host MXCSR, load MXCSR, XMM0..XMM15, MM0..MM7, RFLAGS and all GPRs from
+/// the state block, run, store them back and restore the host MXCSR. (The XMM registers are
+/// caller-saved in the SysV ABI; the x87 unit must be empty with TOP 0 at calls and returns,
+/// which the EMMS at the end restores.) The x87 registers are loaded whole with FLD m80 (R7
+/// first, so R0 is loaded last and TOP returns to 0), which loads any bit pattern unchanged
+/// and raises nothing; EMMS and FDECSTPs then give the sequence the x87 state
+/// [`X87::INITIAL`]. FXSAVE records TOP, the tags and the exponents it leaves.
 pub fn wrap(body: &[u8]) -> Vec<u8> {
     let mut pre = Vec::new();
     for r in CALLEE_SAVED {
@@ -143,6 +167,13 @@ pub fn wrap(body: &[u8]) -> Vec<u8> {
         ));
     }
     pre.push(mem1(Code::Ldmxcsr_m32, STATE_ADDR + STATE_MXCSR));
+    for k in (0..8u64).rev() {
+        pre.push(mem1(Code::Fld_m80fp, STATE_ADDR + STATE_X87_IN + 16 * k));
+    }
+    pre.push(blank(Code::Emms));
+    for _ in 0..(8 - X87::INITIAL.top) % 8 {
+        pre.push(blank(Code::Fdecstp));
+    }
     pre.push(reg_mem(
         Code::Mov_rm64_r64,
         false,
@@ -181,6 +212,16 @@ pub fn wrap(body: &[u8]) -> Vec<u8> {
     }
     post.push(mem1(Code::Stmxcsr_m32, STATE_ADDR + STATE_MXCSR));
     post.push(mem1(Code::Ldmxcsr_m32, STATE_ADDR + STATE_HOST_MXCSR));
+    post.push(mem1(Code::Fxsave_m512byte, STATE_ADDR + STATE_FXSAVE));
+    for (k, m) in MM.iter().enumerate() {
+        post.push(reg_mem(
+            Code::Movq_mmm64_mm,
+            false,
+            *m,
+            STATE_ADDR + STATE_MM + 8 * k as u64,
+        ));
+    }
+    post.push(blank(Code::Emms));
     for (k, r) in GPRS.iter().enumerate() {
         post.push(reg_mem(
             Code::Mov_rm64_r64,
@@ -280,6 +321,7 @@ pub fn run_batch(seqs: &[Sequence]) -> Vec<NativeResult> {
         slot.mem_seed = s.mem_seed;
         slot.xmm_in = s.xmm;
         slot.mxcsr_in = s.mxcsr;
+        slot.mm_in = s.mm;
         match s.mem_patch {
             Some((off, bytes)) => {
                 assert!(
@@ -322,6 +364,8 @@ pub fn run_batch(seqs: &[Sequence]) -> Vec<NativeResult> {
                 rflags: slot.rflags_out,
                 xmm: Box::new(slot.xmm_out),
                 mxcsr: slot.mxcsr_out,
+                mm: Box::new(slot.mm_out),
+                x87: X87::from_fxsave(slot.fsw_out, slot.abridged_tags_out, slot.st_exp_out),
                 mem: Box::new(slot.mem_out),
             });
         }
@@ -383,11 +427,15 @@ unsafe fn child_main(shared: *mut Shared, slots: *mut Slot, start: usize, count:
     let state = STATE_ADDR as *mut u64;
     let state_xmm = (STATE_ADDR + STATE_XMM) as *mut u128;
     let state_mxcsr = (STATE_ADDR + STATE_MXCSR) as *mut u32;
+    let state_mm = (STATE_ADDR + STATE_MM) as *mut u64;
+    let x87_in = (STATE_ADDR + STATE_X87_IN) as *mut u64;
+    let fxsave = (STATE_ADDR + STATE_FXSAVE) as *const u16;
     for k in start..count {
         // SAFETY: `k < count`, so the slot is inside the shared mapping; the scratch, state
         // and code areas were mapped above with the sizes used here (the state block's XMM
-        // area is 16-byte aligned, its MXCSR word 4-byte aligned); the patch was checked to
-        // lie inside the scratch data when the slot was filled.
+        // and FXSAVE areas are 16-byte aligned, its MXCSR word 4-byte aligned, its MM and
+        // x87 register areas 8-byte aligned); the patch was checked to lie inside the
+        // scratch data when the slot was filled.
         unsafe {
             let slot = &mut *slots.add(k);
             rng::fill(scratch, COMPARE_SIZE, slot.mem_seed);
@@ -403,6 +451,10 @@ unsafe fn child_main(shared: *mut Shared, slots: *mut Slot, start: usize, count:
                 *state_xmm.add(r) = slot.xmm_in[r];
             }
             *state_mxcsr = slot.mxcsr_in;
+            for r in 0..8 {
+                *x87_in.add(2 * r) = slot.mm_in[r];
+                *x87_in.add(2 * r + 1) = u64::from(X87::INITIAL.exp[r]);
+            }
             *state.add(16) = slot.rflags_in;
             std::ptr::copy_nonoverlapping(slot.code.as_ptr(), code, slot.code_len as usize);
             let f: extern "C" fn() = std::mem::transmute(code);
@@ -415,6 +467,14 @@ unsafe fn child_main(shared: *mut Shared, slots: *mut Slot, start: usize, count:
                 slot.xmm_out[r] = *state_xmm.add(r);
             }
             slot.mxcsr_out = *state_mxcsr;
+            for r in 0..8 {
+                slot.mm_out[r] = *state_mm.add(r);
+            }
+            slot.fsw_out = *fxsave.add(1);
+            slot.abridged_tags_out = *fxsave.add(2) as u8;
+            for i in 0..8 {
+                slot.st_exp_out[i] = *fxsave.add(16 + 8 * i + 4);
+            }
             std::ptr::copy_nonoverlapping(scratch, slot.mem_out.as_mut_ptr(), COMPARE_SIZE);
             std::ptr::write_volatile(&mut (*shared).completed, k as u64 + 1);
         }

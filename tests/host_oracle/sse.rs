@@ -1,16 +1,19 @@
-//! SSE..SSE4.2 sequences for the host oracle. Templates are every 64-bit-mode iced `Code`
-//! with a legacy encoding (no VEX/EVEX) whose CPUID features are all among SSE, SSE2, SSE3,
-//! SSSE3, SSE4.1 and SSE4.2 (and which the host supports), minus the forms with MMX
-//! registers (their state lives in the x87 registers, which the harness does not load or
-//! compare). Operands are random XMM registers, GPRs (never RSP), absolute memory operands in
-//! the scratch buffer (128-bit ones 16-byte aligned, except for the forms that allow
-//! misalignment, which get both) and random immediates (predicates and rounding controls kept
-//! to their defined bits).
+//! SSE..SSE4.2 and MMX sequences for the host oracle. Templates are every 64-bit-mode iced
+//! `Code` with a legacy encoding (no VEX/EVEX) whose CPUID features are all among MMX, SSE,
+//! SSE2, SSE3, SSSE3, SSE4.1 and SSE4.2 (and which the host supports), in two families:
+//! [`Family::Sse`] without MMX registers, and [`Family::Mmx`], the forms with an MM register
+//! operand (MMX itself, the SSE/SSE2/SSSE3 instructions on MM registers, CVTPI2PS & co.,
+//! MOVQ2DQ and MOVDQ2Q) plus EMMS; see [`crate::mmx`] for its values and setups. Operands are
+//! random XMM and MM registers, GPRs (never RSP), absolute memory operands in the scratch
+//! buffer (128-bit ones 16-byte aligned, except for the forms that allow misalignment, which
+//! get both) and random immediates (predicates and rounding controls kept to their defined
+//! bits).
 //!
-//! Each sequence holds exactly one SSE instruction (with its setup) between a few optional
-//! integer instructions from the integer generator, so a mismatch names its mnemonic. Special
-//! cases: LDMXCSR loads a value stored just before it (all exceptions masked, so no #XM);
-//! MASKMOVDQU gets RDI pointed into the scratch buffer; PCMPESTRx often get small explicit
+//! Each sequence holds exactly one SIMD instruction (with its setup) between a few optional
+//! integer instructions from the integer generator, so a mismatch names its mnemonic (with an
+//! `(mm)` suffix for the MMX-register forms, see [`SseGenerator::name`]). Special cases:
+//! LDMXCSR loads a value stored just before it (all exceptions masked, so no #XM); MASKMOVDQU
+//! and MASKMOVQ get RDI pointed into the scratch buffer; PCMPESTRx often get small explicit
 //! lengths in RAX/RDX. CRC32 (an SSE4.2 integer instruction) is generated here too.
 //!
 //! RCPPS/RCPSS/RSQRTPS/RSQRTSS results are approximations that differ between CPU vendors:
@@ -19,6 +22,7 @@
 use crate::gen::{
     FlagTrack, Generator, MemPatch, Sequence, DATA_SIZE, FIXED_FLAGS, INITIAL_RSP, SCRATCH_BASE,
 };
+use crate::mmx::{maskmovq, mm_file, mm_patch, random_mm};
 use crate::operands::{
     abs_displ_size, blank, data_addr, mov_imm, random_reg, register_addressing, set_abs_mem,
     set_imm, set_reg,
@@ -32,7 +36,8 @@ use iced_x86::{
 };
 
 /// The extensions covered, with their `/proc/cpuinfo`-style names.
-const FEATURES: [(CpuidFeature, &str); 6] = [
+const FEATURES: [(CpuidFeature, &str); 7] = [
+    (CpuidFeature::MMX, "mmx"),
     (CpuidFeature::SSE, "sse"),
     (CpuidFeature::SSE2, "sse2"),
     (CpuidFeature::SSE3, "sse3"),
@@ -43,6 +48,7 @@ const FEATURES: [(CpuidFeature, &str); 6] = [
 
 fn host_has(f: CpuidFeature) -> bool {
     match f {
+        CpuidFeature::MMX => std::arch::is_x86_feature_detected!("mmx"),
         CpuidFeature::SSE => std::arch::is_x86_feature_detected!("sse"),
         CpuidFeature::SSE2 => std::arch::is_x86_feature_detected!("sse2"),
         CpuidFeature::SSE3 => std::arch::is_x86_feature_detected!("sse3"),
@@ -53,12 +59,37 @@ fn host_has(f: CpuidFeature) -> bool {
     }
 }
 
+/// Which instructions a generator covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// SSE..SSE4.2 (and CRC32) without MM register operands.
+    Sse,
+    /// Every form with an MM register operand (MMX, SSE, SSE2, SSSE3), and EMMS.
+    Mmx,
+}
+
+fn is_mm_kind(k: K) -> bool {
+    matches!(k, K::mm_reg | K::mm_rm | K::mm_or_mem)
+}
+
+/// Whether `code` belongs to `family` (its features and operand kinds are checked apart).
+fn in_family(code: Code, family: Family) -> bool {
+    let mm = code.op_code().op_kinds().iter().any(|&k| is_mm_kind(k));
+    match family {
+        Family::Sse => !mm && !code.cpuid_features().contains(&CpuidFeature::MMX),
+        Family::Mmx => mm || code == Code::Emms,
+    }
+}
+
 fn supported_kind(k: K) -> bool {
     matches!(
         k,
         K::xmm_reg
             | K::xmm_rm
             | K::xmm_or_mem
+            | K::mm_reg
+            | K::mm_rm
+            | K::mm_or_mem
             | K::mem
             | K::r8_or_mem
             | K::r16_or_mem
@@ -118,7 +149,11 @@ pub fn mnemonic_name(m: Mnemonic) -> String {
     format!("{m:?}").to_uppercase()
 }
 
+/// Suffix of the MMX-register forms in reports (PADDB(mm) vs PADDB on XMM registers).
+const MM_SUFFIX: &str = "(mm)";
+
 pub struct SseGenerator {
+    family: Family,
     /// Templates grouped by mnemonic (chosen uniformly by mnemonic, then by template).
     groups: Vec<(Mnemonic, Vec<Template>)>,
     /// Extensions the host lacks (left out of the generation).
@@ -126,9 +161,15 @@ pub struct SseGenerator {
 }
 
 impl SseGenerator {
-    /// All templates, or (when `only` is not empty) those of the named mnemonics (matched
-    /// case-insensitively). Panics on a name that matches nothing.
-    pub fn new(only: &[String]) -> SseGenerator {
+    /// All templates of `family`, or (when `only` is not empty) those of the named mnemonics
+    /// (matched case-insensitively, with or without the `(mm)` suffix). Panics on a name
+    /// that matches nothing.
+    pub fn new(only: &[String], family: Family) -> SseGenerator {
+        let wanted = |m: Mnemonic, o: &String| {
+            let o = o.to_ascii_lowercase();
+            let o = o.strip_suffix(MM_SUFFIX).unwrap_or(&o);
+            o.eq_ignore_ascii_case(&format!("{m:?}"))
+        };
         let missing: Vec<CpuidFeature> = FEATURES
             .iter()
             .map(|&(f, _)| f)
@@ -142,6 +183,7 @@ impl SseGenerator {
                 || !oc.mode64()
                 || code.encoding() != EncodingKind::Legacy
                 || features.is_empty()
+                || !in_family(code, family)
                 || !features
                     .iter()
                     .all(|f| FEATURES.iter().any(|(g, _)| g == f) && !missing.contains(f))
@@ -150,11 +192,7 @@ impl SseGenerator {
                 continue;
             }
             let m = code.mnemonic();
-            if !only.is_empty()
-                && !only
-                    .iter()
-                    .any(|o| o.eq_ignore_ascii_case(&format!("{m:?}")))
-            {
+            if !only.is_empty() && !only.iter().any(|o| wanted(m, o)) {
                 continue;
             }
             let t = Template {
@@ -168,18 +206,33 @@ impl SseGenerator {
         }
         for o in only {
             assert!(
-                groups
-                    .iter()
-                    .any(|(m, _)| o.eq_ignore_ascii_case(&format!("{m:?}"))),
-                "CRANE86_ORACLE_SSE_ONLY: no SSE template has the mnemonic {o:?}"
+                groups.iter().any(|(m, _)| wanted(*m, o)),
+                "no {family:?} template has the mnemonic {o:?}"
             );
         }
+        // Report only the extensions this family would have used.
         let missing = FEATURES
             .iter()
-            .filter(|(f, _)| missing.contains(f))
+            .filter(|(f, _)| {
+                missing.contains(f) && (family == Family::Mmx || *f != CpuidFeature::MMX)
+            })
             .map(|&(_, name)| name)
             .collect();
-        SseGenerator { groups, missing }
+        SseGenerator {
+            family,
+            groups,
+            missing,
+        }
+    }
+
+    /// The report name of mnemonic `m` in this family: upper case, with `(mm)` appended for
+    /// the MMX-register forms (not for EMMS, which has no operand).
+    pub fn name(&self, m: Mnemonic) -> String {
+        if self.family == Family::Mmx && m != Mnemonic::Emms {
+            mnemonic_name(m) + MM_SUFFIX
+        } else {
+            mnemonic_name(m)
+        }
     }
 
     pub fn template_count(&self) -> usize {
@@ -197,7 +250,7 @@ impl SseGenerator {
         loop {
             let (mnemonic, templates) = rng.pick(&self.groups);
             let t = rng.pick(templates);
-            let Some((group, mem_patch)) = instantiate(rng, t) else {
+            let Some((group, mem_patch)) = instantiate(rng, t, self.family) else {
                 continue;
             };
             let mut enc = Encoder::new(64);
@@ -234,6 +287,10 @@ impl SseGenerator {
                 undefined_flags: track.undefined,
                 xmm: xmm_file(rng),
                 mxcsr: mxcsr(rng),
+                mm: match self.family {
+                    Family::Sse => [0; 8],
+                    Family::Mmx => mm_file(rng),
+                },
                 mem_patch,
             };
             return SseCase {
@@ -288,10 +345,16 @@ fn store32(addr: u64, v: u32) -> Instruction {
     i
 }
 
-/// Interesting bytes for the memory operand at `addr`, more often than not.
-fn patch_for(rng: &mut Rng, addr: u64) -> Option<MemPatch> {
-    rng.chance(60)
-        .then(|| ((addr - SCRATCH_BASE) as u32, xmm_value(rng).to_le_bytes()))
+/// Interesting bytes for the memory operand at `addr`, more often than not (for the MMX
+/// family, the first 8 bytes often an MM-style value).
+pub fn patch_for(rng: &mut Rng, addr: u64, family: Family) -> Option<MemPatch> {
+    rng.chance(60).then(|| {
+        let v = match family {
+            Family::Sse => xmm_value(rng),
+            Family::Mmx => mm_patch(rng),
+        };
+        ((addr - SCRATCH_BASE) as u32, v.to_le_bytes())
+    })
 }
 
 /// MASKMOVDQU: the implicit destination DS:[RDI] inside the scratch data.
@@ -300,18 +363,22 @@ fn maskmovdqu(rng: &mut Rng) -> Option<(Vec<Instruction>, Option<MemPatch>)> {
     let ins =
         Instruction::with_maskmovdqu(asz, random_xmm(rng), random_xmm(rng), Register::None).ok()?;
     let a = SCRATCH_BASE + rng.below(DATA_SIZE - 32);
-    let patch = patch_for(rng, a);
+    let patch = patch_for(rng, a, Family::Sse);
     Some((vec![mov_imm(Register::RDI, a), ins], patch))
 }
 
 /// Fill the operands of `t` and add its setup.
-fn instantiate(rng: &mut Rng, t: &Template) -> Option<(Vec<Instruction>, Option<MemPatch>)> {
+fn instantiate(
+    rng: &mut Rng,
+    t: &Template,
+    family: Family,
+) -> Option<(Vec<Instruction>, Option<MemPatch>)> {
     let m = t.code.mnemonic();
     if t.kinds.contains(&K::seg_rDI) {
-        return if t.code == Code::Maskmovdqu_rDI_xmm_xmm {
-            maskmovdqu(rng)
-        } else {
-            None
+        return match t.code {
+            Code::Maskmovdqu_rDI_xmm_xmm => maskmovdqu(rng),
+            Code::Maskmovq_rDI_mm_mm => maskmovq(rng),
+            _ => None,
         };
     }
     let mut ins = blank(t.code);
@@ -321,9 +388,12 @@ fn instantiate(rng: &mut Rng, t: &Template) -> Option<(Vec<Instruction>, Option<
         let n = n as u32;
         let use_mem = match k {
             K::mem => true,
-            K::xmm_or_mem | K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem => {
-                rng.chance(40)
-            }
+            K::xmm_or_mem
+            | K::mm_or_mem
+            | K::r8_or_mem
+            | K::r16_or_mem
+            | K::r32_or_mem
+            | K::r64_or_mem => rng.chance(40),
             _ => false,
         };
         if use_mem {
@@ -334,6 +404,7 @@ fn instantiate(rng: &mut Rng, t: &Template) -> Option<(Vec<Instruction>, Option<
         }
         match k {
             K::xmm_reg | K::xmm_rm | K::xmm_or_mem => set_reg(&mut ins, n, random_xmm(rng)),
+            K::mm_reg | K::mm_rm | K::mm_or_mem => set_reg(&mut ins, n, random_mm(rng)),
             K::imm8 => set_imm(&mut ins, n, imm8(rng, m), k),
             _ => set_reg(&mut ins, n, random_reg(rng, bits_of_kind(k), false)),
         }
@@ -344,7 +415,7 @@ fn instantiate(rng: &mut Rng, t: &Template) -> Option<(Vec<Instruction>, Option<
         // A controlled value: exceptions masked, reserved bits clear.
         setup.push(store32(mem_addr?, mxcsr(rng)));
     } else if let Some(a) = mem_addr {
-        patch = patch_for(rng, a);
+        patch = patch_for(rng, a, family);
     }
     if is_pcmpestr(m) {
         // Explicit lengths: often small (either sign), otherwise the random register value
@@ -400,7 +471,7 @@ fn approximately_equal(h: u32, e: u32) -> bool {
 
 #[test]
 fn sse_templates_cover_the_extensions() {
-    let g = SseGenerator::new(&[]);
+    let g = SseGenerator::new(&[], Family::Sse);
     let ms: Vec<Mnemonic> = g.mnemonics().collect();
     if g.missing.is_empty() {
         for m in [
@@ -429,17 +500,71 @@ fn sse_templates_cover_the_extensions() {
         );
     }
     // No MMX forms, no VEX forms.
-    for (_, v) in &g.groups {
+    for (m, v) in &g.groups {
+        assert_ne!(*m, Mnemonic::Emms);
         for t in v {
             assert_eq!(t.code.encoding(), EncodingKind::Legacy);
-            assert!(!t
-                .kinds
-                .iter()
-                .any(|k| matches!(k, K::mm_reg | K::mm_rm | K::mm_or_mem)));
+            assert!(!t.kinds.iter().any(|&k| is_mm_kind(k)));
         }
     }
-    let only = SseGenerator::new(&["pshufb".to_string(), "ADDPS".to_string()]);
-    let mut names: Vec<String> = only.mnemonics().map(mnemonic_name).collect();
+    let only = SseGenerator::new(&["pshufb".to_string(), "ADDPS".to_string()], Family::Sse);
+    let mut names: Vec<String> = only.mnemonics().map(|m| only.name(m)).collect();
     names.sort();
     assert_eq!(names, ["ADDPS", "PSHUFB"]);
+}
+
+#[test]
+fn mmx_templates_cover_the_mm_forms() {
+    let g = SseGenerator::new(&[], Family::Mmx);
+    if g.missing.is_empty() {
+        let codes: Vec<Code> = g
+            .groups
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|t| t.code))
+            .collect();
+        for c in [
+            Code::Paddb_mm_mmm64,
+            Code::Movd_mm_rm32,
+            Code::Movq_mm_rm64,
+            Code::Movq_rm64_mm,
+            Code::Movq_mmm64_mm,
+            Code::Psrlq_mm_imm8,
+            Code::Pshufw_mm_mmm64_imm8,
+            Code::Pextrw_r32_mm_imm8,
+            Code::Pinsrw_mm_r32m16_imm8,
+            Code::Pmovmskb_r32_mm,
+            Code::Maskmovq_rDI_mm_mm,
+            Code::Movntq_m64_mm,
+            Code::Psadbw_mm_mmm64,
+            Code::Paddq_mm_mmm64,
+            Code::Pmuludq_mm_mmm64,
+            Code::Movq2dq_xmm_mm,
+            Code::Movdq2q_mm_xmm,
+            Code::Cvtpi2ps_xmm_mmm64,
+            Code::Cvtps2pi_mm_xmmm64,
+            Code::Cvttps2pi_mm_xmmm64,
+            Code::Cvtpi2pd_xmm_mmm64,
+            Code::Cvtpd2pi_mm_xmmm128,
+            Code::Cvttpd2pi_mm_xmmm128,
+            Code::Pshufb_mm_mmm64,
+            Code::Palignr_mm_mmm64_imm8,
+            Code::Emms,
+        ] {
+            assert!(codes.contains(&c), "no MMX template {c:?}");
+        }
+    }
+    for (m, v) in &g.groups {
+        for t in v {
+            assert_eq!(t.code.encoding(), EncodingKind::Legacy);
+            assert!(
+                *m == Mnemonic::Emms || t.kinds.iter().any(|&k| is_mm_kind(k)),
+                "{:?} has no MM operand",
+                t.code
+            );
+        }
+    }
+    let only = SseGenerator::new(&["paddb(mm)".to_string(), "EMMS".to_string()], Family::Mmx);
+    let mut names: Vec<String> = only.mnemonics().map(|m| only.name(m)).collect();
+    names.sort();
+    assert_eq!(names, ["EMMS", "PADDB(mm)"]);
 }

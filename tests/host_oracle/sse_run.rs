@@ -1,28 +1,59 @@
-//! Running the SSE cases of [`crate::sse`] against the host and crane86, and reporting per
-//! mnemonic: pass/fail counts, the most common kind of failure (an exception such as #UD, a
-//! host crash, or which state differs: GPRs, RFLAGS, XMM, MXCSR, memory) and detailed reports
-//! (disassembly, inputs, differing registers) of the first failures, at most one per
-//! mnemonic. Environment variables (the seed is shared with the integer sequences):
+//! Running the SSE and MMX cases of [`crate::sse`] against the host and crane86, and
+//! reporting per mnemonic: pass/fail counts, the most common kind of failure (an exception
+//! such as #UD, a host crash, or which state differs: GPRs, RFLAGS, XMM, MXCSR, MM, x87 TOP
+//! and tags, memory) and detailed reports (disassembly, inputs, differing registers) of the
+//! first failures, at most one per mnemonic. Each family is a [`Suite`] with its own
+//! environment variables (`FAM` is `SSE` or `MMX`; the seed is shared with the integer
+//! sequences):
 //!
-//! - `CRANE86_ORACLE_SSE_COUNT` sequences (default 30,000)
-//! - `CRANE86_ORACLE_SSE_ONLY=MNEMONIC[,MNEMONIC...]` restrict to these mnemonics
-//! - `CRANE86_ORACLE_SSE_REPORT=1` print the whole per-mnemonic table, sorted by name
-//! - `CRANE86_ORACLE_SSE_DETAILS` number of detailed reports (default 10)
+//! - `CRANE86_ORACLE_FAM_COUNT` sequences (default 30,000 SSE, 20,000 MMX)
+//! - `CRANE86_ORACLE_FAM_ONLY=MNEMONIC[,MNEMONIC...]` restrict to these mnemonics
+//! - `CRANE86_ORACLE_FAM_REPORT=1` print the whole per-mnemonic table, sorted by name
+//! - `CRANE86_ORACLE_FAM_DETAILS` number of detailed reports (default 10)
 
 use crate::driver::{compare, describe, diff, env_u64, DEFAULT_SEED};
 use crate::emu::{Emu, EmuResult};
 use crate::gen::{Generator, Sequence, MXCSR_DEFAULT, SCRATCH_BASE};
 use crate::native::{run_batch, NativeResult};
 use crate::rng::Rng;
-use crate::sse::{mnemonic_name, tolerated, SseCase, SseGenerator};
+use crate::sse::{tolerated, Family, SseCase, SseGenerator};
 use crane86::machine::EngineKind;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-pub const DEFAULT_COUNT: u64 = 30_000;
 const BATCH: usize = 1000;
 /// Decorrelates the SSE stream from the integer one under the same seed.
 const STREAM: u64 = 0x55E0_55E0;
+
+/// One family of SIMD sequences: what it generates, its name in reports and environment
+/// variables, its default size and its random stream.
+pub struct Suite {
+    pub family: Family,
+    /// `SSE` or `MMX`: in reports and in `CRANE86_ORACLE_<label>_COUNT` etc.
+    pub label: &'static str,
+    pub default_count: u64,
+    /// Decorrelates the family's stream from the others under the same seed.
+    pub stream: u64,
+}
+
+impl Suite {
+    pub const SSE: Suite = Suite {
+        family: Family::Sse,
+        label: "SSE",
+        default_count: 30_000,
+        stream: STREAM,
+    };
+    pub const MMX: Suite = Suite {
+        family: Family::Mmx,
+        label: "MMX",
+        default_count: 20_000,
+        stream: 0x3A3A_3A3A,
+    };
+
+    fn var(&self, what: &str) -> String {
+        format!("CRANE86_ORACLE_{}_{what}", self.label)
+    }
+}
 
 pub struct SseSummary {
     pub sequences: u64,
@@ -69,23 +100,24 @@ fn cases(sse: &SseGenerator, int: &Generator, rng: &mut Rng, n: usize) -> Vec<Ss
     (0..n).map(|_| sse.case(int, rng)).collect()
 }
 
-pub fn run() -> SseSummary {
+pub fn run(suite: &Suite) -> SseSummary {
+    let label = suite.label;
     let seed = env_u64("CRANE86_ORACLE_SEED", DEFAULT_SEED);
-    let count = env_u64("CRANE86_ORACLE_SSE_COUNT", DEFAULT_COUNT);
-    let details = env_u64("CRANE86_ORACLE_SSE_DETAILS", 10) as usize;
-    let full_report = env_flag("CRANE86_ORACLE_SSE_REPORT");
-    let only = env_list("CRANE86_ORACLE_SSE_ONLY");
-    let sse = SseGenerator::new(&only);
+    let count = env_u64(&suite.var("COUNT"), suite.default_count);
+    let details = env_u64(&suite.var("DETAILS"), 10) as usize;
+    let full_report = env_flag(&suite.var("REPORT"));
+    let only = env_list(&suite.var("ONLY"));
+    let sse = SseGenerator::new(&only, suite.family);
     for name in &sse.missing {
         println!("note: the host CPU lacks {name}: its instructions are not generated");
     }
     let int = Generator::new();
-    let mut rng = Rng::new(seed ^ STREAM);
+    let mut rng = Rng::new(seed ^ suite.stream);
     let engines = EngineKind::available();
     let mut emus: Vec<Emu> = engines.iter().map(|&e| Emu::new(e)).collect();
     let mut tallies: BTreeMap<String, Tally> = sse
         .mnemonics()
-        .map(|m| (mnemonic_name(m), Tally::default()))
+        .map(|m| (sse.name(m), Tally::default()))
         .collect();
     let mut reported: Vec<String> = Vec::new();
     let mut summary = SseSummary {
@@ -103,7 +135,7 @@ pub fn run() -> SseSummary {
         let natives = run_batch(&seqs);
         for (k, (case, native)) in batch.iter().zip(&natives).enumerate() {
             summary.sequences += 1;
-            let name = mnemonic_name(case.mnemonic);
+            let name = sse.name(case.mnemonic);
             for (engine, emu) in engines.iter().zip(emus.iter_mut()) {
                 let result = emu.run(&case.seq);
                 let tally = tallies.get_mut(&name).expect("every mnemonic has a tally");
@@ -131,7 +163,7 @@ pub fn run() -> SseSummary {
     let failing: Vec<(&String, &Tally)> = tallies.iter().filter(|(_, t)| t.fail > 0).collect();
     summary.failing_mnemonics = failing.len();
     println!(
-        "SSE host oracle: seed={seed:#x} templates={} mnemonics={} sequences={} engines={} mismatches={} failing-mnemonics={} time={:.1?}",
+        "{label} host oracle: seed={seed:#x} templates={} mnemonics={} sequences={} engines={} mismatches={} failing-mnemonics={} time={:.1?}",
         sse.template_count(),
         summary.mnemonics,
         summary.sequences,
@@ -147,7 +179,7 @@ pub fn run() -> SseSummary {
             let (why, _) = t.most_common().expect("a failing tally has a reason");
             by_why.entry(why).or_default().push((name, t.fail));
         }
-        println!("SSE failures by mnemonic (grouped by the most common failure):");
+        println!("{label} failures by mnemonic (grouped by the most common failure):");
         for (why, list) in &by_why {
             let cases: u64 = list.iter().map(|(_, n)| n).sum();
             println!("  {why}: {} mnemonics, {cases} sequences", list.len());
@@ -158,7 +190,7 @@ pub fn run() -> SseSummary {
         }
     }
     if full_report {
-        println!("SSE per-mnemonic results (pass / fail, most common failure):");
+        println!("{label} per-mnemonic results (pass / fail, most common failure):");
         for (name, t) in &tallies {
             let why = t
                 .most_common()
@@ -171,7 +203,7 @@ pub fn run() -> SseSummary {
                 "-"
             };
             println!(
-                "  {name:<12} {status:<4} pass {:>6} fail {:>6}{why}",
+                "  {name:<16} {status:<4} pass {:>6} fail {:>6}{why}",
                 t.pass, t.fail
             );
         }
@@ -219,6 +251,8 @@ pub fn self_check() {
         rflags,
         xmm,
         mxcsr,
+        mm,
+        x87,
         mem,
     } = &natives[0]
     else {
@@ -249,6 +283,8 @@ pub fn self_check() {
         rflags: *rflags,
         xmm: xmm.clone(),
         mxcsr: *mxcsr,
+        mm: mm.clone(),
+        x87: *x87,
         mem: mem.to_vec(),
     };
     assert!(compare(&s, &natives[0], &agree()).is_none());
@@ -314,13 +350,13 @@ pub fn self_check() {
     );
 }
 
-/// `n` generated cases run on the host: none may crash (misaligned operands, unmasked
-/// exceptions, stray addresses would), MXCSR must keep every exception masked, and the
-/// instructions must visibly do something.
-pub fn host_only_check(n: usize) {
-    let sse = SseGenerator::new(&[]);
+/// `n` generated cases of `suite` run on the host: none may crash (misaligned operands,
+/// unmasked exceptions, stray addresses would), MXCSR must keep every exception masked, and
+/// the instructions must visibly do something.
+pub fn host_only_check(suite: &Suite, n: usize) {
+    let sse = SseGenerator::new(&[], suite.family);
     let int = Generator::new();
-    let mut rng = Rng::new(DEFAULT_SEED ^ STREAM);
+    let mut rng = Rng::new(DEFAULT_SEED ^ suite.stream);
     let batch = cases(&sse, &int, &mut rng, n);
     let seqs: Vec<Sequence> = batch.iter().map(|c| c.seq.clone()).collect();
     let natives = run_batch(&seqs);
@@ -333,16 +369,16 @@ pub fn host_only_check(n: usize) {
                     "{}",
                     describe(DEFAULT_SEED, k as u64, EngineKind::Interp, &c.seq, why)
                 );
-                crashed.push(mnemonic_name(c.mnemonic));
+                crashed.push(sse.name(c.mnemonic));
             }
-            NativeResult::Done { xmm, mxcsr, .. } => {
+            NativeResult::Done { xmm, mxcsr, mm, .. } => {
                 assert_eq!(
                     mxcsr & 0x1F80,
                     0x1F80,
                     "sequence {k} ({:?}) unmasked an exception",
                     c.mnemonic
                 );
-                if **xmm != c.seq.xmm || *mxcsr != c.seq.mxcsr {
+                if **xmm != c.seq.xmm || *mxcsr != c.seq.mxcsr || **mm != c.seq.mm {
                     changed += 1;
                 }
             }
@@ -350,11 +386,13 @@ pub fn host_only_check(n: usize) {
     }
     assert!(
         crashed.is_empty(),
-        "{} generated SSE sequences crashed on the host: {crashed:?}",
-        crashed.len()
+        "{} generated {} sequences crashed on the host: {crashed:?}",
+        crashed.len(),
+        suite.label
     );
     assert!(
         changed * 2 > n,
-        "only {changed} of {n} SSE sequences changed XMM or MXCSR"
+        "only {changed} of {n} {} sequences changed XMM, MM or MXCSR",
+        suite.label
     );
 }

@@ -100,6 +100,17 @@ pub const XMM: [Register; 16] = [
     Register::XMM15,
 ];
 
+pub const MM: [Register; 8] = [
+    Register::MM0,
+    Register::MM1,
+    Register::MM2,
+    Register::MM3,
+    Register::MM4,
+    Register::MM5,
+    Register::MM6,
+    Register::MM7,
+];
+
 pub const HIGH8: [Register; 4] = [Register::AH, Register::CH, Register::DH, Register::BH];
 
 pub fn allowed(m: Mnemonic) -> bool {

@@ -59,14 +59,16 @@ fn stmxcsr(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
     cpu.vwrite(i, 0, v.into())
 }
 
-/// EMMS: every x87 register tagged empty (x87 checks apply: #UD on CR0.EM, #NM on CR0.TS,
-/// #MF when an unmasked x87 exception is pending).
+/// EMMS: every x87 register tagged empty and, as for every MMX instruction, TOP set to 0
+/// (SDM Vol. 3 12.2, Table 12-2). x87 checks apply: #UD on CR0.EM, #NM on CR0.TS, #MF when an
+/// unmasked x87 exception is pending.
 fn emms(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
     if cpu.s.cr0 & cr0::EM != 0 {
         return Err(Exception::ud());
     }
     cpu.x87_check(true)?;
     cpu.s.fpu.ftw = 0xFFFF;
+    cpu.s.fpu.set_top(0);
     Ok(())
 }
 
