@@ -150,7 +150,7 @@ impl Bench {
         Bench {
             mem,
             plat: HolePlatform::new(),
-            engine: kind.create(),
+            engine: kind.create_eager(),
             loaded_pages: Vec::new(),
             written_pages: Vec::new(),
             hole_loaded: Vec::new(),

@@ -4,6 +4,7 @@
 
 use crate::exec::{resolve, Handler};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
@@ -16,8 +17,27 @@ pub struct DecodedInsn {
     pub handler: Handler,
 }
 
+/// Native code a tier above the interpreter (the JIT) installed for a block. It receives the
+/// tier's context pointer and returns when the block is done or must be left.
+pub type NativeBlock = unsafe extern "C" fn(ctx: *mut std::ffi::c_void);
+
 pub struct Block {
     pub insns: Vec<DecodedInsn>,
+    /// Times the block was entered without native code (the JIT's hotness counter).
+    pub entries: Cell<u32>,
+    /// The block's native code, if a tier compiled it. Valid as long as the tier keeps the
+    /// code alive; a tier that frees code clears the whole block cache first.
+    pub native: Cell<Option<NativeBlock>>,
+}
+
+impl Block {
+    pub fn new(insns: Vec<DecodedInsn>) -> Block {
+        Block {
+            insns,
+            entries: Cell::new(0),
+            native: Cell::new(None),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -25,6 +25,31 @@ pub enum RunExit {
     TripleFault(Exception),
 }
 
+/// What one instruction's execution means for the block around it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Go on with the next instruction of the block.
+    Next,
+    /// Leave the block (a branch, a fault delivered, an interrupt shadow, a state change the
+    /// block depends on); the run loop continues at the new RIP.
+    Leave,
+    /// End the run.
+    Exit(RunExit),
+}
+
+/// A tier above the interpreter (the JIT): offered every block before the interpreter runs
+/// it. `execute` returns `None` when the interpreter should run the block, or the block's
+/// outcome (`Some(None)`: continue the run loop; `Some(Some(exit))`: end the run). At most
+/// `remaining` instructions may retire.
+pub trait Tier {
+    fn execute(
+        &mut self,
+        cpu: &mut Cpu,
+        block: &Rc<Block>,
+        remaining: u64,
+    ) -> Option<Option<RunExit>>;
+}
+
 /// The interpreter engine of one vCPU.
 pub struct Interpreter {
     blocks: BlockCache,
@@ -60,6 +85,11 @@ impl Interpreter {
         self.blocks.clear();
     }
 
+    /// Forget decoded blocks only (a tier dropping the native code they point to).
+    pub fn clear_blocks(&mut self) {
+        self.blocks.clear();
+    }
+
     /// Execute at most `budget` instructions (exactly `budget` unless the guest halts, faults
     /// into a triple fault, or a device action ends the run).
     pub fn run(
@@ -68,6 +98,18 @@ impl Interpreter {
         mem: &mut PhysMem,
         plat: &mut dyn Platform,
         budget: u64,
+    ) -> RunExit {
+        self.run_tiered(state, mem, plat, budget, None)
+    }
+
+    /// [`Self::run`], offering every block to `tier` first.
+    pub fn run_tiered(
+        &mut self,
+        state: &mut CpuState,
+        mem: &mut PhysMem,
+        plat: &mut dyn Platform,
+        budget: u64,
+        mut tier: Option<&mut dyn Tier>,
     ) -> RunExit {
         for page in mem.take_smc_dirty() {
             self.blocks.invalidate_page(page);
@@ -120,7 +162,15 @@ impl Interpreter {
                 }
             };
             let remaining = budget - (cpu.stats.instructions - start);
-            if let Some(exit) = execute_block(&mut cpu, &block, remaining) {
+            let outcome = match tier.as_deref_mut() {
+                Some(t) => t.execute(&mut cpu, &block, remaining),
+                None => None,
+            };
+            let exit = match outcome {
+                Some(exit) => exit,
+                None => execute_block(&mut cpu, &block, remaining),
+            };
+            if let Some(exit) = exit {
                 return exit;
             }
             if cpu.mem.has_smc_dirty() {
@@ -137,75 +187,86 @@ impl Interpreter {
 fn execute_block(cpu: &mut Cpu, block: &Block, remaining: u64) -> Option<RunExit> {
     let bits = cpu.s.code_bits();
     for d in block.insns.iter().take(remaining as usize) {
-        let insn = &d.insn;
-        let rip = cpu.s.rip;
-        let len = insn.len() as u64;
-        let next = match bits {
-            16 => rip.wrapping_add(len) & 0xFFFF,
-            32 => rip.wrapping_add(len) & 0xFFFF_FFFF,
-            _ => rip.wrapping_add(len),
-        };
-        cpu.next_rip = next;
-        cpu.step = StepFlags::default();
-        let single_step = cpu.s.rflags & flags::TF != 0;
-        let result =
-            if bits != 64 && rip + len - 1 > u64::from(cpu.s.seg[SegReg::Cs as usize].limit) {
-                Err(Exception::gp0())
-            } else {
-                (d.handler)(cpu, insn)
-            };
-        match result {
-            Ok(()) => {
-                cpu.s.rip = cpu.next_rip;
-                cpu.stats.instructions += 1;
-            }
-            Err(e) => {
-                cpu.stats.instructions += 1;
-                cpu.raise(e);
-                if let Some(e) = cpu.triple_fault {
-                    return Some(RunExit::TripleFault(e));
-                }
-                return None;
-            }
-        }
-        if let Some(e) = cpu.triple_fault {
-            return Some(RunExit::TripleFault(e));
-        }
-        if cpu.step.halt {
-            cpu.s.halted = true;
-        }
-        if single_step && !cpu.step.halt && !cpu.step.delivered && !cpu.step.ss_load {
-            // #DB trap after the instruction (DR6.BS).
-            cpu.s.dr[6] |= 1 << 14;
-            cpu.deliver_trap(crane86_x86::Vector::Debug as u8);
-            if let Some(e) = cpu.triple_fault {
-                return Some(RunExit::TripleFault(e));
-            }
-            return None;
-        }
-        if cpu.step.action {
-            while let Some(a) = cpu.plat.take_action() {
-                match a {
-                    PlatformAction::SetA20(on) => {
-                        if cpu.s.a20 != on {
-                            cpu.s.a20 = on;
-                            cpu.tlb.flush_all();
-                        }
-                    }
-                    other => return Some(RunExit::Action(other)),
-                }
-            }
-            return None;
-        }
-        if cpu.step.shadow {
-            cpu.s.interrupt_shadow = true;
-            return None;
-        }
-        if cpu.step.halt || cpu.step.end_block || cpu.s.rip != next {
-            return None;
+        match step_insn(cpu, d, bits) {
+            Step::Next => {}
+            Step::Leave => return None,
+            Step::Exit(e) => return Some(e),
         }
     }
     None
+}
+
+/// Execute one decoded instruction at the current RIP (code size `bits`) with everything
+/// around it: the CS limit check, fault delivery, the single-step trap, platform actions,
+/// the interrupt shadow, and whether the block may go on.
+pub fn step_insn(cpu: &mut Cpu, d: &DecodedInsn, bits: u32) -> Step {
+    let insn = &d.insn;
+    let rip = cpu.s.rip;
+    let len = insn.len() as u64;
+    let next = match bits {
+        16 => rip.wrapping_add(len) & 0xFFFF,
+        32 => rip.wrapping_add(len) & 0xFFFF_FFFF,
+        _ => rip.wrapping_add(len),
+    };
+    cpu.next_rip = next;
+    cpu.step = StepFlags::default();
+    let single_step = cpu.s.rflags & flags::TF != 0;
+    let result = if bits != 64 && rip + len - 1 > u64::from(cpu.s.seg[SegReg::Cs as usize].limit) {
+        Err(Exception::gp0())
+    } else {
+        (d.handler)(cpu, insn)
+    };
+    match result {
+        Ok(()) => {
+            cpu.s.rip = cpu.next_rip;
+            cpu.stats.instructions += 1;
+        }
+        Err(e) => {
+            cpu.stats.instructions += 1;
+            cpu.raise(e);
+            if let Some(e) = cpu.triple_fault {
+                return Step::Exit(RunExit::TripleFault(e));
+            }
+            return Step::Leave;
+        }
+    }
+    if let Some(e) = cpu.triple_fault {
+        return Step::Exit(RunExit::TripleFault(e));
+    }
+    if cpu.step.halt {
+        cpu.s.halted = true;
+    }
+    if single_step && !cpu.step.halt && !cpu.step.delivered && !cpu.step.ss_load {
+        // #DB trap after the instruction (DR6.BS).
+        cpu.s.dr[6] |= 1 << 14;
+        cpu.deliver_trap(crane86_x86::Vector::Debug as u8);
+        if let Some(e) = cpu.triple_fault {
+            return Step::Exit(RunExit::TripleFault(e));
+        }
+        return Step::Leave;
+    }
+    if cpu.step.action {
+        while let Some(a) = cpu.plat.take_action() {
+            match a {
+                PlatformAction::SetA20(on) => {
+                    if cpu.s.a20 != on {
+                        cpu.s.a20 = on;
+                        cpu.tlb.flush_all();
+                    }
+                }
+                other => return Step::Exit(RunExit::Action(other)),
+            }
+        }
+        return Step::Leave;
+    }
+    if cpu.step.shadow {
+        cpu.s.interrupt_shadow = true;
+        return Step::Leave;
+    }
+    if cpu.step.halt || cpu.step.end_block || cpu.s.rip != next {
+        return Step::Leave;
+    }
+    Step::Next
 }
 
 /// Find or decode the block at CS:RIP.
@@ -248,7 +309,7 @@ fn lookup_block(cpu: &mut Cpu, blocks: &mut BlockCache) -> Result<Rc<Block>, Exc
         let insns = decode_block(bytes, rip, bits);
         if !insns.is_empty() {
             let is_ram = matches!(cpu.mem.target(pa), PhysTarget::Ram(_));
-            let block = Rc::new(Block { insns });
+            let block = Rc::new(Block::new(insns));
             if is_ram {
                 cpu.mem.mark_code_page(off);
                 cpu.tlb.protect_code_page(pa & PAGE_MASK);
@@ -275,7 +336,7 @@ fn lookup_block(cpu: &mut Cpu, blocks: &mut BlockCache) -> Result<Rc<Block>, Exc
                 if insns.is_empty() {
                     return Err(e);
                 }
-                return Ok(Rc::new(Block { insns }));
+                return Ok(Rc::new(Block::new(insns)));
             }
         }
         n += 1;
@@ -288,5 +349,5 @@ fn lookup_block(cpu: &mut Cpu, blocks: &mut BlockCache) -> Result<Rc<Block>, Exc
             handler: crate::exec::invalid_opcode,
         });
     }
-    Ok(Rc::new(Block { insns }))
+    Ok(Rc::new(Block::new(insns)))
 }

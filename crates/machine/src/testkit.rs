@@ -130,7 +130,7 @@ impl TestGuest {
             cpu,
             mem,
             plat: Box::new(NullPlatform::default()),
-            engine: engine.create(),
+            engine: engine.create_eager(),
             mode,
         }
     }

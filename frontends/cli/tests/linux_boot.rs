@@ -173,3 +173,8 @@ fn boot_and_check(engine: &str) {
 fn linux_boots_and_runs_the_workload_on_interp() {
     boot_and_check("interp");
 }
+
+#[test]
+fn linux_boots_and_runs_the_workload_on_jit() {
+    boot_and_check("jit");
+}

@@ -1,0 +1,247 @@
+//! The translation tier: counts block entries, compiles a block once it is hot
+//! ([`HOT_THRESHOLD`] entries), keeps the code in a Cranelift `JITModule`, and runs it. The
+//! module cannot free single functions, so code of invalidated blocks stays until the whole
+//! module is dropped ([`MAX_MODULE_BLOCKS`] translations), which also clears the
+//! interpreter's block cache (every `Block::native` pointer into the old module goes with
+//! it).
+
+use crate::translate::Translator;
+use crane86_interp::block::{Block, NativeBlock};
+use crane86_interp::cpu::Cpu;
+use crane86_interp::{step_insn, RunExit, Step, Tier};
+use crane86_x86::{flags, CpuState};
+use cranelift_codegen::ir::{AbiParam, UserFuncName};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Module};
+use std::ffi::c_void;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Block entries before a block is compiled (the default; see [`Compiler::hot_threshold`]).
+pub const HOT_THRESHOLD: u32 = 64;
+/// Translations per module before the module is dropped and a fresh one started.
+pub const MAX_MODULE_BLOCKS: u64 = 40_000;
+
+/// What native code and the step helper share for one block execution.
+#[repr(C)]
+pub struct BlockCtx {
+    /// The architectural state; inline code addresses its fields by offset.
+    pub state: *mut CpuState,
+    /// The retired-instruction counter (`InterpStats::instructions`).
+    pub retired: *mut u64,
+    /// The interpreter context (`*mut Cpu`), for helper calls.
+    cpu: *mut c_void,
+    block: *const Block,
+    bits: u32,
+    /// Set by the helper when the run must end.
+    exit: Option<RunExit>,
+}
+
+/// Run instruction `index` of the block through the interpreter. Returns nonzero when the
+/// native code must return (the block is left, the run ends, or RFLAGS.TF became set so the
+/// interpreter must take over single-stepping).
+///
+/// # Safety
+/// `ctx` points at the live [`BlockCtx`] of the running block, whose `cpu` and `block`
+/// pointers are valid and not otherwise borrowed while the native code runs.
+pub unsafe extern "C" fn step_helper(ctx: *mut BlockCtx, index: u32) -> u32 {
+    // SAFETY: guaranteed by the caller (the native block, called from `Compiler::execute`).
+    let ctx = unsafe { &mut *ctx };
+    // SAFETY: `cpu` was made from the `&mut Cpu` that `execute` holds unused meanwhile.
+    let cpu = unsafe { &mut *(ctx.cpu as *mut Cpu<'_>) };
+    // SAFETY: `block` is an `Rc<Block>` that `execute` keeps alive.
+    let block = unsafe { &*ctx.block };
+    match step_insn(cpu, &block.insns[index as usize], ctx.bits) {
+        Step::Next => u32::from(cpu.s.rflags & flags::TF != 0),
+        Step::Leave => 1,
+        Step::Exit(e) => {
+            ctx.exit = Some(e);
+            1
+        }
+    }
+}
+
+/// Counters for `--stats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JitStats {
+    pub blocks_translated: u64,
+    pub insns_translated: u64,
+    pub insns_inlined: u64,
+    pub translation_time: Duration,
+    pub native_block_runs: u64,
+    pub cache_resets: u64,
+    pub translation_failures: u64,
+}
+
+pub struct Compiler {
+    module: Option<JITModule>,
+    ctx: Context,
+    builder_ctx: FunctionBuilderContext,
+    module_blocks: u64,
+    /// The interpreter's block cache must be cleared before the next run (the module was
+    /// replaced).
+    pub needs_block_flush: bool,
+    /// Entries after which a block is compiled: [`HOT_THRESHOLD`] by default, 1 to
+    /// translate every block on its first run (what the guest tests use, so that they test
+    /// translated code).
+    pub hot_threshold: u32,
+    pub stats: JitStats,
+}
+
+fn host_isa() -> OwnedTargetIsa {
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed").expect("opt_level");
+    flags.set("is_pic", "false").expect("is_pic");
+    let isa = cranelift_native::builder()
+        .unwrap_or_else(|e| panic!("crane86 jit: Cranelift has no backend for this host ({e})"));
+    isa.finish(settings::Flags::new(flags))
+        .expect("crane86 jit: host ISA flags")
+}
+
+fn new_module() -> JITModule {
+    JITModule::new(JITBuilder::with_isa(host_isa(), default_libcall_names()))
+}
+
+impl Default for Compiler {
+    fn default() -> Self {
+        let module = new_module();
+        let ctx = module.make_context();
+        Compiler {
+            module: Some(module),
+            ctx,
+            builder_ctx: FunctionBuilderContext::new(),
+            module_blocks: 0,
+            needs_block_flush: false,
+            hot_threshold: HOT_THRESHOLD,
+            stats: JitStats::default(),
+        }
+    }
+}
+
+impl Drop for Compiler {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: the compiler is going away with the engine; no block outlives it with
+            // a pointer into this module (the interpreter's cache is dropped with it).
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+impl Compiler {
+    /// Drop every translation (the caller clears the interpreter's block cache).
+    pub fn reset(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: called only after (or right before, with no native code running in
+            // between) the block cache holding pointers into it is cleared.
+            unsafe { m.free_memory() };
+        }
+        self.module = Some(new_module());
+        self.module_blocks = 0;
+        self.needs_block_flush = false;
+    }
+
+    fn compile(&mut self, block: &Block, bits: u32) -> Option<NativeBlock> {
+        let start = Instant::now();
+        let module = self.module.as_mut()?;
+        let ptr = module.target_config().pointer_type();
+        let call_conv = module.target_config().default_call_conv;
+        self.ctx.func.signature.params.clear();
+        self.ctx.func.signature.params.push(AbiParam::new(ptr));
+        self.ctx.func.signature.call_conv = call_conv;
+        self.ctx.func.name = UserFuncName::user(0, self.module_blocks as u32);
+        let frontend = module.target_config();
+        let inlined = {
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.builder_ctx);
+            let mut t = Translator::new(&mut b, ptr, call_conv, step_helper as *const () as usize);
+            t.block(block, bits);
+            let n = t.inlined;
+            b.finalize(frontend);
+            n
+        };
+        let id = match module.declare_anonymous_function(&self.ctx.func.signature) {
+            Ok(id) => id,
+            Err(e) => return self.failed(&e.to_string()),
+        };
+        if let Err(e) = module.define_function(id, &mut self.ctx) {
+            return self.failed(&format!("{e:?}"));
+        }
+        module.clear_context(&mut self.ctx);
+        if let Err(e) = module.finalize_definitions() {
+            return self.failed(&e.to_string());
+        }
+        let code = module.get_finalized_function(id);
+        self.module_blocks += 1;
+        self.stats.blocks_translated += 1;
+        self.stats.insns_translated += block.insns.len() as u64;
+        self.stats.insns_inlined += u64::from(inlined);
+        self.stats.translation_time += start.elapsed();
+        // SAFETY: `code` is the finalized function just defined with the `NativeBlock`
+        // signature (one pointer argument, no result) in the host's default convention.
+        Some(unsafe { std::mem::transmute::<*const u8, NativeBlock>(code) })
+    }
+
+    fn failed(&mut self, why: &str) -> Option<NativeBlock> {
+        self.stats.translation_failures += 1;
+        tracing::warn!(
+            error = why,
+            "jit: translation failed; the block stays interpreted"
+        );
+        if let Some(m) = self.module.as_mut() {
+            m.clear_context(&mut self.ctx);
+        }
+        None
+    }
+}
+
+impl Tier for Compiler {
+    fn execute(
+        &mut self,
+        cpu: &mut Cpu,
+        block: &Rc<Block>,
+        remaining: u64,
+    ) -> Option<Option<RunExit>> {
+        // Native code runs whole blocks, and never under single-step (the interpreter owns
+        // the #DB trap after each instruction).
+        if remaining < block.insns.len() as u64 || cpu.s.rflags & flags::TF != 0 {
+            return None;
+        }
+        let bits = cpu.s.code_bits();
+        let code = match block.native.get() {
+            Some(code) => code,
+            None => {
+                let n = block.entries.get() + 1;
+                block.entries.set(n);
+                if n < self.hot_threshold || self.needs_block_flush {
+                    return None;
+                }
+                if self.module_blocks >= MAX_MODULE_BLOCKS {
+                    // Full: the next run starts a fresh module with an empty block cache.
+                    self.needs_block_flush = true;
+                    return None;
+                }
+                let code = self.compile(block, bits)?;
+                block.native.set(Some(code));
+                code
+            }
+        };
+        self.stats.native_block_runs += 1;
+        let mut ctx = BlockCtx {
+            state: &mut *cpu.s as *mut CpuState,
+            retired: std::ptr::addr_of_mut!(cpu.stats.instructions),
+            cpu: cpu as *mut Cpu<'_> as *mut c_void,
+            block: Rc::as_ptr(block),
+            bits,
+            exit: None,
+        };
+        // SAFETY: `code` was compiled for this block by this compiler's live module (a reset
+        // clears every block's `native` first); `ctx` outlives the call and its pointers are
+        // valid and unaliased while the native code runs (`cpu` is not used meanwhile).
+        unsafe { code(&mut ctx as *mut BlockCtx as *mut c_void) };
+        Some(ctx.exit)
+    }
+}

@@ -1,0 +1,64 @@
+//! The JIT engine: the interpreter's run loop with a translation tier in front of it. Cold
+//! blocks are interpreted; a block entered [`compiler::HOT_THRESHOLD`] times is translated
+//! with Cranelift into host code ([`translate`]) that keeps guest registers in SSA values,
+//! emits the simple register instructions inline and calls the interpreter's per-instruction
+//! step for everything else, so every instruction the interpreter supports works here with
+//! the same semantics, faults and platform exits.
+//!
+//! | module       | what lives there |
+//! |--------------|------------------|
+//! | [`compiler`] | the tier: hotness, the Cranelift module and its reset, running native blocks, the step helper |
+//! | [`translate`]| block → Cranelift IR: inline forms, register variables, lazy-flags write-back |
+
+pub mod compiler;
+pub mod translate;
+
+use compiler::{Compiler, JitStats};
+use crane86_devices::Platform;
+use crane86_interp::{Interpreter, RunExit};
+use crane86_memory::PhysMem;
+use crane86_x86::CpuState;
+
+/// One vCPU's JIT engine.
+#[derive(Default)]
+pub struct Jit {
+    pub interp: Interpreter,
+    compiler: Compiler,
+}
+
+impl Jit {
+    /// Execute at most `budget` instructions, like [`Interpreter::run`].
+    pub fn run(
+        &mut self,
+        state: &mut CpuState,
+        mem: &mut PhysMem,
+        plat: &mut dyn Platform,
+        budget: u64,
+    ) -> RunExit {
+        if self.compiler.needs_block_flush {
+            // Every block holding a pointer into the old module goes first.
+            self.interp.clear_blocks();
+            self.compiler.reset();
+            self.compiler.stats.cache_resets += 1;
+        }
+        self.interp
+            .run_tiered(state, mem, plat, budget, Some(&mut self.compiler))
+    }
+
+    /// Drop decoded blocks, translations and the TLB.
+    pub fn reset_caches(&mut self) {
+        self.interp.reset_caches();
+        self.compiler.reset();
+    }
+
+    /// A JIT that translates a block after `entries` runs of it (1: on its first run).
+    pub fn with_hot_threshold(entries: u32) -> Jit {
+        let mut jit = Jit::default();
+        jit.compiler.hot_threshold = entries.max(1);
+        jit
+    }
+
+    pub fn stats(&self) -> JitStats {
+        self.compiler.stats
+    }
+}
