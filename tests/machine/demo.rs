@@ -65,3 +65,36 @@ fn demo_under_icount_is_deterministic() {
         "no halts: guest time is 4 ns per insn"
     );
 }
+
+/// The differential check between engines: the same deterministic run (icount clock) ends in
+/// the same architectural state, the same output and the same instruction count on every
+/// engine as on the interpreter.
+#[test]
+fn demo_ends_in_the_same_state_on_every_engine() {
+    let run = |engine: EngineKind| {
+        let serial = SerialBuffer::new();
+        let config = MachineConfig {
+            engine,
+            serial: SerialSink::Buffer(serial.clone()),
+            clock: crane86::machine::ClockMode::Icount { shift: 0 },
+            ..MachineConfig::demo(3)
+        };
+        let mut m = PcMachine::new(config).unwrap();
+        let summary = m.run().unwrap();
+        (
+            summary.reason,
+            summary.instructions,
+            m.cpu.clone(),
+            serial.text(),
+        )
+    };
+    let reference = run(EngineKind::Interp);
+    assert_eq!(reference.0, ExitReason::DebugExit(0));
+    for engine in EngineKind::available() {
+        let other = run(engine);
+        assert_eq!(other.0, reference.0, "{engine}: exit");
+        assert_eq!(other.1, reference.1, "{engine}: retired instructions");
+        assert_eq!(other.3, reference.3, "{engine}: serial output");
+        assert_eq!(other.2, reference.2, "{engine}: final CPU state");
+    }
+}

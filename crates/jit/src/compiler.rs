@@ -9,6 +9,7 @@ use crate::translate::Translator;
 use crane86_interp::block::{Block, NativeBlock};
 use crane86_interp::cpu::Cpu;
 use crane86_interp::{step_insn, RunExit, Step, Tier};
+use crane86_memory::tlb::TlbEntry;
 use crane86_x86::{flags, CpuState};
 use cranelift_codegen::ir::{AbiParam, UserFuncName};
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -33,6 +34,10 @@ pub struct BlockCtx {
     pub state: *mut CpuState,
     /// The retired-instruction counter (`InterpStats::instructions`).
     pub retired: *mut u64,
+    /// The TLB set of the current privilege (CPL 3 or not; constant for a block run, since
+    /// every privilege change leaves the block) and its access counter.
+    pub tlb: *const TlbEntry,
+    pub tlb_accesses: *mut u64,
     /// The interpreter context (`*mut Cpu`), for helper calls.
     cpu: *mut c_void,
     block: *const Block,
@@ -233,6 +238,8 @@ impl Tier for Compiler {
         let mut ctx = BlockCtx {
             state: &mut *cpu.s as *mut CpuState,
             retired: std::ptr::addr_of_mut!(cpu.stats.instructions),
+            tlb: cpu.tlb.entries_ptr(cpu.s.cpl() == 3),
+            tlb_accesses: std::ptr::addr_of_mut!(cpu.tlb.stats.accesses),
             cpu: cpu as *mut Cpu<'_> as *mut c_void,
             block: Rc::as_ptr(block),
             bits,

@@ -13,14 +13,17 @@
 
 use crate::compiler::BlockCtx;
 use crane86_interp::block::Block;
+use crane86_memory::tlb::{TlbEntry, TLB_ENTRIES};
 use crane86_x86::flags::CcOp;
+use crane86_x86::segment::Segment;
 use crane86_x86::{CpuState, LazyFlags};
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     self, types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value,
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
-use std::mem::offset_of;
+use std::mem::{offset_of, size_of};
 
 /// The helper's signature: `(ctx, instruction index) -> leave?`.
 pub fn step_signature(ptr: Type, call_conv: cranelift_codegen::isa::CallConv) -> Signature {
@@ -48,9 +51,14 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         )
     };
     let wide = |n: u32| matches!(i.op_register(n).size(), 4 | 8);
+    let mem_ok = |n: u32| {
+        i.op_kind(n) == OpKind::Memory && matches!(i.memory_size().size(), 4 | 8) && mem_simple(i)
+    };
     match i.mnemonic() {
         Mnemonic::Nop => Some(Inline::Nop),
         Mnemonic::Mov if reg(0) && wide(0) && (reg(1) || imm(1)) => Some(Inline::Mov),
+        Mnemonic::Mov if reg(0) && wide(0) && mem_ok(1) => Some(Inline::Load),
+        Mnemonic::Mov if mem_ok(0) && ((reg(1) && wide(1)) || imm(1)) => Some(Inline::Store),
         Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
         Mnemonic::Add
         | Mnemonic::Sub
@@ -74,6 +82,17 @@ pub enum Inline {
     Mov,
     Lea,
     Alu,
+    /// MOV r32/r64, [mem]: TLB fast path inline, the interpreter on a miss.
+    Load,
+    /// MOV [mem], r32/r64/imm: likewise.
+    Store,
+}
+
+/// A memory operand the inline TLB path handles: 64-bit addressing (GPR base/index or
+/// RIP-relative), any segment (FS/GS add their base).
+fn mem_simple(i: &Instruction) -> bool {
+    let ok = |r: Register| r == Register::None || (gpr_index(r).is_some() && r.size() == 8);
+    (ok(i.memory_base()) || i.memory_base() == Register::RIP) && ok(i.memory_index())
 }
 
 /// LEA with GPR base/index (or none) and 32/64-bit addressing.
@@ -129,11 +148,27 @@ pub struct Translator<'a, 'b> {
     /// The variable is newer than `CpuState`.
     dirty: [bool; 16],
     flags: Option<PendingFlags>,
-    /// Inline instructions retired since the last sync, and the RIP after them.
-    pending_retired: u64,
-    pending_rip: Option<u64>,
+    /// Inline instructions retired since the last sync (a runtime value, so the two paths of
+    /// an inline memory access can merge), and the RIP after them.
+    retired_var: Variable,
+    retired_pending: bool,
+    rip_var: Variable,
+    rip_pending: bool,
+    /// The block's exit (every path there has synced).
+    exit: ir::Block,
     /// Instructions given inline IR.
     pub inlined: u32,
+}
+
+/// The compile-time half of the translator's state, saved around an inline memory access
+/// whose slow path must see the state from before it.
+#[derive(Clone, Copy)]
+struct Tracked {
+    cached: [bool; 16],
+    dirty: [bool; 16],
+    flags: Option<PendingFlags>,
+    retired_pending: bool,
+    rip_pending: bool,
 }
 
 fn trusted() -> MemFlagsData {
@@ -158,6 +193,12 @@ impl<'a, 'b> Translator<'a, 'b> {
         let step_sig = b.import_signature(step_signature(ptr, call_conv));
         let step_fn = b.ins().iconst(ptr, helper as i64);
         let vars = std::array::from_fn(|_| b.declare_var(types::I64));
+        let retired_var = b.declare_var(types::I64);
+        let zero = b.ins().iconst(types::I64, 0);
+        b.def_var(retired_var, zero);
+        let rip_var = b.declare_var(types::I64);
+        b.def_var(rip_var, zero);
+        let exit = b.create_block();
         Translator {
             b,
             ptr,
@@ -169,38 +210,82 @@ impl<'a, 'b> Translator<'a, 'b> {
             cached: [false; 16],
             dirty: [false; 16],
             flags: None,
-            pending_retired: 0,
-            pending_rip: None,
+            retired_var,
+            retired_pending: false,
+            rip_var,
+            rip_pending: false,
+            exit,
             inlined: 0,
         }
     }
 
+    fn tracked(&self) -> Tracked {
+        Tracked {
+            cached: self.cached,
+            dirty: self.dirty,
+            flags: self.flags,
+            retired_pending: self.retired_pending,
+            rip_pending: self.rip_pending,
+        }
+    }
+
+    fn restore(&mut self, t: Tracked) {
+        self.cached = t.cached;
+        self.dirty = t.dirty;
+        self.flags = t.flags;
+        self.retired_pending = t.retired_pending;
+        self.rip_pending = t.rip_pending;
+    }
+
+    /// One more inline instruction retired, with RIP `next` after it.
+    fn retire(&mut self, next: u64) {
+        let n = self.b.use_var(self.retired_var);
+        let n = self.b.ins().iadd_imm_s(n, 1);
+        self.b.def_var(self.retired_var, n);
+        self.retired_pending = true;
+        let rip = self.b.ins().iconst(types::I64, next as i64);
+        self.b.def_var(self.rip_var, rip);
+        self.rip_pending = true;
+    }
+
+    /// Call the interpreter for instruction `index`; on "leave" go to the exit. Everything
+    /// must be synced before.
+    fn call_step(&mut self, index: usize) {
+        let idx = self.b.ins().iconst(types::I32, index as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.step_sig, self.step_fn, &[self.ctx, idx]);
+        let leave = self.b.inst_results(call)[0];
+        let next = self.b.create_block();
+        self.b.ins().brif(leave, self.exit, &[], next, &[]);
+        self.b.seal_block(next);
+        self.b.switch_to_block(next);
+    }
+
     /// Emit the whole block and finish the function.
     pub fn block(&mut self, block: &Block, bits: u32) {
-        let exit = self.b.create_block();
         for (k, d) in block.insns.iter().enumerate() {
             let i = &d.insn;
-            if let Some(kind) = inline_kind(i, bits) {
-                self.inline(i, kind);
-                self.inlined += 1;
-                self.pending_retired += 1;
-                self.pending_rip = Some(i.next_ip());
-            } else {
-                self.sync();
-                let idx = self.b.ins().iconst(types::I32, k as i64);
-                let call =
-                    self.b
-                        .ins()
-                        .call_indirect(self.step_sig, self.step_fn, &[self.ctx, idx]);
-                let leave = self.b.inst_results(call)[0];
-                self.cached = [false; 16];
-                let next = self.b.create_block();
-                self.b.ins().brif(leave, exit, &[], next, &[]);
-                self.b.seal_block(next);
-                self.b.switch_to_block(next);
+            match inline_kind(i, bits) {
+                Some(kind @ (Inline::Load | Inline::Store)) => {
+                    self.memory(i, k, kind);
+                    self.inlined += 1;
+                }
+                Some(kind) => {
+                    self.inline(i, kind);
+                    self.inlined += 1;
+                    self.retire(i.next_ip());
+                }
+                None => {
+                    self.sync();
+                    self.call_step(k);
+                    self.cached = [false; 16];
+                }
             }
         }
         self.sync();
+        let exit = self.exit;
         self.b.ins().jump(exit, &[]);
         self.b.seal_block(exit);
         self.b.switch_to_block(exit);
@@ -225,22 +310,28 @@ impl<'a, 'b> Translator<'a, 'b> {
             let zero = self.b.ins().iconst(types::I64, 0);
             self.b.ins().store(trusted(), zero, self.state, LAZY_AUX);
         }
-        if let Some(rip) = self.pending_rip.take() {
-            let v = self.b.ins().iconst(types::I64, rip as i64);
+        if self.rip_pending {
+            let v = self.b.use_var(self.rip_var);
             self.b.ins().store(trusted(), v, self.state, RIP);
+            self.rip_pending = false;
         }
-        if self.pending_retired > 0 {
-            let counter = self.b.ins().load(
-                self.ptr,
-                trusted(),
-                self.ctx,
-                offset_of!(BlockCtx, retired) as i32,
-            );
+        if self.retired_pending {
+            let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
             let old = self.b.ins().load(types::I64, trusted(), counter, 0);
-            let new = self.b.ins().iadd_imm_s(old, self.pending_retired as i64);
+            let n = self.b.use_var(self.retired_var);
+            let new = self.b.ins().iadd(old, n);
             self.b.ins().store(trusted(), new, counter, 0);
-            self.pending_retired = 0;
+            let zero = self.b.ins().iconst(types::I64, 0);
+            self.b.def_var(self.retired_var, zero);
+            self.retired_pending = false;
         }
+    }
+
+    /// A pointer field of [`BlockCtx`].
+    fn ctx_ptr(&mut self, offset: usize) -> Value {
+        self.b
+            .ins()
+            .load(self.ptr, trusted(), self.ctx, offset as i32)
     }
 
     /// The full 64-bit value of GPR `k`.
@@ -302,7 +393,128 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.write_reg(i.op_register(0), addr);
             }
             Inline::Alu => self.alu(i),
+            Inline::Load | Inline::Store => unreachable!("memory forms go through memory()"),
         }
+    }
+
+    /// MOV to or from memory through the TLB: a hit on a RAM page (tag equal to the page,
+    /// access inside it, canonical address) loads or stores through the host pointer; anything
+    /// else syncs the state from before the instruction and lets the interpreter execute it
+    /// (page walk, fault, MMIO, code-page write), after which both paths merge.
+    fn memory(&mut self, i: &Instruction, index: usize, kind: Inline) {
+        let size = i.memory_size().size() as u32;
+        let seg = i.memory_segment();
+        let mut lin = self.lea_address(i);
+        if matches!(seg, Register::FS | Register::GS) {
+            let k = if seg == Register::FS { 4 } else { 5 };
+            let at =
+                offset_of!(CpuState, seg) + k * size_of::<Segment>() + offset_of!(Segment, base);
+            let base = self
+                .b
+                .ins()
+                .load(types::I64, trusted(), self.state, at as i32);
+            lin = self.b.ins().iadd(lin, base);
+        }
+        // Store data is read before the branch, so both paths see the same register state.
+        let data = match kind {
+            Inline::Store => Some(self.operand(i, 1, 8 * size)),
+            _ => None,
+        };
+        let before = self.tracked();
+        let in_page = self.b.ins().band_imm_u(lin, 0xFFF);
+        let fits = self.b.ins().icmp_imm_u(
+            IntCC::UnsignedLessThanOrEqual,
+            in_page,
+            i64::from(0x1000 - size),
+        );
+        let shl = self.b.ins().ishl_imm_u(lin, 16);
+        let sx = self.b.ins().sshr_imm_u(shl, 16);
+        let canonical = self.b.ins().icmp(IntCC::Equal, sx, lin);
+        let vpn = self.b.ins().ushr_imm_u(lin, 12);
+        let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
+        let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
+        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
+        let entry = self.b.ins().iadd(tlb, slot_off);
+        let tag_at = match kind {
+            Inline::Store => offset_of!(TlbEntry, write_tag),
+            _ => offset_of!(TlbEntry, read_tag),
+        };
+        let tag = self
+            .b
+            .ins()
+            .load(types::I64, trusted(), entry, tag_at as i32);
+        let page = self.b.ins().band_imm_s(lin, !0xFFFi64);
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, page);
+        let ok = self.b.ins().band(fits, canonical);
+        let ok = self.b.ins().band(ok, hit);
+        let fast = self.b.create_block();
+        let slow = self.b.create_block();
+        let merge = self.b.create_block();
+        self.b.ins().brif(ok, fast, &[], slow, &[]);
+        self.b.seal_block(fast);
+        self.b.seal_block(slow);
+
+        // Fast path.
+        self.b.switch_to_block(fast);
+        let addend = self.b.ins().load(
+            types::I64,
+            trusted(),
+            entry,
+            offset_of!(TlbEntry, addend) as i32,
+        );
+        let host = self.b.ins().iadd(addend, lin);
+        let ty = if size == 8 { types::I64 } else { types::I32 };
+        match kind {
+            Inline::Store => {
+                let v = data.expect("store data");
+                let v = if size == 8 {
+                    v
+                } else {
+                    self.b.ins().ireduce(types::I32, v)
+                };
+                self.b.ins().store(MemFlagsData::new(), v, host, 0);
+            }
+            _ => {
+                let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
+                let v = if size == 8 {
+                    v
+                } else {
+                    self.b.ins().uextend(types::I64, v)
+                };
+                self.write_reg(i.op_register(0), v);
+            }
+        }
+        let counter = self.ctx_ptr(offset_of!(BlockCtx, tlb_accesses));
+        let n = self.b.ins().load(types::I64, trusted(), counter, 0);
+        let n = self.b.ins().iadd_imm_s(n, 1);
+        self.b.ins().store(trusted(), n, counter, 0);
+        self.retire(i.next_ip());
+        let after = self.tracked();
+        self.b.ins().jump(merge, &[]);
+
+        // Slow path: the state from before, synced; the interpreter runs the instruction;
+        // then every register the fast path leaves cached is reloaded.
+        self.b.switch_to_block(slow);
+        self.restore(before);
+        self.sync();
+        self.call_step(index);
+        for k in 0..16 {
+            if after.cached[k] {
+                let v = self
+                    .b
+                    .ins()
+                    .load(types::I64, trusted(), self.state, gpr_offset(k));
+                self.b.def_var(self.vars[k], v);
+            }
+        }
+        let rip = self.b.ins().iconst(types::I64, i.next_ip() as i64);
+        self.b.def_var(self.rip_var, rip);
+        self.b.ins().jump(merge, &[]);
+        self.b.seal_block(merge);
+        self.b.switch_to_block(merge);
+        // Registers reloaded on the slow path equal memory there; keeping the fast path's
+        // dirty marks only costs a redundant store. RIP is pending on both.
+        self.restore(after);
     }
 
     fn lea_address(&mut self, i: &Instruction) -> Value {
@@ -371,8 +583,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 }
 
-/// The 32-bit `xor r32, r32` idiom is common enough to be worth a unit test of the decoder
-/// facts the translator relies on.
+/// Which decoded forms get inline IR (the decoder facts the translator relies on).
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,11 +605,14 @@ mod tests {
             None,
             "8-bit forms use the helper"
         );
-        assert_eq!(
-            inline_kind(&decode(&[0x48, 0x8B, 0x03]), 64),
-            None,
-            "loads use the helper"
-        );
+        let load = inline_kind(&decode(&[0x48, 0x8B, 0x03]), 64); // mov rax,[rbx]
+        assert_eq!(load, Some(Inline::Load));
+        let store = inline_kind(&decode(&[0x89, 0x03]), 64); // mov [rbx],eax
+        assert_eq!(store, Some(Inline::Store));
+        let addr32 = inline_kind(&decode(&[0x67, 0x8B, 0x03]), 64); // mov eax,[ebx]
+        assert_eq!(addr32, None, "32-bit addressing uses the helper");
+        let byte = inline_kind(&decode(&[0x88, 0x03]), 64); // mov [rbx],al
+        assert_eq!(byte, None, "byte stores use the helper");
         assert_eq!(
             inline_kind(&decode(&[0x48, 0x8D, 0x44, 0x8B, 0x10]), 64),
             Some(Inline::Lea)

@@ -97,6 +97,12 @@ impl SoftTlb {
         &self.entries[user as usize][Self::index(lin)]
     }
 
+    /// The first entry of the supervisor or user set, for JIT code that indexes the set
+    /// itself ([`TLB_ENTRIES`] entries of `size_of::<TlbEntry>()` bytes).
+    pub fn entries_ptr(&mut self, user: bool) -> *mut TlbEntry {
+        self.entries[user as usize].as_mut_ptr()
+    }
+
     #[inline]
     pub fn entry_mut(&mut self, user: bool, lin: u64) -> &mut TlbEntry {
         &mut self.entries[user as usize][Self::index(lin)]
