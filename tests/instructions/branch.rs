@@ -464,3 +464,115 @@ fn real_mode_branch_to_the_last_byte_of_the_segment() {
         assert_eq!(g.cpu.rip, 0, "{engine}: IP wrapped past the HLT at 0xFFFF");
     }
 }
+
+/// Jcc right after CMP or TEST in the same block (where the JIT decides the condition from
+/// the comparison's operands without materializing flags), for every condition the
+/// comparison defines, 32- and 64-bit operands, and operand pairs around the signed and
+/// unsigned boundaries; the expected outcome is computed here from the SDM's definitions.
+#[test]
+fn jcc_after_cmp_and_test_in_64_bit_code() {
+    let values: [u64; 8] = [
+        0,
+        1,
+        2,
+        0x7FFF_FFFF,
+        0x8000_0000,
+        0xFFFF_FFFF,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+    ];
+    type Cond = (
+        &'static str,
+        fn(&mut CodeAssembler, CodeLabel) -> Result<(), IcedError>,
+    );
+    let conds: [Cond; 12] = [
+        ("je", |a, l| a.je(l)),
+        ("jne", |a, l| a.jne(l)),
+        ("jb", |a, l| a.jb(l)),
+        ("jae", |a, l| a.jae(l)),
+        ("jbe", |a, l| a.jbe(l)),
+        ("ja", |a, l| a.ja(l)),
+        ("jl", |a, l| a.jl(l)),
+        ("jge", |a, l| a.jge(l)),
+        ("jle", |a, l| a.jle(l)),
+        ("jg", |a, l| a.jg(l)),
+        ("js", |a, l| a.js(l)),
+        ("jns", |a, l| a.jns(l)),
+    ];
+    let expect = |name: &str, test: bool, bits: u32, x: u64, y: u64| -> bool {
+        let m = width_mask(bits);
+        let (x, y) = (x & m, y & m);
+        let sx = |v: u64| ((v << (64 - bits)) as i64) >> (64 - bits);
+        let (res, cf, of) = if test {
+            (x & y, false, false)
+        } else {
+            let r = x.wrapping_sub(y) & m;
+            (r, x < y, (sx(x) < sx(y)) != (sx(r) < 0))
+        };
+        let (zf, sf) = (res == 0, sx(res) < 0);
+        match name {
+            "je" => zf,
+            "jne" => !zf,
+            "jb" => cf,
+            "jae" => !cf,
+            "jbe" => cf || zf,
+            "ja" => !cf && !zf,
+            "jl" => sf != of,
+            "jge" => sf == of,
+            "jle" => zf || sf != of,
+            "jg" => !zf && sf == of,
+            "js" => sf,
+            _ => !sf,
+        }
+    };
+    for engine in EngineKind::available() {
+        for test in [false, true] {
+            for bits in [32u32, 64] {
+                for &(name, jcc) in &conds {
+                    // One guest per condition: every pair, its outcome stored as a byte.
+                    let code = assemble(Mode::Long64, |a| {
+                        let mut k = 0u64;
+                        for &x in &values {
+                            for &y in &values {
+                                let mut taken = a.create_label();
+                                let mut done = a.create_label();
+                                a.mov(rax, x).unwrap();
+                                a.mov(rbx, y).unwrap();
+                                match (test, bits) {
+                                    (false, 64) => a.cmp(rax, rbx).unwrap(),
+                                    (false, _) => a.cmp(eax, ebx).unwrap(),
+                                    (true, 64) => a.test(rax, rbx).unwrap(),
+                                    (true, _) => a.test(eax, ebx).unwrap(),
+                                }
+                                jcc(a, taken).unwrap();
+                                a.mov(byte_ptr(DATA_BASE + k), 0).unwrap();
+                                a.jmp(done).unwrap();
+                                a.set_label(&mut taken).unwrap();
+                                a.mov(byte_ptr(DATA_BASE + k), 1).unwrap();
+                                a.set_label(&mut done).unwrap();
+                                a.nop().unwrap();
+                                k += 1;
+                            }
+                        }
+                    });
+                    let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+                    g.run_to_halt();
+                    assert_no_exception(&g, name);
+                    let mut k = 0u64;
+                    for &x in &values {
+                        for &y in &values {
+                            let got = read_u8(&g, DATA_BASE + k) == 1;
+                            let op = if test { "test" } else { "cmp" };
+                            assert_eq!(
+                                got,
+                                expect(name, test, bits, x, y),
+                                "{engine}: {op}{bits} {x:#x}, {y:#x}; {name}"
+                            );
+                            k += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -101,6 +101,10 @@ fn host_isa() -> OwnedTargetIsa {
     let mut flags = settings::builder();
     flags.set("opt_level", "speed").expect("opt_level");
     flags.set("is_pic", "false").expect("is_pic");
+    // The IR is generated, not hand-written: skip the verifier (it showed up in profiles).
+    flags
+        .set("enable_verifier", "false")
+        .expect("enable_verifier");
     let isa = cranelift_native::builder()
         .unwrap_or_else(|e| panic!("crane86 jit: Cranelift has no backend for this host ({e})"));
     isa.finish(settings::Flags::new(flags))

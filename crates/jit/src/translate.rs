@@ -133,6 +133,12 @@ struct PendingFlags {
     op: CcOp,
     res: Value,
     src: Value,
+    /// The first operand (for conditions evaluated inline).
+    a: Value,
+    /// Operand size in bits.
+    bits: u32,
+    /// SUB/CMP (else a logic op: AND/OR/XOR/TEST) or ADD.
+    kind: CcOp,
 }
 
 pub struct Translator<'a, 'b> {
@@ -267,6 +273,10 @@ impl<'a, 'b> Translator<'a, 'b> {
     pub fn block(&mut self, block: &Block, bits: u32) {
         for (k, d) in block.insns.iter().enumerate() {
             let i = &d.insn;
+            if bits == 64 && self.branch(i) {
+                self.inlined += 1;
+                continue;
+            }
             match inline_kind(i, bits) {
                 Some(kind @ (Inline::Load | Inline::Store)) => {
                     self.memory(i, k, kind);
@@ -290,6 +300,120 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.seal_block(exit);
         self.b.switch_to_block(exit);
         self.b.ins().return_(&[]);
+    }
+
+    /// A direct JMP, or a Jcc whose condition the pending inline flags decide, in 64-bit
+    /// code: RIP becomes the target (or the fall-through). Returns false (nothing emitted)
+    /// for anything else.
+    fn branch(&mut self, i: &Instruction) -> bool {
+        if i.op_count() != 1 || i.op0_kind() != OpKind::NearBranch64 {
+            return false;
+        }
+        let target = i.near_branch_target();
+        if ((target as i64) << 16 >> 16) as u64 != target {
+            return false; // #GP: the interpreter raises it
+        }
+        let taken = if i.mnemonic() == Mnemonic::Jmp {
+            None
+        } else {
+            let Some(f) = self.flags else {
+                return false;
+            };
+            match self.condition(i.mnemonic(), f) {
+                Some(c) => Some(c),
+                None => return false,
+            }
+        };
+        let target_v = self.b.ins().iconst(types::I64, target as i64);
+        let rip = match taken {
+            None => target_v,
+            Some(c) => {
+                let fall = self.b.ins().iconst(types::I64, i.next_ip() as i64);
+                self.b.ins().select(c, target_v, fall)
+            }
+        };
+        let n = self.b.use_var(self.retired_var);
+        let n = self.b.ins().iadd_imm_s(n, 1);
+        self.b.def_var(self.retired_var, n);
+        self.retired_pending = true;
+        self.b.def_var(self.rip_var, rip);
+        self.rip_pending = true;
+        true
+    }
+
+    /// The Jcc condition from an inline SUB/CMP or logic op's operands, or `None` when it
+    /// needs the interpreter (parity, other ops).
+    fn condition(&mut self, m: Mnemonic, f: PendingFlags) -> Option<Value> {
+        use Mnemonic::*;
+        let (a, b, res) = (f.a, f.src, f.res);
+        let narrow = |t: &mut Self, v: Value| {
+            if f.bits == 32 {
+                t.b.ins().ireduce(types::I32, v)
+            } else {
+                v
+            }
+        };
+        let ins_zero = |t: &mut Self| t.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
+        let sign = |t: &mut Self| {
+            let r = narrow(t, res);
+            t.b.ins().icmp_imm_s(IntCC::SignedLessThan, r, 0)
+        };
+        let cc = |t: &mut Self, cc: IntCC| {
+            let (x, y) = (narrow(t, a), narrow(t, b));
+            t.b.ins().icmp(cc, x, y)
+        };
+        let konst = |t: &mut Self, v: bool| t.b.ins().iconst(types::I8, i64::from(v));
+        if f.kind == CcOp::Sub8 {
+            Some(match m {
+                Je => ins_zero(self),
+                Jne => {
+                    let z = ins_zero(self);
+                    self.b.ins().bxor_imm_u(z, 1)
+                }
+                Jb => cc(self, IntCC::UnsignedLessThan),
+                Jae => cc(self, IntCC::UnsignedGreaterThanOrEqual),
+                Jbe => cc(self, IntCC::UnsignedLessThanOrEqual),
+                Ja => cc(self, IntCC::UnsignedGreaterThan),
+                Jl => cc(self, IntCC::SignedLessThan),
+                Jge => cc(self, IntCC::SignedGreaterThanOrEqual),
+                Jle => cc(self, IntCC::SignedLessThanOrEqual),
+                Jg => cc(self, IntCC::SignedGreaterThan),
+                Js => sign(self),
+                Jns => {
+                    let s = sign(self);
+                    self.b.ins().bxor_imm_u(s, 1)
+                }
+                _ => return None,
+            })
+        } else if f.kind == CcOp::Logic8 {
+            // CF = OF = 0.
+            Some(match m {
+                Je | Jbe => ins_zero(self),
+                Jne | Ja => {
+                    let z = ins_zero(self);
+                    self.b.ins().bxor_imm_u(z, 1)
+                }
+                Js | Jl => sign(self),
+                Jns | Jge => {
+                    let s = sign(self);
+                    self.b.ins().bxor_imm_u(s, 1)
+                }
+                Jle => {
+                    let (z, s) = (ins_zero(self), sign(self));
+                    self.b.ins().bor(z, s)
+                }
+                Jg => {
+                    let (z, s) = (ins_zero(self), sign(self));
+                    let either = self.b.ins().bor(z, s);
+                    self.b.ins().bxor_imm_u(either, 1)
+                }
+                Jb | Jo => konst(self, false),
+                Jae | Jno => konst(self, true),
+                _ => return None,
+            })
+        } else {
+            None
+        }
     }
 
     /// Write back everything inline code holds: dirty registers, the pending flags record,
@@ -576,6 +700,9 @@ impl<'a, 'b> Translator<'a, 'b> {
             op: CcOp::sized(kind, bits),
             res,
             src,
+            a,
+            bits,
+            kind,
         });
         if write {
             self.write_reg(i.op_register(0), res);
