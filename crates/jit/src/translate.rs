@@ -1,5 +1,7 @@
-//! Guest block → Cranelift IR. Every instruction either gets inline IR (the simple register
-//! forms of MOV, LEA, ADD/SUB/AND/OR/XOR/CMP/TEST, NOP in 64-bit code) or becomes a call to
+//! Guest block → Cranelift IR. Every instruction either gets inline IR (in 64-bit code: the
+//! register forms of MOV, LEA, ADD/SUB/AND/OR/XOR/CMP/TEST and NOP; MOV loads and stores,
+//! PUSH and POP through the TLB fast path; direct JMP, and Jcc decided from an inline
+//! CMP/TEST/SUB/logic op's operands) or becomes a call to
 //! the interpreter's per-instruction step ([`crate::compiler::step_helper`]), which owns
 //! the semantics of everything else: faults, flags, platform actions, leaving the block.
 //!
@@ -22,7 +24,7 @@ use cranelift_codegen::ir::{
     self, types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value,
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
-use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use std::mem::{offset_of, size_of};
 
 /// The helper's signature: `(ctx, instruction index) -> leave?`.
@@ -59,6 +61,15 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         Mnemonic::Mov if reg(0) && wide(0) && (reg(1) || imm(1)) => Some(Inline::Mov),
         Mnemonic::Mov if reg(0) && wide(0) && mem_ok(1) => Some(Inline::Load),
         Mnemonic::Mov if mem_ok(0) && ((reg(1) && wide(1)) || imm(1)) => Some(Inline::Store),
+        Mnemonic::Push
+            if matches!(
+                i.code(),
+                Code::Push_r64 | Code::Pushq_imm32 | Code::Pushq_imm8
+            ) =>
+        {
+            Some(Inline::Push)
+        }
+        Mnemonic::Pop if i.code() == Code::Pop_r64 => Some(Inline::Pop),
         Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
         Mnemonic::Add
         | Mnemonic::Sub
@@ -86,6 +97,10 @@ pub enum Inline {
     Load,
     /// MOV [mem], r32/r64/imm: likewise.
     Store,
+    /// PUSH r64 / PUSH imm (64-bit operand size): a store at RSP - 8.
+    Push,
+    /// POP r64: a load at RSP.
+    Pop,
 }
 
 /// A memory operand the inline TLB path handles: 64-bit addressing (GPR base/index or
@@ -122,6 +137,8 @@ fn gpr_offset(k: usize) -> i32 {
 }
 
 const RIP: i32 = offset_of!(CpuState, rip) as i32;
+/// GPR number of RSP.
+const RSP: usize = 4;
 const LAZY_OP: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, op)) as i32;
 const LAZY_RES: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, res)) as i32;
 const LAZY_SRC: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, src)) as i32;
@@ -278,7 +295,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 continue;
             }
             match inline_kind(i, bits) {
-                Some(kind @ (Inline::Load | Inline::Store)) => {
+                Some(kind @ (Inline::Load | Inline::Store | Inline::Push | Inline::Pop)) => {
                     self.memory(i, k, kind);
                     self.inlined += 1;
                 }
@@ -499,7 +516,7 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Write a 32/64-bit register operand (32-bit writes zero-extend).
     fn write_reg(&mut self, r: Register, v: Value) {
-        let k = gpr_index(r).expect("inline destinations are GPRs");
+        let k = gpr_index(r).unwrap_or_else(|| panic!("inline destination {r:?} is not a GPR"));
         let v = self.truncate(v, r.size() as u32 * 8);
         self.set_gpr(k, v);
     }
@@ -517,7 +534,9 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.write_reg(i.op_register(0), addr);
             }
             Inline::Alu => self.alu(i),
-            Inline::Load | Inline::Store => unreachable!("memory forms go through memory()"),
+            Inline::Load | Inline::Store | Inline::Push | Inline::Pop => {
+                unreachable!("memory forms go through memory()")
+            }
         }
     }
 
@@ -526,10 +545,20 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// else syncs the state from before the instruction and lets the interpreter execute it
     /// (page walk, fault, MMIO, code-page write), after which both paths merge.
     fn memory(&mut self, i: &Instruction, index: usize, kind: Inline) {
-        let size = i.memory_size().size() as u32;
+        let stack = matches!(kind, Inline::Push | Inline::Pop);
+        let size = if stack {
+            8
+        } else {
+            i.memory_size().size() as u32
+        };
         let seg = i.memory_segment();
-        let mut lin = self.lea_address(i);
-        if matches!(seg, Register::FS | Register::GS) {
+        let rsp = if stack { Some(self.gpr(RSP)) } else { None };
+        let mut lin = match (kind, rsp) {
+            (Inline::Push, Some(sp)) => self.b.ins().iadd_imm_s(sp, -8),
+            (Inline::Pop, Some(sp)) => sp,
+            _ => self.lea_address(i),
+        };
+        if !stack && matches!(seg, Register::FS | Register::GS) {
             let k = if seg == Register::FS { 4 } else { 5 };
             let at =
                 offset_of!(CpuState, seg) + k * size_of::<Segment>() + offset_of!(Segment, base);
@@ -542,6 +571,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         // Store data is read before the branch, so both paths see the same register state.
         let data = match kind {
             Inline::Store => Some(self.operand(i, 1, 8 * size)),
+            Inline::Push => Some(self.operand(i, 0, 64)),
             _ => None,
         };
         let before = self.tracked();
@@ -560,7 +590,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
         let entry = self.b.ins().iadd(tlb, slot_off);
         let tag_at = match kind {
-            Inline::Store => offset_of!(TlbEntry, write_tag),
+            Inline::Store | Inline::Push => offset_of!(TlbEntry, write_tag),
             _ => offset_of!(TlbEntry, read_tag),
         };
         let tag = self
@@ -589,7 +619,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let host = self.b.ins().iadd(addend, lin);
         let ty = if size == 8 { types::I64 } else { types::I32 };
         match kind {
-            Inline::Store => {
+            Inline::Store | Inline::Push => {
                 let v = data.expect("store data");
                 let v = if size == 8 {
                     v
@@ -597,6 +627,9 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.b.ins().ireduce(types::I32, v)
                 };
                 self.b.ins().store(MemFlagsData::new(), v, host, 0);
+                if kind == Inline::Push {
+                    self.set_gpr(RSP, lin);
+                }
             }
             _ => {
                 let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
@@ -605,6 +638,11 @@ impl<'a, 'b> Translator<'a, 'b> {
                 } else {
                     self.b.ins().uextend(types::I64, v)
                 };
+                if let (Inline::Pop, Some(sp)) = (kind, rsp) {
+                    // POP RSP leaves the popped value: RSP is written first.
+                    let up = self.b.ins().iadd_imm_s(sp, 8);
+                    self.set_gpr(RSP, up);
+                }
                 self.write_reg(i.op_register(0), v);
             }
         }
@@ -738,6 +776,9 @@ mod tests {
         assert_eq!(store, Some(Inline::Store));
         let addr32 = inline_kind(&decode(&[0x67, 0x8B, 0x03]), 64); // mov eax,[ebx]
         assert_eq!(addr32, None, "32-bit addressing uses the helper");
+        assert_eq!(inline_kind(&decode(&[0x55]), 64), Some(Inline::Push)); // push rbp
+        assert_eq!(inline_kind(&decode(&[0x41, 0x5C]), 64), Some(Inline::Pop)); // pop r12
+        assert_eq!(inline_kind(&decode(&[0x66, 0x55]), 64), None, "16-bit push");
         let byte = inline_kind(&decode(&[0x88, 0x03]), 64); // mov [rbx],al
         assert_eq!(byte, None, "byte stores use the helper");
         assert_eq!(
