@@ -60,6 +60,15 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         Mnemonic::Nop => Some(Inline::Nop),
         Mnemonic::Mov if reg(0) && wide(0) && (reg(1) || imm(1)) => Some(Inline::Mov),
         Mnemonic::Mov if reg(0) && wide(0) && mem_ok(1) => Some(Inline::Load),
+        Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
+            if reg(0)
+                && wide(0)
+                && i.op_kind(1) == OpKind::Memory
+                && matches!(i.memory_size().size(), 1 | 2 | 4)
+                && mem_simple(i) =>
+        {
+            Some(Inline::Load)
+        }
         Mnemonic::Mov if mem_ok(0) && ((reg(1) && wide(1)) || imm(1)) => Some(Inline::Store),
         Mnemonic::Push
             if matches!(
@@ -93,7 +102,8 @@ pub enum Inline {
     Mov,
     Lea,
     Alu,
-    /// MOV r32/r64, [mem]: TLB fast path inline, the interpreter on a miss.
+    /// MOV r32/r64, [mem] (and MOVZX/MOVSX/MOVSXD from memory): TLB fast path inline, the
+    /// interpreter on a miss.
     Load,
     /// MOV [mem], r32/r64/imm: likewise.
     Store,
@@ -617,7 +627,12 @@ impl<'a, 'b> Translator<'a, 'b> {
             offset_of!(TlbEntry, addend) as i32,
         );
         let host = self.b.ins().iadd(addend, lin);
-        let ty = if size == 8 { types::I64 } else { types::I32 };
+        let ty = match size {
+            1 => types::I8,
+            2 => types::I16,
+            4 => types::I32,
+            _ => types::I64,
+        };
         match kind {
             Inline::Store | Inline::Push => {
                 let v = data.expect("store data");
@@ -633,10 +648,11 @@ impl<'a, 'b> Translator<'a, 'b> {
             }
             _ => {
                 let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
-                let v = if size == 8 {
-                    v
-                } else {
-                    self.b.ins().uextend(types::I64, v)
+                let signed = matches!(i.mnemonic(), Mnemonic::Movsx | Mnemonic::Movsxd);
+                let v = match (size, signed) {
+                    (8, _) => v,
+                    (_, true) => self.b.ins().sextend(types::I64, v),
+                    (_, false) => self.b.ins().uextend(types::I64, v),
                 };
                 if let (Inline::Pop, Some(sp)) = (kind, rsp) {
                     // POP RSP leaves the popped value: RSP is written first.
@@ -777,6 +793,10 @@ mod tests {
         let addr32 = inline_kind(&decode(&[0x67, 0x8B, 0x03]), 64); // mov eax,[ebx]
         assert_eq!(addr32, None, "32-bit addressing uses the helper");
         assert_eq!(inline_kind(&decode(&[0x55]), 64), Some(Inline::Push)); // push rbp
+        let movzx = inline_kind(&decode(&[0x0F, 0xB6, 0x03]), 64); // movzx eax,byte [rbx]
+        assert_eq!(movzx, Some(Inline::Load));
+        let movsx_reg = inline_kind(&decode(&[0x0F, 0xBE, 0xC4]), 64); // movsx eax,ah
+        assert_eq!(movsx_reg, None, "register forms use the helper");
         assert_eq!(inline_kind(&decode(&[0x41, 0x5C]), 64), Some(Inline::Pop)); // pop r12
         assert_eq!(inline_kind(&decode(&[0x66, 0x55]), 64), None, "16-bit push");
         let byte = inline_kind(&decode(&[0x88, 0x03]), 64); // mov [rbx],al
