@@ -166,6 +166,15 @@ fn boot_and_check(engine: &str) {
         !stderr.contains("unimplemented instruction"),
         "{engine}: an instruction was left unimplemented:\n{stderr}"
     );
+    if engine == "jit" {
+        // The run means something for the JIT only if translated code ran.
+        let runs: u64 = stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("native block runs"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("jit: no \"native block runs\" in --stats:\n{stderr}"));
+        assert!(runs > 1_000_000, "jit: only {runs} native block runs");
+    }
     let _ = std::fs::remove_file(&console_path);
 }
 
