@@ -191,9 +191,8 @@ fn movmsk(cpu: &mut Cpu, i: &Instruction, w: usize) -> Result<(), Exception> {
     cpu.simd_begin(i)?;
     let bytes = if i.op_register(1).is_mm() { 8 } else { 16 };
     let v = cpu.vread(i, 1)?;
-    let r = i.op_register(0);
-    cpu.s.gpr[r.full_register() as usize - iced_x86::Register::RAX as usize] =
-        sign_mask(v, bytes, w);
+    // The mask is zero-extended into the whole 64-bit register.
+    cpu.set_reg(i.op_register(0).full_register(), sign_mask(v, bytes, w));
     Ok(())
 }
 
@@ -217,8 +216,7 @@ fn pextr<const W: usize>(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception
     let k = usize::from(i.immediate8()) % (bytes / W);
     let v = get(cpu.vread(i, 1)?, W, k);
     if i.op_kind(0) == OpKind::Register {
-        let r = i.op_register(0);
-        cpu.s.gpr[r.full_register() as usize - iced_x86::Register::RAX as usize] = v;
+        cpu.set_reg(i.op_register(0).full_register(), v);
         Ok(())
     } else {
         cpu.vwrite(i, 0, v.into())

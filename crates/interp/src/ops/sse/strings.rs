@@ -202,8 +202,7 @@ fn crc32(cpu: &mut Cpu, i: &Instruction) -> Result<(), Exception> {
     let src = cpu.read_op(i, 1)?;
     let acc = cpu.reg(i.op_register(0)) as u32;
     let r = crc32_bytes(acc, src, bytes);
-    cpu.s.gpr[i.op_register(0).full_register() as usize - iced_x86::Register::RAX as usize] =
-        u64::from(r);
+    cpu.set_reg(i.op_register(0).full_register(), u64::from(r));
     Ok(())
 }
 
