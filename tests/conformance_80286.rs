@@ -292,7 +292,7 @@ fn singlestep_80286_real_mode() {
     );
     let verbose = filter.is_some();
     let keep = if verbose { VERBOSE_FAILURES } else { 1 };
-    for kind in EngineKind::available() {
+    for kind in EngineKind::emulators() {
         let start = Instant::now();
         let results = run_engine(kind, &meta, &files, keep);
         let (passed, counted, errors) = report(kind, &files, &results, verbose);
@@ -351,7 +351,7 @@ fn handmade_test(final_ax: u16, final_ram: &str) -> conformance_80286::suite::Te
 
 #[test]
 fn runner_catches_wrong_registers_and_unexpected_writes() {
-    for kind in EngineKind::available() {
+    for kind in EngineKind::emulators() {
         let mut bench = Bench::new(kind);
         let run = |bench: &mut Bench, t: &conformance_80286::suite::Test| {
             let outcome = bench.run(t, false).expect("the hand-made test runs");

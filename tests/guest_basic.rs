@@ -13,7 +13,7 @@ fn assemble(mode: Mode, f: impl FnOnce(&mut CodeAssembler)) -> Vec<u8> {
 
 #[test]
 fn sum_loop_in_every_mode_on_every_engine() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let code = assemble(mode, |a| {
                 if mode.bitness() == 16 {

@@ -150,7 +150,9 @@ impl Bench {
         Bench {
             mem,
             plat: HolePlatform::new(),
-            engine: kind.create_eager(),
+            engine: kind
+                .create_eager()
+                .unwrap_or_else(|e| panic!("creating engine {kind}: {e}")),
             loaded_pages: Vec::new(),
             written_pages: Vec::new(),
             hole_loaded: Vec::new(),

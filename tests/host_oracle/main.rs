@@ -333,7 +333,7 @@ mod driver {
         assert_eq!(out[4], crate::gen::INITIAL_RSP - 8, "host PUSH moved RSP");
         assert_eq!(rflags & 1, 1, "host ADD carried out");
         assert_eq!(u64::from_le_bytes(mem[0x10..0x18].try_into().unwrap()), 3);
-        for engine in EngineKind::available() {
+        for engine in EngineKind::emulators() {
             let mut emu = Emu::new(engine);
             let result = emu.run(&s);
             assert!(
@@ -389,7 +389,7 @@ mod driver {
         let count = env_u64("CRANE86_ORACLE_COUNT", DEFAULT_COUNT);
         let generator = Generator::new();
         let mut rng = Rng::new(seed);
-        let engines = EngineKind::available();
+        let engines = EngineKind::emulators();
         let mut emus: Vec<Emu> = engines.iter().map(|&e| Emu::new(e)).collect();
         let start = Instant::now();
         let mut summary = Summary {

@@ -260,7 +260,7 @@ pub fn self_check() {
         })
         .collect();
     let natives = run_batch(&seqs);
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let mut emu = Emu::new(engine);
         for (k, (s, native)) in seqs.iter().zip(&natives).enumerate() {
             if let NativeResult::Done { mm, x87, .. } = native {

@@ -113,7 +113,7 @@ pub fn run(suite: &Suite) -> SseSummary {
     }
     let int = Generator::new();
     let mut rng = Rng::new(seed ^ suite.stream);
-    let engines = EngineKind::available();
+    let engines = EngineKind::emulators();
     let mut emus: Vec<Emu> = engines.iter().map(|&e| Emu::new(e)).collect();
     let mut tallies: BTreeMap<String, Tally> = sse
         .mnemonics()
@@ -324,7 +324,7 @@ pub fn self_check() {
         })
         .collect();
     let natives = run_batch(&seqs);
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let mut emu = Emu::new(engine);
         for (k, (s, native)) in seqs.iter().zip(&natives).enumerate() {
             if let NativeResult::Done { xmm, mxcsr, .. } = native {

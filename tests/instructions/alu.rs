@@ -285,7 +285,7 @@ fn binary_cases(mode: Mode, bits: u32) -> Vec<(u64, u64, u64)> {
 
 #[test]
 fn binary_ops_register_forms_match_the_model() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             for bits in sizes(mode) {
                 let cases = binary_cases(mode, bits);
@@ -307,7 +307,7 @@ fn binary_ops_register_forms_match_the_model() {
 
 #[test]
 fn unary_ops_register_forms_match_the_model() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             for bits in sizes(mode) {
                 let upper = UPPER & !width_mask(bits) & full_mask(mode);
@@ -339,7 +339,7 @@ fn unary_ops_register_forms_match_the_model() {
 /// immediate forms (imm8 sign-extended, full immediates, imm32 sign-extended for 64-bit).
 #[test]
 fn memory_and_immediate_forms_match_the_model() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let mem = Operand::Mem(Register::None, (data(mode) + 0x1000) as i64);
             for bits in sizes(mode) {
@@ -406,7 +406,7 @@ fn sign_extend_to(v: u64, from: u32, to: u32) -> u64 {
 /// a read-only ALU access (CMP) of the same page succeeds.
 #[test]
 fn read_modify_write_on_a_read_only_page_faults_with_w() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED_MODES {
             let target = DATA_BASE + 0x10;
             // Each entry: the RMW instruction, built for one of the forms.
@@ -488,7 +488,7 @@ fn read_modify_write_on_a_read_only_page_faults_with_w() {
 /// 8/16-bit results and CMP/TEST leave the upper bits.
 #[test]
 fn thirty_two_bit_results_zero_extend_in_64_bit_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let g = run(engine, Mode::Long64, &[], 0, |a| {
             a.mov(rax, 0xFFFF_FFFF_0000_0001u64).unwrap();
             a.add(eax, 1).unwrap();
@@ -522,7 +522,7 @@ fn thirty_two_bit_results_zero_extend_in_64_bit_mode() {
 /// with any REX prefix (64-bit mode only).
 #[test]
 fn high_byte_registers_versus_rex_byte_registers() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let init = [
                 (RAX, 0x0102_0304u64),
@@ -564,7 +564,7 @@ fn high_byte_registers_versus_rex_byte_registers() {
 /// its first byte) without writing the bytes on the first page.
 #[test]
 fn page_crossing_read_modify_write_is_all_or_nothing() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED_MODES {
             let ro_page = DATA_BASE + 0x2000;
             let target = ro_page - 2;

@@ -5,7 +5,7 @@ use crate::common::*;
 
 #[test]
 fn xadd_and_cmpxchg_in_every_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let g = run(engine, mode, &[], 0, |a| {
@@ -54,7 +54,7 @@ fn xadd_and_cmpxchg_in_every_mode() {
 
 #[test]
 fn cmpxchg8b_success_and_failure() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode) as u32;
             let g = run(engine, mode, &[], 0, |a| {
@@ -88,7 +88,7 @@ fn cmpxchg8b_success_and_failure() {
 
 #[test]
 fn cmpxchg16b_needs_alignment() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let d = DATA_BASE;
         let g = run(engine, Mode::Long64, &[], 0, |a| {
             a.mov(rdi, d).unwrap();
@@ -119,7 +119,7 @@ fn cmpxchg16b_needs_alignment() {
 
 #[test]
 fn lock_prefix_needs_a_memory_destination() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             // LOCK ADD EAX, EBX / LOCK XADD EAX, EBX / LOCK CMPXCHG EAX, EBX: #UD.
             let encodings: [&[u8]; 3] = [

@@ -4,7 +4,7 @@ use crate::common::*;
 
 #[test]
 fn decimal_adjust_after_add_and_subtract() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in LEGACY_MODES {
             let g = run(engine, mode, &[], 0, |a| {
                 a.mov(al, 0x79u32).unwrap();
@@ -40,7 +40,7 @@ fn decimal_adjust_after_add_and_subtract() {
 
 #[test]
 fn ascii_adjust_instructions() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in LEGACY_MODES {
             let g = run(engine, mode, &[], 0, |a| {
                 a.mov(ax, 0x0009u32).unwrap();
@@ -78,7 +78,7 @@ fn ascii_adjust_instructions() {
 
 #[test]
 fn aam_zero_raises_de() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in LEGACY_MODES {
             let g = run(engine, mode, &[(RAX, 0x1234)], 0, |a| {
                 a.aam(0).unwrap();
@@ -100,7 +100,7 @@ fn aam_zero_raises_de() {
 
 #[test]
 fn bcd_instructions_are_invalid_in_64_bit_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         // DAA, DAS, AAA, AAS, AAM 10, AAD 10 encodings.
         let encodings: [&[u8]; 6] = [
             &[0x27],

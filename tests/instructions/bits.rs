@@ -6,7 +6,7 @@ use crate::common::*;
 
 #[test]
 fn bit_test_register_and_immediate() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[(RAX, 0x10)], 0, |a| {
                 a.bt(eax, 4).unwrap(); // CF = 1
@@ -34,7 +34,7 @@ fn bit_test_register_and_immediate() {
 
 #[test]
 fn bit_test_memory_uses_signed_offsets_beyond_the_operand() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let base = data(mode) + 0x100;
             let g = run(engine, mode, &[], 0, |a| {
@@ -84,7 +84,7 @@ fn bit_test_memory_uses_signed_offsets_beyond_the_operand() {
 
 #[test]
 fn bit_scans_and_counts() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[(RSI, 0x1234_5678)], 0, |a| {
                 a.mov(ecx, 0xF0u32).unwrap();
@@ -123,7 +123,7 @@ fn bit_scans_and_counts() {
 
 #[test]
 fn bmi1_outside_real_mode_and_ud_in_real_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| {
                 a.mov(ebx, 0xF0F0u32).unwrap();
@@ -153,7 +153,7 @@ fn bmi1_outside_real_mode_and_ud_in_real_mode() {
 
 #[test]
 fn cpuid_advertises_the_bit_instructions() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let g = run(engine, Mode::Protected32, &[], 0, |a| {
             a.mov(eax, 1u32).unwrap();
             a.cpuid().unwrap();

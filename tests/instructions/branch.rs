@@ -55,7 +55,7 @@ fn assemble_with_addresses(
 
 #[test]
 fn jcc_all_conditions_taken_and_not_taken() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let combos = flag_combinations();
@@ -94,7 +94,7 @@ fn jcc_all_conditions_taken_and_not_taken() {
 /// Jcc with a rel16/rel32 displacement (a target more than 127 bytes away), both ways.
 #[test]
 fn jcc_near_displacements() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| {
                 let mut far_fwd = a.create_label();
@@ -122,7 +122,7 @@ fn jcc_near_displacements() {
 /// the mode's width, rSP after each, and RET imm16 releasing its arguments.
 #[test]
 fn near_jmp_call_ret_forms() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let w = u64::from(mode.bitness() / 8);
@@ -249,7 +249,7 @@ fn near_jmp_call_ret_forms() {
 /// LOOP/LOOPE/LOOPNE count in CX, ECX or RCX by address size; JCXZ/JECXZ/JRCXZ test it.
 #[test]
 fn loop_and_jcxz_counter_widths() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             // The non-default counter: 32-bit in real mode, 16-bit in 32-bit mode, 32-bit in
             // 64-bit mode — selected with 0x67 (LOOP = E2, LOOPE = E1, LOOPNE = E0, JrCXZ = E3).
@@ -356,7 +356,7 @@ fn loop_and_jcxz_counter_widths() {
 /// the branch instruction (JMP r32, CALL rel32 with 0x66, RET).
 #[test]
 fn branch_beyond_cs_limit_faults_at_the_branch() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         // mov eax, 0x12345 (66 B8 ..); jmp eax (66 FF E0).
         let cases: [(&str, Vec<u8>, u64); 3] = [
             (
@@ -402,7 +402,7 @@ fn branch_beyond_cs_limit_faults_at_the_branch() {
 /// (JMP r, CALL r — nothing pushed —, RET).
 #[test]
 fn non_canonical_target_faults_at_the_branch() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for name in ["jmp", "call", "ret"] {
             let mut at = 0;
             let code = assemble(Mode::Long64, |a| {
@@ -440,7 +440,7 @@ fn non_canonical_target_faults_at_the_branch() {
 /// lands at 0xFFF8.
 #[test]
 fn real_mode_ip_wraps_at_64k() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         // jmp short -10 (EB F6) at IP 0: next IP 2, target 0xFFF8.
         let mut g = guest(engine, Mode::Real, &[0xEB, 0xF6, 0xF4], &[], 0);
         // At 0xFFF8: mov bx, 0x600D (BB 0D 60); hlt.
@@ -455,7 +455,7 @@ fn real_mode_ip_wraps_at_64k() {
 /// The CS limit is inclusive: in real mode a jump to IP 0xFFFF runs the byte there.
 #[test]
 fn real_mode_branch_to_the_last_byte_of_the_segment() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         // jmp short -3 (EB FD) at IP 0: target 0xFFFF, where a HLT sits.
         let mut g = guest(engine, Mode::Real, &[0xEB, 0xFD, 0xF4], &[], 0);
         g.write(CODE_BASE + 0xFFFF, &[0xF4]);
@@ -525,7 +525,7 @@ fn jcc_after_cmp_and_test_in_64_bit_code() {
             _ => !sf,
         }
     };
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for test in [false, true] {
             for bits in [32u32, 64] {
                 for &(name, jcc) in &conds {

@@ -51,7 +51,7 @@ pub fn flag_combinations() -> Vec<u64> {
 
 #[test]
 fn setcc_all_conditions_for_every_flag_combination() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let combos = flag_combinations();
@@ -90,7 +90,7 @@ fn setcc_all_conditions_for_every_flag_combination() {
 /// still zero-extends a 32-bit destination in 64-bit mode.
 #[test]
 fn cmovcc_all_conditions_and_zero_extension() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let combos = flag_combinations();
@@ -161,7 +161,7 @@ fn cmovcc_all_conditions_and_zero_extension() {
 /// offset in long mode); 8-bit moves keep the rest of the register.
 #[test]
 fn mov_forms_including_moffs() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let moffs = |op: u8| -> Vec<u8> {
@@ -234,7 +234,7 @@ fn mov_forms_including_moffs() {
 /// code selector in SS, #UD for MOV to CS, and MOV from Sreg to r32 / m16.
 #[test]
 fn mov_segment_registers() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let sel = if mode == Mode::Real {
@@ -315,7 +315,7 @@ fn mov_segment_registers() {
 
 #[test]
 fn mov_to_cs_is_ud_and_code_selector_in_ss_is_gp() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             // mov cs, ax (8E C8).
             let mut g = guest(engine, mode, &[0x8E, 0xC8, 0xF4], &[], 0);
@@ -341,7 +341,7 @@ fn mov_to_cs_is_ud_and_code_selector_in_ss_is_gp() {
 
 #[test]
 fn movzx_movsx_movsxd() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let g = run(engine, mode, &[], 0, |a| {
@@ -390,7 +390,7 @@ fn movzx_movsx_movsxd() {
 /// gives a 32-bit address) and truncates to the operand size; no memory is touched.
 #[test]
 fn lea_address_and_operand_sizes() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let regs = [
                 (RBX, 0xFFF0u64),
@@ -436,7 +436,7 @@ fn lea_address_and_operand_sizes() {
 
 #[test]
 fn xchg_register_and_memory() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let g = run(engine, mode, &[], 0, |a| {
@@ -490,7 +490,7 @@ fn xchg_register_and_memory() {
 
 #[test]
 fn xlat_bswap_and_sign_extension_of_the_accumulator() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let table: Vec<u8> = (0..=255u8).map(|k| k.wrapping_mul(7) ^ 0x5C).collect();
@@ -555,7 +555,7 @@ fn xlat_bswap_and_sign_extension_of_the_accumulator() {
 /// LAHF/SAHF move SF ZF AF PF CF (bit 1 reads as 1, bits 3 and 5 as 0); SAHF leaves OF.
 #[test]
 fn lahf_and_sahf() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| {
                 set_flags(a, (ARITH | DF) as u32);
@@ -584,7 +584,7 @@ fn lahf_and_sahf() {
 
 #[test]
 fn movbe_swaps_on_load_and_store() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let g = run(engine, mode, &[], 0, |a| {
@@ -629,7 +629,7 @@ fn movbe_swaps_on_load_and_store() {
 fn mov_sreg_protected_mode_faults() {
     use crane86::machine::testkit::{segment_descriptor, GDT_BASE, SEL_TSS};
     const NOT_PRESENT: u16 = 0x58;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Paged32, Mode::Pae32, Mode::Long64] {
             // (selector, into SS?, expected vector, expected error code)
             let cases: [(u16, bool, Option<u8>, u64); 6] = [
@@ -684,7 +684,7 @@ fn mov_sreg_protected_mode_faults() {
 /// RIP-relative LEA in 64-bit mode gives the address relative to the next instruction.
 #[test]
 fn rip_relative_lea() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let code = assemble(Mode::Long64, |a| {
             let mut here = a.create_label();
             a.lea(rax, ptr(here)).unwrap(); // 7 bytes: 48 8D 05 00 00 00 00

@@ -15,7 +15,7 @@ const PROTECTED_MODES: [Mode; 4] = [Mode::Protected32, Mode::Paged32, Mode::Pae3
 
 #[test]
 fn carry_and_direction_flag_instructions() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| {
                 set_flags(a, (ARITH & !CF) as u32);
@@ -42,7 +42,7 @@ fn carry_and_direction_flag_instructions() {
 /// IF unchanged.
 #[test]
 fn cli_sti_iopl_rules() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let g = run(engine, Mode::Real, &[], 0, |a| {
             a.sti().unwrap();
             save_flags(a, 0);
@@ -118,7 +118,7 @@ fn cpuid_of(engine: EngineKind, mode: Mode, leaf: u32) -> [u64; 4] {
 /// that match instructions that work (checked by executing them where cheap).
 #[test]
 fn cpuid_vendor_max_leaf_and_features() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let what = format!("{engine} {mode:?}");
             let l0 = cpuid_of(engine, mode, 0);
@@ -196,7 +196,7 @@ impl Platform for TickingPlatform {
 /// IA32_TSC_AUX in ECX.
 #[test]
 fn rdtsc_monotonic_and_rdtscp_aux() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let code = assemble(mode, |a| {
                 a.mov(ecx, 0xC000_0103u32).unwrap(); // IA32_TSC_AUX
@@ -228,7 +228,7 @@ fn rdtsc_monotonic_and_rdtscp_aux() {
 /// reads all ones at every width; OUT with DX reaches the platform with port, size, value.
 #[test]
 fn in_out_debug_exit_and_unclaimed_ports() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let code = assemble(mode, |a| {
                 a.xor(eax, eax).unwrap();
@@ -301,7 +301,7 @@ fn in_out_debug_exit_and_unclaimed_ports() {
 /// port whose bitmap byte lies beyond the TSS limit is #GP(0). IOPL 3 bypasses the bitmap.
 #[test]
 fn tss_io_permission_bitmap_at_cpl3() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PROTECTED_MODES {
             // (port, size, iopl, allowed)
             let cases = [
@@ -360,7 +360,7 @@ fn tss_io_permission_bitmap_at_cpl3() {
 /// the next page. The platform raises vector 0x20 after the first port read.
 #[test]
 fn sti_interrupt_shadow_covers_the_next_instruction() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let mut code = vec![0xE4, 0x60]; // in al, 0x60: the interrupt becomes pending
             code.resize(0xFFF, 0x90);
@@ -397,7 +397,7 @@ fn sti_interrupt_shadow_covers_the_next_instruction() {
 /// IN at CPL 3 goes through the same bitmap check: a denied port is #GP(0) with AL kept.
 #[test]
 fn tss_io_permission_bitmap_applies_to_in() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PROTECTED_MODES {
             for (port, allowed) in [(0x60u16, true), (0x64, false)] {
                 let log = Arc::new(Mutex::new(PortLog::default()));
@@ -427,7 +427,7 @@ fn tss_io_permission_bitmap_applies_to_in() {
 /// CLI with IOPL < 3 is #GP(0).
 #[test]
 fn v86_io_always_uses_the_bitmap_and_cli_needs_iopl3() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         // (V86 code, IOPL, expect #GP)
         let cases: [(&[u8], u64, bool); 4] = [
             (&[0xE6, 0x80], 3, true),  // out 0x80, al: bit set

@@ -5,7 +5,7 @@ use crate::common::*;
 
 #[test]
 fn multiply_in_every_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| {
                 a.mov(al, 200u32).unwrap();
@@ -45,7 +45,7 @@ fn multiply_in_every_mode() {
 
 #[test]
 fn imul_two_and_three_operand_forms() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| {
                 a.mov(eax, 0x10000u32).unwrap();
@@ -72,7 +72,7 @@ fn imul_two_and_three_operand_forms() {
 
 #[test]
 fn divide_in_every_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| {
                 a.mov(ax, 100u32).unwrap();
@@ -129,7 +129,7 @@ fn divide_errors_raise_de_with_precise_state() {
             a.idiv(ebx).unwrap();
         }),
     ];
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             for (name, snippet) in cases {
                 let code = assemble(mode, snippet);
@@ -163,7 +163,7 @@ fn divide_errors_raise_de_with_precise_state() {
 
 #[test]
 fn sixty_four_bit_multiply_and_divide() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let g = run(engine, Mode::Long64, &[], 0, |a| {
             a.mov(rax, 0xFFFF_FFFF_FFFF_FFFFu64).unwrap();
             a.mov(rbx, 0xFFFF_FFFF_FFFF_FFFFu64).unwrap();

@@ -7,7 +7,7 @@ const ALL_FLAGS: u64 = CF | PF | AF | ZF | SF | OF;
 
 #[test]
 fn shifts_and_rotates_in_every_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| {
                 // SHL AL by 1: 0x81 -> 0x02, CF=1, OF = MSB ^ CF = 1.
@@ -42,7 +42,7 @@ fn shifts_and_rotates_in_every_mode() {
 
 #[test]
 fn rotate_through_carry() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| {
                 a.stc().unwrap();
@@ -79,7 +79,7 @@ fn rotate_through_carry() {
 
 #[test]
 fn count_zero_and_count_masking_leave_flags() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             // Start with every arithmetic flag set; counts that mask to zero change nothing.
             let g = run(engine, mode, &[(RAX, 0x1234_5678)], ALL_FLAGS, |a| {
@@ -106,7 +106,7 @@ fn count_zero_and_count_masking_leave_flags() {
 
 #[test]
 fn double_precision_shifts() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| {
                 a.mov(ax, 0x1234u32).unwrap();
@@ -130,7 +130,7 @@ fn double_precision_shifts() {
 
 #[test]
 fn sixty_four_bit_shifts_use_six_count_bits() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let g = run(engine, Mode::Long64, &[], 0, |a| {
             a.mov(rax, 1u64).unwrap();
             a.shl(rax, 63).unwrap(); // 1 << 63

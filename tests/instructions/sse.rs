@@ -57,7 +57,7 @@ fn ps(v: [f32; 4]) -> u128 {
 
 #[test]
 fn availability_follows_cr0_and_cr4() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let add = |a: &mut CodeAssembler, _| a.addps(xmm0, xmm1).unwrap();
             let g = sse_guest(engine, mode, 0, 0, &[], &[], add);
@@ -88,7 +88,7 @@ fn availability_follows_cr0_and_cr4() {
 #[test]
 fn sixteen_byte_operands_must_be_aligned_except_the_unaligned_forms() {
     let bytes: Vec<u8> = (0u8..48).collect();
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = sse_guest(engine, mode, 0, CR4_OSFXSR, &bytes, &[], |a, d| {
                 a.movaps(xmm0, xmmword_ptr(d + 8)).unwrap()
@@ -112,7 +112,7 @@ fn unmasked_simd_exception_raises_xm_and_keeps_the_destination() {
     // MXCSR with the divide-by-zero exception unmasked.
     let mxcsr = (0x1F80u32 & !(1 << 9)).to_le_bytes();
     let one_by_zero = [(0, ps([1.0, 2.0, 3.0, 4.0])), (1, ps([0.0, 1.0, 1.0, 1.0]))];
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let div = |a: &mut CodeAssembler, d: u32| {
                 a.ldmxcsr(dword_ptr(d)).unwrap();
@@ -149,7 +149,7 @@ fn the_same_arithmetic_in_every_mode() {
         (1, ps([1.5, -2.0, 1e30, 0.25])),
         (2, ps([2.0, 8.0, 1e10, 3.0])),
     ];
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = sse_guest(engine, mode, 0, CR4_OSFXSR, &[], &x, |a, _| {
                 a.movaps(xmm0, xmm1).unwrap();
@@ -179,7 +179,7 @@ fn the_same_arithmetic_in_every_mode() {
 
 #[test]
 fn fxsave_and_fxrstor_round_trip() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let x = [(0, 0x0011_2233_4455_6677_8899_AABB_CCDD_EEFFu128), (7, 7)];
             let g = sse_guest(engine, mode, 0, CR4_OSFXSR, &[], &x, |a, d| {
@@ -227,7 +227,7 @@ fn fxsave_and_fxrstor_round_trip() {
 #[test]
 fn xsave_xrstor_and_xcr0() {
     let with_xsave = CR4_OSFXSR | CR4_OSXSAVE;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             let g = sse_guest(
                 engine,
@@ -290,7 +290,7 @@ fn xsave_xrstor_and_xcr0() {
 #[test]
 fn mmx_registers_alias_the_x87_stack_and_emms_frees_it() {
     let value = 0x0102_0304_0506_0708u64;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = sse_guest(engine, mode, 0, 0, &value.to_le_bytes(), &[], |a, d| {
                 a.fninit().unwrap();
@@ -338,7 +338,7 @@ fn mmx_registers_alias_the_x87_stack_and_emms_frees_it() {
 
 #[test]
 fn cpuid_reports_the_simd_extensions_and_the_xsave_area() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let g = sse_guest(engine, Mode::Long64, 0, 0, &[], &[], |a, d| {
             a.mov(eax, 1).unwrap();
             a.cpuid().unwrap();

@@ -22,7 +22,7 @@ fn slot(mode: Mode) -> u64 {
 
 #[test]
 fn push_pop_registers_memory_and_immediates() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let w = slot(mode);
@@ -117,7 +117,7 @@ fn push_pop_registers_memory_and_immediates() {
 /// POP rSP loads the popped value.
 #[test]
 fn push_sp_and_pop_into_sp_based_memory() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| match mode.bitness() {
                 16 => {
@@ -193,7 +193,7 @@ fn push_sp_and_pop_into_sp_based_memory() {
 /// PUSH CS/ES/SS/DS and POP ES/SS/DS are #UD); 0x0F is never POP CS.
 #[test]
 fn push_pop_segment_registers() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let code = assemble(mode, |a| {
                 if mode == Mode::Long64 {
@@ -276,7 +276,7 @@ fn push_pop_segment_registers() {
 /// without it the trap follows the first instruction.
 #[test]
 fn pop_ss_inhibits_the_single_step_trap_for_one_instruction() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in LEGACY_MODES {
             for with_pop_ss in [false, true] {
                 let mut after_first = 0;
@@ -319,7 +319,7 @@ fn pop_ss_inhibits_the_single_step_trap_for_one_instruction() {
 
 #[test]
 fn pusha_popa_16_and_32() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in LEGACY_MODES {
             let regs: Vec<(usize, u64)> = (0..8)
                 .filter(|&r| r != RSP)
@@ -400,7 +400,7 @@ fn pusha_popa_16_and_32() {
 /// allocation), then LEAVE.
 #[test]
 fn enter_levels_and_leave() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let w = slot(mode);
             for level in [0u8, 1, 3] {
@@ -468,7 +468,7 @@ fn enter_levels_and_leave() {
 /// fault); with IOPL 3 it may change IF but still not IOPL. PUSHF at CPL 3 works.
 #[test]
 fn popf_privilege_rules_at_cpl3() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Paged32, Mode::Pae32, Mode::Long64] {
             for iopl in [0u64, 3] {
                 let initial = IF | (iopl << 12);
@@ -507,7 +507,7 @@ fn popf_privilege_rules_at_cpl3() {
 /// In V86 mode with IOPL < 3, PUSHF and POPF raise #GP(0); with IOPL 3 they work.
 #[test]
 fn pushf_popf_in_v86_mode_need_iopl3() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for (iopl, op) in [(0u64, 0x9Cu8), (0, 0x9D), (3, 0x9C)] {
             let v86_ip = 0x800u64;
             let code = assemble(Mode::Protected32, |a| {
@@ -556,7 +556,7 @@ fn pushf_popf_in_v86_mode_need_iopl3() {
 /// inside the segment and leaves ESP[31:16] alone; POP wraps back.
 #[test]
 fn sixteen_bit_stack_wraps_in_protected_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Paged32, Mode::Pae32] {
             let g = run(engine, mode, &[], 0, |a| {
                 a.mov(ax, u32::from(SEL_DATA16)).unwrap();
@@ -591,7 +591,7 @@ fn sixteen_bit_stack_wraps_in_protected_mode() {
 /// PUSH [rSP] reads its operand with the rSP before the push.
 #[test]
 fn push_rsp_based_memory_uses_the_old_rsp() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], 0, |a| match mode.bitness() {
                 16 => {
@@ -632,7 +632,7 @@ fn push_rsp_based_memory_uses_the_old_rsp() {
 fn sixteen_bit_stack_push_straddling_the_limit_is_ss_fault() {
     use crane86::machine::testkit::{segment_descriptor, GDT_BASE};
     const USER_DATA16: u16 = 0x58 | 3;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Paged32, Mode::Pae32] {
             let mut g = user_guest(engine, mode, &[], 0, |a| {
                 a.mov(ax, u32::from(USER_DATA16)).unwrap();
@@ -665,7 +665,7 @@ fn sixteen_bit_stack_push_straddling_the_limit_is_ss_fault() {
 #[test]
 fn popf_at_cpl0_and_16_bit_popf() {
     const AC: u64 = 1 << 18;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let g = run(engine, mode, &[], AC, |a| {
                 if mode.bitness() == 16 {
@@ -691,7 +691,7 @@ fn popf_at_cpl0_and_16_bit_popf() {
 /// POP into memory that faults (#PF on a read-only page) leaves rSP as it was.
 #[test]
 fn pop_into_faulting_memory_restores_rsp() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED_MODES {
             let ro = DATA_BASE + 0x3000;
             let code = assemble(mode, |a| {
@@ -722,7 +722,7 @@ fn pop_into_faulting_memory_restores_rsp() {
 /// frame pointers and sets BP only.
 #[test]
 fn enter_level_is_mod_32_and_16_bit_enter() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Paged32, Mode::Pae32] {
             // enter 8, 33 (== level 1); then 66 C8 04 00 01: enterw 4, 1.
             let code = assemble(mode, |a| {

@@ -15,7 +15,7 @@ fn pattern(n: usize) -> Vec<u8> {
 
 #[test]
 fn rep_string_operations_in_every_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let (src, dst, fill, cmp) = (d, d + 0x100, d + 0x200, d + 0x300);
@@ -85,7 +85,7 @@ fn rep_string_operations_in_every_mode() {
 
 #[test]
 fn segment_override_applies_to_the_source_only() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let code = assemble(Mode::Real, |a| {
             a.mov(ax, 0x0800u32).unwrap(); // FS base 0x8000
             a.mov(fs, ax).unwrap();
@@ -112,7 +112,7 @@ fn segment_override_applies_to_the_source_only() {
 
 #[test]
 fn address_size_override_uses_and_wraps_16_bit_pointers() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let code = assemble(Mode::Protected32, |a| {
             a.mov(esi, 0x1234_FFFFu32).unwrap();
             a.mov(edi, 0x0005_9000u32).unwrap();
@@ -149,7 +149,7 @@ fn page_fault_in_the_middle_of_rep_movs_restarts_precisely() {
     const SRC: u64 = 0x40000;
     const HOLE: u64 = 0x42000; // this page is made not-present
     const DST: u64 = HOLE - 0x10;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED_MODES {
             let code = assemble(mode, |a| {
                 a.cld().unwrap();
@@ -213,7 +213,7 @@ fn page_fault_in_the_middle_of_rep_movs_restarts_precisely() {
 #[test]
 fn long_rep_runs_in_chunks_to_completion() {
     const COUNT: u64 = 20_000;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let g = run(engine, Mode::Long64, &[], 0, |a| {
             a.cld().unwrap();
             a.mov(rdi, DATA_BASE).unwrap();
@@ -238,7 +238,7 @@ fn long_rep_runs_in_chunks_to_completion() {
 #[test]
 fn rep_ins_yields_to_a_pending_interrupt_and_resumes() {
     const COUNT: u32 = 1000;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let code = assemble(Mode::Protected32, |a| {
             a.cld().unwrap();
             a.mov(edi, DATA_BASE as u32).unwrap();
@@ -289,7 +289,7 @@ fn rep_ins_yields_to_a_pending_interrupt_and_resumes() {
 
 #[test]
 fn outs_writes_each_element_to_the_port() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let d = data(mode);
             let code = assemble(mode, |a| {
@@ -317,7 +317,7 @@ fn outs_writes_each_element_to_the_port() {
 
 #[test]
 fn bulk_copies_match_element_semantics() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             let d = DATA_BASE as u32;
             let code = assemble(mode, |a| {
@@ -406,7 +406,7 @@ fn bulk_copies_match_element_semantics() {
 
 #[test]
 fn rep_stos_over_following_code_is_seen_by_the_cpu() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let code = assemble(Mode::Long64, |a| {
             let mut patched = a.create_label();
             a.xor(eax, eax).unwrap();
@@ -431,7 +431,7 @@ fn rep_stos_over_following_code_is_seen_by_the_cpu() {
 #[test]
 fn bulk_rep_stos_yields_to_a_pending_interrupt() {
     const COUNT: u64 = 10_000;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let code = assemble(Mode::Long64, |a| {
             a.cld().unwrap();
             a.mov(rdi, DATA_BASE).unwrap();

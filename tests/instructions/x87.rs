@@ -97,7 +97,7 @@ fn expected_third(pc: u16, rc: u16) -> u128 {
 
 #[test]
 fn one_third_in_every_precision_and_rounding_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             for pc in [0u16, 2, 3] {
                 for rc in 0u16..4 {
@@ -133,7 +133,7 @@ fn add_sub_mul_div_sqrt_exact_results() {
             .value
             .to_bits()
     };
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             // 2.5 as m64 at d, 0.1 as m32 at d+8, -7 as m32 int at d+12.
             let mut words = words_of(u128::from(2.5f64.to_bits()), 4);
@@ -193,7 +193,7 @@ fn add_sub_mul_div_sqrt_exact_results() {
 
 #[test]
 fn stores_round_to_the_memory_format() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = run_fpu(engine, mode, &[3, 0x0F7F], |a, d| {
                 a.fld1().unwrap();
@@ -243,7 +243,7 @@ fn stores_round_to_the_memory_format() {
 
 #[test]
 fn fist_rounds_by_control_word_and_overflow_is_invalid() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             // 2.5 as m64; CWs for nearest, down, up, chop.
             let mut words = words_of(u128::from(2.5f64.to_bits()), 4);
@@ -279,7 +279,7 @@ fn fist_rounds_by_control_word_and_overflow_is_invalid() {
 
 #[test]
 fn stack_overflow_and_underflow() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = run_fpu(engine, mode, &[], |a, d| {
                 for _ in 0..8 {
@@ -338,7 +338,7 @@ fn env_offsets(mode: Mode) -> (u64, u64) {
 
 #[test]
 fn masked_and_unmasked_divide_by_zero() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             // Masked: result is +inf, no exception, ZE set.
             let g = run_fpu(engine, mode, &[], |a, d| {
@@ -400,7 +400,7 @@ fn masked_and_unmasked_divide_by_zero() {
 
 #[test]
 fn compare_flags_and_condition_codes() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = run_fpu(engine, mode, &[], |a, _| {
                 a.fld1().unwrap();
@@ -449,7 +449,7 @@ fn compare_flags_and_condition_codes() {
 fn fxam_classifies_every_kind() {
     // Denormal 80-bit value at d: exponent 0, significand 1.
     let denormal = words_of(1, 5);
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = run_fpu(engine, mode, &denormal, |a, d| {
                 let record = |a: &mut CodeAssembler, slot: u32| {
@@ -486,7 +486,7 @@ fn fxam_classifies_every_kind() {
 
 #[test]
 fn fprem_quotient_bits_and_partial_reduction() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = run_fpu(engine, mode, &[5, 17, 18, 100], |a, d| {
                 let case = |a: &mut CodeAssembler, num: u32, ieee: bool, slot: u32| {
@@ -530,7 +530,7 @@ fn fprem_quotient_bits_and_partial_reduction() {
 
 #[test]
 fn fbstp_and_fbld_packed_bcd() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             // 123456789012345678 as m64 int at d, -42.5 as m64 float at d+8.
             let mut words = words_of(123_456_789_012_345_678u128, 4);
@@ -566,7 +566,7 @@ fn fbstp_and_fbld_packed_bcd() {
 
 #[test]
 fn fsave_frstor_round_trip() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = run_fpu(engine, mode, &[0x0B7F], |a, d| {
                 a.fldcw(word_ptr(d)).unwrap();
@@ -620,7 +620,7 @@ fn fsave_frstor_round_trip() {
 
 #[test]
 fn constants_follow_rounding_control() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = run_fpu(engine, mode, &[0x077F], |a, d| {
                 a.fldpi().unwrap();
@@ -661,7 +661,7 @@ fn constants_follow_rounding_control() {
 
 #[test]
 fn transcendental_values_and_range() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = run_fpu(engine, mode, &[8, 64], |a, d| {
                 a.fld1().unwrap();
@@ -704,7 +704,7 @@ fn transcendental_values_and_range() {
 
 #[test]
 fn denormal_operand_flag_and_fxtract() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             // Smallest f32 denormal at d; 12.0 as m32 at d+4.
             let mut words = words_of(1, 2);
@@ -742,7 +742,7 @@ fn denormal_operand_flag_and_fxtract() {
 
 #[test]
 fn fcmov_moves_on_condition() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = run_fpu(engine, mode, &[], |a, d| {
                 a.fld1().unwrap();
@@ -763,7 +763,7 @@ fn fcmov_moves_on_condition() {
 
 #[test]
 fn cr0_em_raises_nm_and_cpuid_advertises_fpu() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let code = assemble(mode, |a| {
                 a.fninit().unwrap();
@@ -782,7 +782,7 @@ fn cr0_em_raises_nm_and_cpuid_advertises_fpu() {
 
 #[test]
 fn fstenv_records_last_instruction_and_operand_pointers() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in MODES {
             let g = run_fpu(engine, mode, &[0, 0x3F80], |a, d| {
                 a.fld1().unwrap(); // at offset 2, after the FNINIT
@@ -833,7 +833,7 @@ fn fstenv_records_last_instruction_and_operand_pointers() {
 
 #[test]
 fn operand_size_prefix_selects_the_other_environment_layout() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Real, Mode::Protected32] {
             let g = run_fpu(engine, mode, &[], |a, d| {
                 a.fld1().unwrap(); // at offset 2

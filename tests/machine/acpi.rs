@@ -136,7 +136,7 @@ fn poweroff_kernel() -> Vec<u8> {
 
 #[test]
 fn guest_finds_fadt_and_powers_off_through_pm1a_control() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let config = MachineConfig {
             engine,
             ram_size: 16 << 20,

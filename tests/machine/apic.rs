@@ -99,7 +99,7 @@ fn lapic_periodic_timer_wakes_a_halted_guest() {
         .unwrap(); // periodic
     a.mov(dword_ptr(LAPIC + 0x380), 1_000_000u32).unwrap(); // 1 ms at 1 GHz
     let code = wait_and_handler(a);
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let s = run(engine, code.clone());
         assert_eq!(s.reason, ExitReason::DebugExit(TICKS), "{engine}");
         assert!(
@@ -128,7 +128,7 @@ fn pit_through_ioapic_pin2_with_the_8259_masked() {
     a.mov(al, 1193u32 >> 8).unwrap();
     a.out(0x40u32, al).unwrap();
     let code = wait_and_handler(a);
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let s = run(engine, code.clone());
         assert_eq!(s.reason, ExitReason::DebugExit(TICKS), "{engine}");
         assert!(s.guest_ns >= 9_000_000, "{engine}: {} ns", s.guest_ns);
@@ -167,7 +167,7 @@ fn tsc_calibration_against_pit_channel2_under_icount() {
     a.out(0xF4u32, al).unwrap();
     a.hlt().unwrap();
     let code = a.assemble(LOAD).unwrap();
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let s = run(engine, code.clone());
         // The TSC runs at 1 GHz: 11932 PIT ticks = 10.0002 ms = 100 units of 100 µs.
         assert_eq!(s.reason, ExitReason::DebugExit(100), "{engine}: {s}");
@@ -194,7 +194,7 @@ fn tsc_advances_within_one_engine_run() {
     a.out(0xF4u32, al).unwrap();
     a.hlt().unwrap();
     let code = a.assemble(LOAD).unwrap();
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let s = run(engine, code.clone());
         assert_eq!(s.reason, ExitReason::DebugExit(20), "{engine}: {s}");
     }
@@ -240,7 +240,7 @@ fn tsc_deadline_timer_wakes_a_halted_guest() {
     h.mov(dword_ptr(LAPIC + 0xB0), 0u32).unwrap();
     h.iretd().unwrap();
     code.extend(h.assemble(HANDLER).unwrap());
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let s = run(engine, code.clone());
         assert_eq!(s.reason, ExitReason::DebugExit(TICKS), "{engine}: {s}");
         assert!(

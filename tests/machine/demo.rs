@@ -26,7 +26,7 @@ fn run_demo(engine: EngineKind, iterations: u64) -> (crane86::machine::RunSummar
 
 #[test]
 fn demo_passes_on_every_engine() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for iterations in [1, 3] {
             let (summary, out) = run_demo(engine, iterations);
             let lines: Vec<&str> = out.lines().collect();
@@ -90,7 +90,7 @@ fn demo_ends_in_the_same_state_on_every_engine() {
     };
     let reference = run(EngineKind::Interp);
     assert_eq!(reference.0, ExitReason::DebugExit(0));
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let other = run(engine);
         assert_eq!(other.0, reference.0, "{engine}: exit");
         assert_eq!(other.1, reference.1, "{engine}: retired instructions");

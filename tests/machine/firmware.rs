@@ -27,7 +27,7 @@ fn firmware(size: usize) -> Vec<u8> {
 
 #[test]
 fn firmware_starts_at_the_reset_vector_and_reaches_segment_f000() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for size in [0x1_0000, 0x2_0000, 0x4_0000] {
             let serial = SerialBuffer::new();
             let config = MachineConfig {

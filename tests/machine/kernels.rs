@@ -114,7 +114,7 @@ fn module(text: &str) -> ImageSource {
 
 #[test]
 fn multiboot_elf_kernel_boots_and_exits() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let message = b"hello from an ELF kernel\n\0";
         let msg_addr = KERNEL_BASE + 0x1000;
         let code = kernel_code(u64::from(KERNEL_BASE), msg_addr);
@@ -155,7 +155,7 @@ fn multiboot_elf_kernel_boots_and_exits() {
 
 #[test]
 fn multiboot_aout_kludge_kernel_boots_and_exits() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         // Layout: 32-byte header, code, then the message.
         let code_ip = u64::from(KERNEL_BASE) + 32;
         let probe = kernel_code(code_ip, 0);
@@ -201,7 +201,7 @@ fn exit_with(bits: u32, value: u32) -> Vec<u8> {
 
 #[test]
 fn flat_binaries_boot_in_both_entry_modes() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for (bits, mode, addr) in [
             (32, FlatEntryMode::Protected32, 0x20_0000),
             (16, FlatEntryMode::Real, 0x7C00),
@@ -274,7 +274,7 @@ fn triple_fault_stops_with_a_register_dump_or_resets() {
     a.mov(ebx, 0x1234_5678u32).unwrap();
     a.ud2().unwrap();
     let code = a.assemble(0x20_0000).unwrap();
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let (result, _) = boot(
             engine,
             flat(code.clone(), 0x20_0000, FlatEntryMode::Protected32),
@@ -316,7 +316,7 @@ fn halt_with_interrupts_disabled_is_reported() {
     a.cli().unwrap();
     a.hlt().unwrap();
     let code = a.assemble(0x20_0000).unwrap();
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let (result, _) = boot(
             engine,
             flat(code.clone(), 0x20_0000, FlatEntryMode::Protected32),

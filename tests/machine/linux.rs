@@ -203,7 +203,7 @@ fn u64_at(mem: &PhysMem, addr: u64) -> u64 {
 
 #[test]
 fn bzimage_boots_through_the_64_bit_entry_on_every_engine() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let serial = SerialBuffer::new();
         let kernel = kernel_config(
             bzimage(Header::default(), &kernel64()),
@@ -230,7 +230,7 @@ fn bzimage_boots_through_the_64_bit_entry_on_every_engine() {
 #[test]
 fn vmlinux_elf_boots_at_its_entry_on_every_engine() {
     const PADDR: u64 = 0x100_0000;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let serial = SerialBuffer::new();
         let image = vmlinux_elf(PADDR, &entry64_code(PADDR), 0x10_0000);
         let kernel = kernel_config(image, b"rd\0", "root=/dev/ram0");

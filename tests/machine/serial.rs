@@ -46,7 +46,7 @@ fn echo_kernel() -> Vec<u8> {
 
 #[test]
 fn serial_input_reaches_a_polling_guest() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let (tx, rx) = serial_channel();
         for b in b"hello\n" {
             tx.send(*b).unwrap();

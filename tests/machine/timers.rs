@@ -114,7 +114,7 @@ fn run(engine: EngineKind, code: Vec<u8>, clock: ClockMode) -> RunSummary {
 #[test]
 fn pit_interrupts_wake_a_halted_guest_under_both_clocks() {
     let min_ns = u64::from(TICKS - 1) * 1_000_000;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let s = run(engine, ticking_kernel(), ClockMode::Host);
         assert_eq!(s.reason, ExitReason::DebugExit(TICKS), "{engine} host");
         assert!(
@@ -163,7 +163,7 @@ fn guest_reset_through_port_cf9_reboots_the_kernel() {
     a.out(0xF4u32, al).unwrap();
     a.hlt().unwrap();
     let code = a.assemble(LOAD).unwrap();
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let s = run(engine, code.clone(), ClockMode::Icount { shift: 0 });
         assert_eq!(s.reason, ExitReason::DebugExit(3), "{engine}");
         assert_eq!(s.resets, 2, "{engine}");

@@ -103,7 +103,7 @@ const PF_LIN: u64 = 0x4_1234;
 
 #[test]
 fn page_fault_error_codes_and_cr2() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED {
             // (name, PTE flags for the page, access, expected error code, needs PAE/long)
             let nx = 1u64 << 63;
@@ -189,7 +189,7 @@ fn page_fault_error_codes_and_cr2() {
 
 #[test]
 fn page_fault_from_user_mode_sets_the_user_bit() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED {
             let page = PF_LIN & !0xFFF;
             let f = expect_fault(
@@ -260,7 +260,7 @@ fn page_fault_from_user_mode_sets_the_user_bit() {
 
 #[test]
 fn divide_error_and_invalid_opcode_in_every_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let f = expect_fault(
                 engine,
@@ -293,7 +293,7 @@ fn divide_error_and_invalid_opcode_in_every_mode() {
 
 #[test]
 fn segment_limit_violations_raise_gp_and_ss() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         // Real mode: a word at offset 0xFFFF runs past the 64 KiB limit.
         let f = expect_fault(
             engine,
@@ -359,7 +359,7 @@ fn segment_limit_violations_raise_gp_and_ss() {
 
 #[test]
 fn segment_not_present_raises_np_with_selector() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             let f = expect_fault(
                 engine,
@@ -380,7 +380,7 @@ fn segment_not_present_raises_np_with_selector() {
 
 #[test]
 fn bound_raises_br() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Real, Mode::Protected32] {
             let bounds = crane86::machine::testkit::DATA_BASE;
             let f = expect_fault(
@@ -415,7 +415,7 @@ fn bound_raises_br() {
 
 #[test]
 fn x87_with_cr0_ts_raises_nm() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let f = expect_fault(
                 engine,
@@ -447,7 +447,7 @@ fn x87_with_cr0_ts_raises_nm() {
 
 #[test]
 fn single_step_traps_after_one_instruction() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let f = expect_fault(
                 engine,
@@ -487,7 +487,7 @@ fn single_step_traps_after_one_instruction() {
 
 #[test]
 fn ist_switches_to_the_interrupt_stack() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let (mut g, labels) = guest(engine, Mode::Long64, |a| {
             let mut handler = a.create_label();
             a.ud2()?;
@@ -511,7 +511,7 @@ fn ist_switches_to_the_interrupt_stack() {
 fn fault_while_delivering_becomes_a_double_fault() {
     // #GP with an empty IDT slot 13: delivering it raises #GP again (contributory twice) →
     // #DF with error code 0.
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             let f = expect_fault(
                 engine,
@@ -543,7 +543,7 @@ fn fault_while_delivering_becomes_a_double_fault() {
 fn page_fault_on_the_fault_stack_double_faults_onto_ist() {
     // The stack is unmapped: delivering the #PF faults again (#PF + #PF = #DF); the #DF gate
     // uses IST1, so the double fault is delivered.
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let stack_page = 0x4_1000u64;
         let (mut g, labels) = guest(engine, Mode::Long64, |a| {
             let mut df = a.create_label();
@@ -579,7 +579,7 @@ fn page_fault_on_the_fault_stack_double_faults_onto_ist() {
 #[test]
 fn not_present_idt_gate_raises_np_with_idt_and_ext_bits() {
     // #UD through a not-present gate: #NP(vector * 8 + IDT bit + EXT bit) = #NP(0x33).
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             let f = expect_fault(
                 engine,
@@ -605,7 +605,7 @@ fn not_present_idt_gate_raises_np_with_idt_and_ext_bits() {
 
 #[test]
 fn breakpoint_and_overflow_are_traps() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let f = expect_fault(
                 engine,
@@ -648,7 +648,7 @@ fn single_step_does_not_trap_into_a_software_interrupt() {
     // With TF set, INT n clears TF on entry to its handler and no #DB is taken before the
     // handler runs (SDM Vol. 3 17.3.1.4); the trap comes after the first instruction that
     // runs with TF set again, i.e. after the one following the handler's IRET.
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             let (mut g, labels) = guest(engine, mode, |a| {
                 let mut int_handler = a.create_label();

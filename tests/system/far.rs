@@ -16,7 +16,7 @@ const USER_STACK: u32 = 0x7_0000;
 /// its stack, RETF 8 back to ring 3, then INT 0x80 (DPL-3 gate) ends the test.
 #[test]
 fn call_gate_32_with_privilege_change_and_parameter_copy() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let user_at = CODE_BASE + 0x1000;
         let handler_at = CODE_BASE + 0x2000;
         let done_at = CODE_BASE + 0x3000;
@@ -107,7 +107,7 @@ fn call_gate_32_with_privilege_change_and_parameter_copy() {
 /// ring 0 (SS becomes null, RSP0 from the TSS), RETFQ back to ring 3.
 #[test]
 fn call_gate_64_and_retf_to_outer_privilege() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let user_at = CODE_BASE + 0x1000;
         let handler_at = CODE_BASE + 0x2000;
         let done_at = CODE_BASE + 0x3000;
@@ -183,7 +183,7 @@ fn call_gate_64_and_retf_to_outer_privilege() {
 /// Real mode: CALL FAR / RETF and JMP FAR m16:16; LDS and LSS load segment:offset pairs.
 #[test]
 fn real_mode_far_call_jmp_and_far_pointer_loads() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let code_seg = (CODE_BASE >> 4) as u16;
         let (mut g, _) = guest(engine, Mode::Real, |a| {
             a.call_far(code_seg, 0x100)?;
@@ -226,7 +226,7 @@ fn real_mode_far_call_jmp_and_far_pointer_loads() {
 /// #GP(selector), a not-present code segment is #NP(selector).
 #[test]
 fn far_jmp_faults_carry_the_right_error_codes() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for (sel, vector, code) in [(0u16, 13u64, 0u64), (0x10, 13, 0x10), (0x58, 11, 0x58)] {
             let (mut g, labels) = guest(engine, Mode::Protected32, |a| {
                 let mut handler = a.create_label();
@@ -254,7 +254,7 @@ fn task_switch_by_call_and_task_gate_and_back_by_iret() {
     const TSS2: u64 = DATA_BASE + 0x1000;
     const TSS2_SEL: u16 = 0x58;
     const OUT: u32 = DATA_BASE as u32;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for via_gate in [false, true] {
             let task2_at = CODE_BASE + 0x1000;
             let (mut g, labels) = guest(engine, Mode::Protected32, |a| {
@@ -323,7 +323,7 @@ fn task_switch_by_call_and_task_gate_and_back_by_iret() {
 /// into a non-conforming DPL-0 segment it is #GP(selector).
 #[test]
 fn conforming_code_keeps_the_callers_privilege() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for conforming in [true, false] {
             let user_at = CODE_BASE + 0x1000;
             let target_at = CODE_BASE + 0x2000;
@@ -375,7 +375,7 @@ fn conforming_code_keeps_the_callers_privilege() {
 /// SS:RSP); the handler's flag changes are undone by IRET.
 #[test]
 fn int_and_iret_round_trip_in_every_mode() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let (mut g, labels) = guest(engine, mode, |a| {
                 let mut handler = a.create_label();
@@ -428,7 +428,7 @@ fn int_and_iret_round_trip_in_every_mode() {
 fn double_fault_through_a_task_gate() {
     const TSS2: u64 = DATA_BASE + 0x1000;
     const STACK2: u32 = 0x6_0000;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let task2_at = CODE_BASE + 0x1000;
         let (mut g, labels) = guest(engine, Mode::Protected32, |a| {
             let mut fault = a.create_label();
@@ -476,7 +476,7 @@ fn double_fault_through_a_task_gate() {
 /// CPL 0 is #GP(selector) and leaves the destination register unchanged.
 #[test]
 fn protected_mode_far_pointer_loads_check_descriptors() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             let ptr_at = DATA_BASE as u32 + 0x100;
             let (mut g, labels) = guest(engine, mode, |a| {

@@ -1,6 +1,6 @@
 //! System-level guest tests: mode transitions, far transfers through gates, fast system
 //! calls, exception delivery, paging, system instructions and self-modifying code. Every
-//! test runs on every engine of `EngineKind::available()`.
+//! test runs on every engine of `EngineKind::emulators()`.
 
 mod exceptions;
 mod far;

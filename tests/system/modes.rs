@@ -22,7 +22,7 @@ fn far_jmp32_from16(a: &mut CodeAssembler, sel: u16, off: u32) -> Result<(), Ice
 
 #[test]
 fn real_to_long_mode_and_back_to_real() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let chunk_b = CODE_BASE + 0x1000;
         let chunk_c = CODE_BASE + 0x2000;
         let chunk_d = CODE_BASE + 0x3000;
@@ -147,7 +147,7 @@ fn real_to_long_mode_and_back_to_real() {
 fn long_mode_activation_rules_raise_gp() {
     // Setting CR0.PG with EFER.LME but without CR4.PAE is #GP(0); so is clearing CR4.PAE
     // while long mode is active, and clearing PG from 64-bit code.
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for case in 0..3 {
             let mode = if case == 0 {
                 Mode::Protected32
@@ -207,7 +207,7 @@ fn long_mode_activation_rules_raise_gp() {
 /// a DPL-3 gate; IOPL = 0: INT n raises #GP(0)).
 #[test]
 fn v86_entry_by_iret_and_exit_by_interrupt() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for iopl in [0u32, 3] {
             let v86_ip = 0x800u64;
             let v86_code = build(16, v86_ip, |a| {
@@ -280,7 +280,7 @@ fn v86_entry_by_iret_and_exit_by_interrupt() {
 #[test]
 fn triple_fault_ends_the_run() {
     // An IDT too small for any vector: #UD → #GP → #DF cannot be delivered.
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let (mut g, _) = guest(engine, mode, |a| {
                 a.ud2()?;
@@ -299,7 +299,7 @@ fn paging_toggles_in_protected_mode() {
     use crane86::machine::testkit::pte_addr;
     const LIN: u64 = 0x4_1000;
     const OTHER: u64 = 0x4_3000;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Paged32, Mode::Pae32] {
             let (mut g, _) = guest(engine, mode, |a| {
                 a.mov(ebx, dword_ptr(LIN as u32))?;
@@ -334,7 +334,7 @@ fn paging_toggles_in_protected_mode() {
 /// IDT to a 64-bit handler, whose IRETQ (popping SS:RSP) returns to compatibility mode.
 #[test]
 fn interrupt_from_compatibility_mode_returns_with_iretq() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let compat_at = CODE_BASE + 0x1000;
         let (mut g, labels) = guest(engine, Mode::Long64, |a| {
             let mut handler = a.create_label();

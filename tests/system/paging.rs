@@ -107,7 +107,7 @@ fn write_cr(a: &mut CodeAssembler, mode: Mode, n: u8) -> Result<(), IcedError> {
 
 #[test]
 fn walker_sets_accessed_and_dirty_bits() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED {
             let (mut g, _) = guest(engine, mode, |a| {
                 a.mov(eax, dword_ptr(PAGE_A as u32))?;
@@ -140,7 +140,7 @@ fn walker_sets_accessed_and_dirty_bits() {
 
 #[test]
 fn supervisor_writes_to_read_only_pages_follow_cr0_wp() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED {
             let (mut g, _) = guest(engine, mode, |a| {
                 read_cr(a, mode, 0)?;
@@ -160,7 +160,7 @@ fn supervisor_writes_to_read_only_pages_follow_cr0_wp() {
 
 #[test]
 fn invlpg_drops_a_stale_translation() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED {
             let pte = pte_addr(mode, PAGE_A) as u32;
             let (mut g, _) = guest(engine, mode, |a| {
@@ -182,7 +182,7 @@ fn invlpg_drops_a_stale_translation() {
 
 #[test]
 fn cr3_switch_changes_the_address_space() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED {
             let (cr3_main, cr3_alt) = cr3_pair(mode);
             let (mut g, _) = guest(engine, mode, |a| {
@@ -209,7 +209,7 @@ fn cr3_switch_changes_the_address_space() {
 
 #[test]
 fn global_pages_survive_cr3_writes_until_pge_toggles() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED {
             let (_, cr3_alt) = cr3_pair(mode);
             let (mut g, _) = guest(engine, mode, |a| {
@@ -249,7 +249,7 @@ fn global_pages_survive_cr3_writes_until_pge_toggles() {
 
 #[test]
 fn large_pages_map_4m_and_2m() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED {
             // Paged32: the PDE for 4 MiB maps a 4 MiB page; PAE/long: the PDE for 2 MiB maps
             // a 2 MiB page. Point it at 8 MiB and read through it.

@@ -47,7 +47,7 @@ fn ds_is_cs(a: &mut CodeAssembler, mode: Mode) -> Result<(), IcedError> {
 
 #[test]
 fn patch_ahead_in_the_same_block() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let b = two_pass(mode, |a, addrs| {
                 let mut patch = a.create_label();
@@ -71,7 +71,7 @@ fn patch_ahead_in_the_same_block() {
 /// calls it, patches its immediate to 2, calls it again.
 #[test]
 fn rewrite_an_already_executed_function_in_another_page() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let origin = code_origin(mode);
             let func = origin + 0x1000;
@@ -109,7 +109,7 @@ fn rewrite_an_already_executed_function_in_another_page() {
 #[test]
 fn rewrite_code_through_an_alias_mapping() {
     const ALIAS: u64 = 0x5_0000;
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in PAGED {
             let func = CODE_BASE + 0x1000;
             let b = build(mode.bitness(), CODE_BASE, |a| {

@@ -16,7 +16,7 @@ fn wrmsr64(a: &mut CodeAssembler, msr: u32, v: u64) -> Result<(), IcedError> {
 
 #[test]
 fn syscall_sysret_round_trip_64_and_compat() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for to64 in [true, false] {
             let user_at = CODE_BASE + 0x1000;
             let handler_at = CODE_BASE + 0x2000;
@@ -76,7 +76,7 @@ fn syscall_sysret_round_trip_64_and_compat() {
 
 #[test]
 fn sysret_to_non_canonical_rip_raises_gp() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let (mut g, labels) = guest(engine, Mode::Long64, |a| {
             let mut handler = a.create_label();
             wrmsr64(a, 0xC000_0081, (0x30u64 << 48) | (0x28u64 << 32))?;
@@ -98,7 +98,7 @@ fn sysret_to_non_canonical_rip_raises_gp() {
 
 #[test]
 fn sysenter_sysexit_round_trip() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             let long = mode == Mode::Long64;
             let user_at = CODE_BASE + 0x1000;

@@ -9,7 +9,7 @@ use crane86_x86::flags;
 
 #[test]
 fn sgdt_sidt_store_and_lgdt_16_bit_masks_the_base() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in Mode::ALL {
             let data: u64 = if mode == Mode::Real { 0x800 } else { DATA_BASE };
             let (mut g, _) = guest(engine, mode, |a| {
@@ -58,7 +58,7 @@ fn sgdt_sidt_store_and_lgdt_16_bit_masks_the_base() {
 
 #[test]
 fn lar_lsl_verr_verw() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             let (mut g, _) = guest(engine, mode, |a| {
                 let code_sel = if mode == Mode::Long64 {
@@ -115,7 +115,7 @@ fn lar_lsl_verr_verw() {
 
 #[test]
 fn ltr_marks_the_tss_busy_and_lldt_loads_an_ldt() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             // GDT 0x58: an available TSS (16 bytes in long mode); 0x68: an LDT whose entry 1
             // is a flat data segment.
@@ -154,7 +154,7 @@ fn ltr_marks_the_tss_busy_and_lldt_loads_an_ldt() {
 
 #[test]
 fn ltr_of_a_busy_tss_faults() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let f = expect_fault(
             engine,
             Mode::Protected32,
@@ -173,7 +173,7 @@ fn ltr_of_a_busy_tss_faults() {
 
 #[test]
 fn arpl_smsw_lmsw_clts() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let (mut g, _) = guest(engine, Mode::Protected32, |a| {
             a.mov(eax, 0x08)?;
             a.mov(ebx, 0x03)?;
@@ -203,7 +203,7 @@ fn arpl_smsw_lmsw_clts() {
 
 #[test]
 fn control_and_debug_register_rules() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             // A reserved CR4 bit (bit 30) is #GP(0).
             let f = expect_fault(
@@ -268,7 +268,7 @@ fn wrmsr_imm(a: &mut CodeAssembler, msr: u32, v: u64) -> Result<(), IcedError> {
 
 #[test]
 fn msr_round_trips() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             let (mut g, _) = guest(engine, mode, |a| {
                 let out = DATA_BASE as u32;
@@ -319,7 +319,7 @@ fn msr_round_trips() {
 
 #[test]
 fn msr_faults() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         // (MSR, value, mode): unknown MSR, reserved EFER bit, invalid PAT type, MTRRCAP
         // write, non-canonical LSTAR, LME change with paging on.
         let cases: [(u32, u64, Mode); 6] = [
@@ -370,7 +370,7 @@ fn msr_faults() {
 
 #[test]
 fn swapgs_exchanges_gs_base_with_kernel_gs_base() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let (mut g, _) = guest(engine, Mode::Long64, |a| {
             wrmsr_imm(a, 0xC000_0101, 0x1111_0000)?; // GS_BASE
             wrmsr_imm(a, 0xC000_0102, 0x2222_0000)?; // KERNEL_GS_BASE
@@ -396,7 +396,7 @@ fn swapgs_exchanges_gs_base_with_kernel_gs_base() {
 
 #[test]
 fn privileged_instructions_fault_at_cpl3() {
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         for mode in [Mode::Protected32, Mode::Long64] {
             for which in 0..4 {
                 let f = expect_fault(
@@ -449,7 +449,7 @@ fn privileged_instructions_fault_at_cpl3() {
 #[test]
 fn iret_restores_flags_by_privilege() {
     // IRET at CPL 0 may change IOPL and IF; the popped image is applied.
-    for engine in EngineKind::available() {
+    for engine in EngineKind::emulators() {
         let (mut g, _) = guest(engine, Mode::Protected32, |a| {
             let mut next = a.create_label();
             a.push(0x3002u32)?; // IOPL 3

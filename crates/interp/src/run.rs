@@ -136,7 +136,15 @@ impl Interpreter {
             if cpu.stats.instructions - start >= budget {
                 return RunExit::Budget;
             }
-            if cpu.s.interrupt_shadow {
+            if let Some(vector) = cpu.s.pending_external.take() {
+                // Acknowledged by another engine before it stopped: deliver it now.
+                cpu.s.halted = false;
+                cpu.stats.interrupts += 1;
+                cpu.deliver_external(vector);
+                if let Some(e) = cpu.triple_fault {
+                    return RunExit::TripleFault(e);
+                }
+            } else if cpu.s.interrupt_shadow {
                 cpu.s.interrupt_shadow = false;
             } else if cpu.s.rflags & flags::IF != 0 && cpu.plat.interrupt_pending() {
                 if let Some(vector) = cpu.plat.ack_interrupt() {

@@ -166,6 +166,111 @@ pub struct MachineConfig {
     pub max_resets: u32,
     /// Stop after this many instructions (None = unlimited).
     pub max_instructions: Option<u64>,
+    /// Why `engine` was chosen when `--accel auto` chose it (shown in `--stats`).
+    pub engine_reason: Option<String>,
+    /// Engine switches during the run, in order (`--switch-engine`).
+    pub switches: Vec<EngineSwitch>,
+}
+
+/// When an engine switch happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchPoint {
+    /// When this many guest instructions have retired since the start (all engines).
+    Instructions(u64),
+    /// When the current engine has run this long (host time): the switch point for kvm,
+    /// which cannot count instructions.
+    AfterTime(std::time::Duration),
+    /// When the process receives SIGUSR1.
+    Signal,
+}
+
+/// `--switch-engine ENGINE@WHEN`: stop the guest at an instruction boundary and continue it
+/// under `engine` with its full state (CPU, devices, RAM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineSwitch {
+    pub engine: EngineKind,
+    pub at: SwitchPoint,
+}
+
+impl std::str::FromStr for EngineSwitch {
+    type Err = MachineError;
+
+    /// `ENGINE@N` (N guest instructions, with an optional k/M/G suffix: ×10^3, 10^6, 10^9),
+    /// `ENGINE@Tms` / `ENGINE@Ts` (after T of host time on the current engine), or
+    /// `ENGINE@signal` (on SIGUSR1).
+    fn from_str(spec: &str) -> Result<EngineSwitch, MachineError> {
+        let bad = |reason: String| MachineError::BadEngineSwitch {
+            spec: spec.to_string(),
+            reason,
+        };
+        let (engine, when) = spec
+            .split_once('@')
+            .ok_or_else(|| bad("expected ENGINE@N or ENGINE@signal, e.g. interp@5M".into()))?;
+        let engine: EngineKind = engine.parse().map_err(bad)?;
+        let time = |digits: &str, unit_ms: u64| {
+            digits
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(unit_ms))
+                .map(|ms| SwitchPoint::AfterTime(std::time::Duration::from_millis(ms)))
+        };
+        let at = if when == "signal" {
+            SwitchPoint::Signal
+        } else if let Some(t) = when.strip_suffix("ms").and_then(|d| time(d, 1)) {
+            t
+        } else if let Some(t) = when.strip_suffix('s').and_then(|d| time(d, 1000)) {
+            t
+        } else {
+            let (digits, scale) = match when.as_bytes().last() {
+                Some(b'k' | b'K') => (&when[..when.len() - 1], 1_000),
+                Some(b'M') => (&when[..when.len() - 1], 1_000_000),
+                Some(b'G') => (&when[..when.len() - 1], 1_000_000_000),
+                _ => (when, 1),
+            };
+            let n: u64 = digits.parse().map_err(|_| {
+                bad(format!(
+                    "{when:?} is neither an instruction count (e.g. 5000, 5M) nor \"signal\""
+                ))
+            })?;
+            SwitchPoint::Instructions(
+                n.checked_mul(scale)
+                    .ok_or_else(|| bad(format!("{when:?} is too large")))?,
+            )
+        };
+        Ok(EngineSwitch { engine, at })
+    }
+}
+
+/// Check that a run starting on `first` can make `switches`: instruction points strictly
+/// increase, and each follows an engine that counts instructions (kvm cannot).
+pub fn check_switches(first: EngineKind, switches: &[EngineSwitch]) -> Result<(), MachineError> {
+    let mut engine = first;
+    let mut last = 0;
+    for s in switches {
+        if let SwitchPoint::Instructions(n) = s.at {
+            let spec = format!("{}@{n}", s.engine);
+            if !engine.counts_instructions() {
+                return Err(MachineError::BadEngineSwitch {
+                    spec,
+                    reason: format!(
+                        "the engine running before it ({engine}) cannot count guest instructions; use a time ({}@500ms) or {}@signal",
+                        s.engine, s.engine
+                    ),
+                });
+            }
+            if n <= last && last > 0 {
+                return Err(MachineError::BadEngineSwitch {
+                    spec,
+                    reason: format!(
+                        "instruction points must increase (the previous one is {last})"
+                    ),
+                });
+            }
+            last = n;
+        }
+        engine = s.engine;
+    }
+    Ok(())
 }
 
 impl Default for MachineConfig {
@@ -181,6 +286,8 @@ impl Default for MachineConfig {
             triple_fault: TripleFaultPolicy::Shutdown,
             max_resets: DEFAULT_MAX_RESETS,
             max_instructions: None,
+            engine_reason: None,
+            switches: Vec::new(),
         }
     }
 }
@@ -225,6 +332,51 @@ pub fn parse_mem_size(text: &str) -> Result<u64, MachineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_switches_parse_and_are_checked() {
+        let sw = |s: &str| s.parse::<EngineSwitch>();
+        assert_eq!(
+            sw("interp@5M").unwrap(),
+            EngineSwitch {
+                engine: EngineKind::Interp,
+                at: SwitchPoint::Instructions(5_000_000)
+            }
+        );
+        assert_eq!(sw("jit@1200").unwrap().at, SwitchPoint::Instructions(1200));
+        assert_eq!(
+            sw("kvm@250ms").unwrap().at,
+            SwitchPoint::AfterTime(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            sw("jit@2s").unwrap().at,
+            SwitchPoint::AfterTime(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(sw("interp@signal").unwrap().at, SwitchPoint::Signal);
+        for bad in [
+            "interp",
+            "warp@5",
+            "jit@soon",
+            "jit@99999999999999999999G",
+            "jit@",
+        ] {
+            let e = sw(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        let ok = [
+            sw("interp@1000").unwrap(),
+            sw("kvm@2000").unwrap(),
+            sw("jit@1s").unwrap(),
+        ];
+        check_switches(EngineKind::Jit, &ok).unwrap();
+        let after_kvm = [sw("kvm@1000").unwrap(), sw("jit@5000").unwrap()];
+        let e = check_switches(EngineKind::Jit, &after_kvm)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot count"), "{e}");
+        let backwards = [sw("interp@5000").unwrap(), sw("jit@5000").unwrap()];
+        assert!(check_switches(EngineKind::Jit, &backwards).is_err());
+    }
 
     #[test]
     fn mem_sizes_parse_like_qemu() {

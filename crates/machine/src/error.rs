@@ -43,6 +43,25 @@ pub enum MachineError {
     },
     #[error("the guest halted with interrupts disabled and no event can wake it (after {instructions} instructions)\n{dump}")]
     HaltedForever { instructions: u64, dump: String },
+    #[error("engine {engine} cannot run here: {reason}")]
+    EngineUnavailable {
+        engine: crate::EngineKind,
+        reason: String,
+    },
+    #[error("engine {engine} failed after {instructions} instructions: {message}\n{dump}")]
+    EngineFailed {
+        engine: crate::EngineKind,
+        message: String,
+        instructions: u64,
+        dump: String,
+    },
+    #[error("engine {engine} cannot count guest instructions, which {feature} needs")]
+    NeedsInstructionCount {
+        engine: crate::EngineKind,
+        feature: &'static str,
+    },
+    #[error("invalid engine switch {spec:?}: {reason}")]
+    BadEngineSwitch { spec: String, reason: String },
     #[error("the guest reset the machine {resets} times in a row, each within {} instructions of the last (limit {limit}): reset loop", crate::machine::RESET_LOOP_WINDOW)]
     ResetLoop { resets: u32, limit: u32 },
 }

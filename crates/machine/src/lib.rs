@@ -3,7 +3,9 @@
 //! mode for instruction tests and benchmarks.
 //!
 //! - [`acpi`] — ACPI tables for directly booted kernels
-//! - [`config`] — [`MachineConfig`] (RAM, engine, serial sink, boot images, clock, policies)
+//! - [`config`] — [`MachineConfig`] (RAM, engine and engine switches, serial sink, boot images,
+//!   clock, policies)
+//! - [`engine`] — the [`Engine`] trait, the engines' adapters, `--accel auto`
 //! - [`machine`] — [`PcMachine`] and the vCPU loop, [`RunSummary`]
 //! - [`loader`] — firmware, flat binary and Multiboot v1 loaders
 //! - [`demo`] — the built-in self-checking demo guest
@@ -22,9 +24,9 @@ pub mod platform;
 pub mod testkit;
 
 pub use config::{
-    parse_mem_size, ClockMode, FlatEntryMode, ImageSource, KernelConfig, KernelFormat,
-    MachineConfig, SerialBuffer, SerialSink, TripleFaultPolicy,
+    parse_mem_size, ClockMode, EngineSwitch, FlatEntryMode, ImageSource, KernelConfig,
+    KernelFormat, MachineConfig, SerialBuffer, SerialSink, SwitchPoint, TripleFaultPolicy,
 };
-pub use engine::{Engine, EngineExit, EngineKind};
+pub use engine::{choose_auto, Engine, EngineChoice, EngineExit, EngineKind};
 pub use error::MachineError;
 pub use machine::{ExitReason, PcMachine, RunSummary};

@@ -1,12 +1,17 @@
 //! `PcMachine`: builds guest RAM (with the firmware image at the reset vector), the device
 //! platform, the CPU and the engine from a [`MachineConfig`], loads the kernel, and runs the
 //! vCPU loop: engine slices sized to the next device deadline, device servicing between
-//! slices, HLT handling (sleep on the host clock, or jump ahead in icount mode), and the
-//! machine-level exits (debug-exit, power-off, reset, triple fault).
+//! slices, HLT handling (sleep on the host clock, or jump ahead in icount mode), the
+//! machine-level exits (debug-exit, power-off, reset, triple fault), and engine switches
+//! (`--switch-engine`: the guest continues under another engine at an instruction boundary,
+//! with the same CPU state, devices and RAM).
 
-use crate::config::{MachineConfig, SerialSink, TripleFaultPolicy};
+use crate::config::{
+    check_switches, ClockMode, EngineSwitch, MachineConfig, SerialSink, SwitchPoint,
+    TripleFaultPolicy,
+};
 use crate::dump::format_cpu;
-use crate::engine::{Engine, EngineExit, EngineKind, EngineStats};
+use crate::engine::{Engine, EngineExit, EngineKind, EngineStats, HOST_INSNS_PER_US};
 use crate::error::MachineError;
 use crate::loader;
 use crate::platform::{pc_platform, MachinePlatform};
@@ -14,16 +19,15 @@ use crane86_devices::PlatformAction;
 use crane86_memory::phys::LOW_RAM_LIMIT;
 use crane86_memory::PhysMem;
 use crane86_x86::{flags, CpuState};
+use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Longest engine slice, in instructions (bounds the latency of serial input and timers).
 pub const MAX_SLICE: u64 = 200_000;
 /// Shortest slice when a deadline is close.
 pub const MIN_SLICE: u64 = 500;
-/// Host-clock mode assumes about this many guest instructions per microsecond when sizing a
-/// slice to a deadline (an under-estimate only costs extra servicing).
-const INSNS_PER_US: u64 = 100;
 /// Longest host sleep while halted, so serial input and Ctrl-C stay responsive.
 const MAX_HALT_SLEEP: Duration = Duration::from_millis(10);
 /// Resets less than this many instructions apart count as a reset loop
@@ -55,6 +59,12 @@ pub struct RunSummary {
     /// Guest time at exit, in ns.
     pub guest_ns: u64,
     pub engine: EngineKind,
+    /// Why `--accel auto` chose the first engine (None when it was named).
+    pub engine_reason: Option<String>,
+    /// Engine switches made: (engine switched to, instructions retired at that point).
+    pub switches: Vec<(EngineKind, u64)>,
+    /// Every engine that ran counted its instructions (kvm cannot).
+    pub instructions_counted: bool,
     pub engine_stats: EngineStats,
     pub resets: u32,
 }
@@ -75,7 +85,25 @@ impl fmt::Display for RunSummary {
             "exit", self.reason, self.status
         )?;
         writeln!(f, "  {:<36} {}", "engine", self.engine)?;
-        writeln!(f, "  {:<36} {}", "retired instructions", self.instructions)?;
+        if let Some(why) = &self.engine_reason {
+            writeln!(f, "  {:<36} {why}", "engine choice (--accel auto)")?;
+        }
+        for (engine, at) in &self.switches {
+            writeln!(
+                f,
+                "  {:<36} to {engine} at {at} instructions",
+                "engine switch"
+            )?;
+        }
+        if self.instructions_counted {
+            writeln!(f, "  {:<36} {}", "retired instructions", self.instructions)?;
+        } else {
+            writeln!(
+                f,
+                "  {:<36} {} (kvm does not count its own)",
+                "retired instructions", self.instructions
+            )?;
+        }
         writeln!(f, "  {:<36} {:.3} s", "wall time", self.wall.as_secs_f64())?;
         writeln!(
             f,
@@ -83,7 +111,9 @@ impl fmt::Display for RunSummary {
             "guest time",
             self.guest_ns as f64 / 1e9
         )?;
-        writeln!(f, "  {:<36} {:.1}", "guest MIPS", self.mips())?;
+        if self.instructions_counted {
+            writeln!(f, "  {:<36} {:.1}", "guest MIPS", self.mips())?;
+        }
         writeln!(f, "  {:<36} {}", "resets", self.resets)?;
         for (name, value) in &self.engine_stats {
             writeln!(f, "  {name:<36} {value}")?;
@@ -107,6 +137,35 @@ pub struct PcMachine {
     last_reset_at: u64,
     /// The platform can receive input (stdin), so a halted guest may be woken by it.
     has_input: bool,
+    /// Instructions retired by the engines that ran before the current one.
+    retired_before: u64,
+    /// Switches still to make, in order.
+    pending_switches: VecDeque<EngineSwitch>,
+    /// Switches made: (engine, instructions at the switch).
+    switches_made: Vec<(EngineKind, u64)>,
+    /// Every engine so far counted its instructions.
+    instructions_counted: bool,
+    /// When the current engine started running (for time switch points).
+    engine_since: Instant,
+}
+
+/// Set by SIGUSR1 when a `--switch-engine ENGINE@signal` is configured.
+static SWITCH_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_switch_signal(_: libc::c_int) {
+    SWITCH_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+fn install_switch_signal() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe); SA_RESTART keeps
+    // interrupted host syscalls transparent.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_switch_signal as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
 }
 
 impl PcMachine {
@@ -139,16 +198,42 @@ impl PcMachine {
         };
         let mem = PhysMem::new(config.ram_size, &rom)?;
         let has_input = config.serial_input.is_some() || matches!(config.serial, SerialSink::Stdio);
+        check_switches(config.engine, &config.switches)?;
+        let uncounted = std::iter::once(config.engine)
+            .chain(config.switches.iter().map(|s| s.engine))
+            .find(|e| !e.counts_instructions());
+        if let Some(engine) = uncounted {
+            if matches!(config.clock, ClockMode::Icount { .. }) {
+                return Err(MachineError::NeedsInstructionCount {
+                    engine,
+                    feature: "--icount (guest time derived from instructions)",
+                });
+            }
+            if config.max_instructions.is_some() {
+                return Err(MachineError::NeedsInstructionCount {
+                    engine,
+                    feature: "--max-insns",
+                });
+            }
+        }
+        if config.switches.iter().any(|s| s.at == SwitchPoint::Signal) {
+            install_switch_signal();
+        }
         let mut m = PcMachine {
             cpu: CpuState::reset(),
             mem,
             platform,
-            engine: config.engine.create(),
+            engine: config.engine.create()?,
+            pending_switches: config.switches.iter().copied().collect(),
+            instructions_counted: config.engine.counts_instructions(),
             config,
             resets: 0,
             rapid_resets: 0,
             last_reset_at: 0,
             has_input,
+            retired_before: 0,
+            switches_made: Vec::new(),
+            engine_since: Instant::now(),
         };
         m.boot()?;
         Ok(m)
@@ -174,6 +259,42 @@ impl PcMachine {
         self.engine.as_ref()
     }
 
+    /// Guest instructions retired so far by every engine that ran (kvm counts none).
+    pub fn instructions(&self) -> u64 {
+        self.retired_before + self.engine.instructions()
+    }
+
+    /// Continue the guest under `kind` from here: the CPU state, devices and RAM carry over;
+    /// the new engine starts with empty caches.
+    pub fn switch_engine(&mut self, kind: EngineKind) -> Result<(), MachineError> {
+        let next = kind.create()?;
+        let at = self.instructions();
+        tracing::info!(from = %self.engine.kind(), to = %kind, instructions = at, "switching engine");
+        self.retired_before = at;
+        self.engine = next;
+        self.engine_since = Instant::now();
+        self.instructions_counted &= kind.counts_instructions();
+        self.switches_made.push((kind, at));
+        Ok(())
+    }
+
+    /// Make the next configured switch if its point is reached.
+    fn switch_if_due(&mut self) -> Result<(), MachineError> {
+        let Some(next) = self.pending_switches.front().copied() else {
+            return Ok(());
+        };
+        let due = match next.at {
+            SwitchPoint::Instructions(n) => self.instructions() >= n,
+            SwitchPoint::AfterTime(t) => self.engine_since.elapsed() >= t,
+            SwitchPoint::Signal => SWITCH_REQUESTED.swap(false, Ordering::SeqCst),
+        };
+        if due {
+            self.pending_switches.pop_front();
+            self.switch_engine(next.engine)?;
+        }
+        Ok(())
+    }
+
     /// The device model.
     pub fn platform(&mut self) -> &mut dyn MachinePlatform {
         self.platform.as_mut()
@@ -184,7 +305,7 @@ impl PcMachine {
     /// in quick succession.
     fn reset(&mut self) -> Result<(), MachineError> {
         self.resets += 1;
-        let now = self.engine.instructions();
+        let now = self.instructions();
         if now - self.last_reset_at > RESET_LOOP_WINDOW {
             self.rapid_resets = 0;
         }
@@ -209,7 +330,7 @@ impl PcMachine {
             ExitReason::PowerOff => 0,
             ExitReason::InstructionLimit => INSTRUCTION_LIMIT_STATUS,
         };
-        let instructions = self.engine.instructions();
+        let instructions = self.instructions();
         RunSummary {
             reason,
             status,
@@ -220,6 +341,9 @@ impl PcMachine {
                 self.platform.now_ns()
             },
             engine: self.engine.kind(),
+            engine_reason: self.config.engine_reason.clone(),
+            switches: self.switches_made.clone(),
+            instructions_counted: self.instructions_counted,
             engine_stats: self.engine.stats(),
             resets: self.resets,
         }
@@ -234,11 +358,15 @@ impl PcMachine {
             Some(d) => self
                 .platform
                 .instructions_until(d)
-                .unwrap_or_else(|| ((d - now) / 1000 * INSNS_PER_US).max(MIN_SLICE))
+                .unwrap_or_else(|| ((d - now) / 1000 * HOST_INSNS_PER_US).max(MIN_SLICE))
                 .min(MAX_SLICE),
         };
         if let Some(limit) = self.config.max_instructions {
-            budget = budget.min(limit.saturating_sub(self.engine.instructions()));
+            budget = budget.min(limit.saturating_sub(self.instructions()));
+        }
+        if let Some(SwitchPoint::Instructions(n)) = self.pending_switches.front().map(|s| s.at) {
+            // Stop exactly at the switch point.
+            budget = budget.min(n.saturating_sub(self.instructions()).max(1));
         }
         budget
     }
@@ -247,13 +375,14 @@ impl PcMachine {
     /// (triple fault under the shutdown policy, a dead halt, a reset loop).
     pub fn run(&mut self) -> Result<RunSummary, MachineError> {
         let start = Instant::now();
+        self.engine_since = start;
         loop {
-            self.platform
-                .set_retired_instructions(self.engine.instructions());
+            self.switch_if_due()?;
+            self.platform.set_retired_instructions(self.instructions());
             let now = self.platform.now_ns();
             self.platform.service(now);
             if let Some(limit) = self.config.max_instructions {
-                if self.engine.instructions() >= limit {
+                if self.instructions() >= limit {
                     return Ok(self.summary(ExitReason::InstructionLimit, start));
                 }
             }
@@ -276,6 +405,17 @@ impl PcMachine {
                     self.cpu.a20 = on;
                     self.engine.reset_caches();
                 }
+                EngineExit::Failed => {
+                    return Err(MachineError::EngineFailed {
+                        engine: self.engine.kind(),
+                        message: self
+                            .engine
+                            .take_failure()
+                            .unwrap_or_else(|| "no reason given".into()),
+                        instructions: self.instructions(),
+                        dump: format_cpu(&self.cpu),
+                    });
+                }
                 EngineExit::TripleFault(exception) => match self.config.triple_fault {
                     TripleFaultPolicy::Reset => {
                         tracing::warn!(%exception, "triple fault: resetting");
@@ -284,7 +424,7 @@ impl PcMachine {
                     TripleFaultPolicy::Shutdown => {
                         return Err(MachineError::TripleFault {
                             exception,
-                            instructions: self.engine.instructions(),
+                            instructions: self.instructions(),
                             dump: format_cpu(&self.cpu),
                         });
                     }
@@ -300,7 +440,7 @@ impl PcMachine {
         let deadline = self.platform.next_deadline_ns();
         if self.cpu.rflags & flags::IF == 0 || (deadline.is_none() && !self.has_input) {
             return Err(MachineError::HaltedForever {
-                instructions: self.engine.instructions(),
+                instructions: self.instructions(),
                 dump: format_cpu(&self.cpu),
             });
         }

@@ -130,7 +130,9 @@ impl TestGuest {
             cpu,
             mem,
             plat: Box::new(NullPlatform::default()),
-            engine: engine.create_eager(),
+            engine: engine
+                .create_eager()
+                .unwrap_or_else(|e| panic!("creating engine {engine}: {e}")),
             mode,
         }
     }
@@ -170,11 +172,17 @@ impl TestGuest {
     }
 
     /// Run until HLT, triple fault, debug-exit, or `budget` instructions.
+    /// Engines that cannot count instructions (kvm) get `budget` µs of host time instead
+    /// (at least a second): at 1 guest instruction per µs, as slow as a software KVM runs.
+    /// An engine failure panics with its reason.
     pub fn run(&mut self, budget: u64) -> TestExit {
         let start = self.engine.instructions();
+        let counted = self.engine.kind().counts_instructions();
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_micros(budget.max(1_000_000));
         loop {
             let used = self.engine.instructions() - start;
-            if used >= budget {
+            if used >= budget || (!counted && std::time::Instant::now() >= deadline) {
                 return TestExit::Timeout;
             }
             match self.engine.run(
@@ -190,6 +198,11 @@ impl TestGuest {
                     return TestExit::DebugExit(v)
                 }
                 EngineExit::Action(_) => continue,
+                EngineExit::Failed => panic!(
+                    "engine {} failed: {}",
+                    self.engine.kind(),
+                    self.engine.take_failure().unwrap_or_default()
+                ),
             }
         }
     }

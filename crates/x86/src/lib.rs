@@ -6,6 +6,7 @@ pub mod cpuid;
 pub mod exception;
 pub mod flags;
 pub mod fpu;
+pub mod fxsave;
 pub mod msr;
 pub mod regs;
 pub mod segment;

@@ -77,7 +77,11 @@ pub struct CpuState {
     pub interrupt_shadow: bool,
     /// The A20 address line is enabled (otherwise physical bit 20 is forced to 0).
     pub a20: bool,
-    pub _pad: [u8; 5],
+    /// An external interrupt taken from the interrupt controller (its INTA cycle is done) but
+    /// not yet delivered through the IDT: an engine stopped in between (KVM's injection
+    /// queue). The next engine to run delivers it before the next instruction.
+    pub pending_external: Option<u8>,
+    pub _pad: [u8; 3],
 }
 
 impl Default for CpuState {
@@ -142,7 +146,8 @@ impl CpuState {
             halted: false,
             interrupt_shadow: false,
             a20: true,
-            _pad: [0; 5],
+            pending_external: None,
+            _pad: [0; 3],
         }
     }
 

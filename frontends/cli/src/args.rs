@@ -5,10 +5,10 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use crane86_machine::config::{
-    parse_mem_size, ClockMode, FlatEntryMode, ImageSource, KernelConfig, KernelFormat,
-    MachineConfig, SerialSink, TripleFaultPolicy, DEFAULT_MAX_RESETS,
+    parse_mem_size, ClockMode, EngineSwitch, FlatEntryMode, ImageSource, KernelConfig,
+    KernelFormat, MachineConfig, SerialSink, TripleFaultPolicy, DEFAULT_MAX_RESETS,
 };
-use crane86_machine::{demo, EngineKind};
+use crane86_machine::{choose_auto, demo, EngineKind};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -38,9 +38,18 @@ pub enum Command {
 /// Options shared by `run` and `demo`.
 #[derive(Args, Debug)]
 pub struct CommonArgs {
-    /// Execution engine (the engines this build can run here are listed).
-    #[arg(long, value_name = "ENGINE", default_value = "interp", value_parser = engine_parser())]
-    pub accel: EngineKind,
+    /// Execution engine: `interp` (the interpreter), `jit` (Cranelift translation of hot
+    /// blocks), `kvm` (the host CPU through /dev/kvm), or `auto`: kvm when /dev/kvm works and
+    /// the CPU has hardware virtualization (vmx/svm), else jit. The choice and its reason are
+    /// logged at info level (RUST_LOG=info) and shown by --stats.
+    #[arg(long, value_name = "ENGINE", default_value = "auto", value_parser = accel_parser())]
+    pub accel: Accel,
+    /// Continue the running guest under another engine: `ENGINE@N` after N guest
+    /// instructions in all (k/M/G suffixes: ×10^3/10^6/10^9), or `ENGINE@signal` when the
+    /// process receives SIGUSR1. Repeat for several switches, in order. The CPU state,
+    /// devices and RAM carry over at an instruction boundary.
+    #[arg(long, value_name = "ENGINE@N|ENGINE@signal", value_parser = parse_switch)]
+    pub switch_engine: Vec<EngineSwitch>,
     /// Where COM1 goes: `stdio` (guest output on stdout, unbuffered; stdin forwarded to the
     /// UART), `file:PATH` (output appended to PATH), or `none`.
     #[arg(long, value_name = "stdio|file:PATH|none", default_value = "stdio", value_parser = parse_serial)]
@@ -118,12 +127,44 @@ pub struct DemoArgs {
     pub common: CommonArgs,
 }
 
-/// Accepts the names of the engines available in this build and lists them in `--help`.
-fn engine_parser() -> impl clap::builder::TypedValueParser<Value = EngineKind> {
+/// `--accel`: an engine, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Auto,
+    Engine(EngineKind),
+}
+
+/// Accepts `auto` and every engine name (an engine this host cannot run is refused with
+/// the reason when the machine is built).
+fn accel_parser() -> impl clap::builder::TypedValueParser<Value = Accel> {
     use clap::builder::TypedValueParser;
-    let names: Vec<&'static str> = EngineKind::available().iter().map(|k| k.name()).collect();
-    clap::builder::PossibleValuesParser::new(names)
-        .map(|s| s.parse::<EngineKind>().expect("listed engines parse"))
+    let names: Vec<&'static str> = std::iter::once("auto")
+        .chain(EngineKind::ALL.iter().map(|k| k.name()))
+        .collect();
+    clap::builder::PossibleValuesParser::new(names).map(|s| match s.as_str() {
+        "auto" => Accel::Auto,
+        name => Accel::Engine(name.parse::<EngineKind>().expect("listed engines parse")),
+    })
+}
+
+fn parse_switch(s: &str) -> Result<EngineSwitch, String> {
+    s.parse::<EngineSwitch>().map_err(|e| e.to_string())
+}
+
+/// The engine `--accel` names, or `auto`'s choice with its reason (logged at info level).
+fn engine(common: &CommonArgs) -> (EngineKind, Option<String>) {
+    match common.accel {
+        Accel::Engine(kind) => (kind, None),
+        Accel::Auto if common.icount.is_some() || common.max_insns.is_some() => (
+            EngineKind::Jit,
+            Some("--icount and --max-insns need an engine that counts instructions".to_string()),
+        ),
+        Accel::Auto => {
+            let choice = choose_auto();
+            tracing::info!(engine = %choice.engine, reason = %choice.reason, "--accel auto");
+            (choice.engine, Some(choice.reason))
+        }
+    }
 }
 
 fn parse_serial(s: &str) -> Result<SerialSink, String> {
@@ -187,9 +228,12 @@ impl RunArgs {
         if kernel.is_none() && !self.initrd.is_empty() {
             bail!("--initrd needs --kernel");
         }
+        let (engine, engine_reason) = engine(&self.common);
         Ok(MachineConfig {
             ram_size,
-            engine: self.common.accel,
+            engine,
+            engine_reason,
+            switches: self.common.switch_engine.clone(),
             serial: self.common.serial.clone(),
             serial_input: None,
             firmware: self.bios.clone().map(ImageSource::File),
@@ -204,8 +248,11 @@ impl RunArgs {
 
 impl DemoArgs {
     pub fn config(&self) -> MachineConfig {
+        let (engine, engine_reason) = engine(&self.common);
         MachineConfig {
-            engine: self.common.accel,
+            engine,
+            engine_reason,
+            switches: self.common.switch_engine.clone(),
             serial: self.common.serial.clone(),
             clock: clock(&self.common),
             max_instructions: self.common.max_insns,

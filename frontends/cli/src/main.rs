@@ -76,7 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if stats {
                 eprintln!(
                     "crane86 stats: {} instructions retired before the error",
-                    machine.engine().instructions()
+                    machine.instructions()
                 );
             }
             Err(e.into())

@@ -7,6 +7,9 @@ use crate::cpu::Cpu;
 use crate::exec::Handler;
 use crate::ops::system::require_cpl0;
 use crane86_x86::fpu::{tag, FpuState};
+use crane86_x86::fxsave::{
+    decode_sse, decode_x87, encode_mxcsr, encode_sse, encode_x87, get_u32, get_u64, put,
+};
 use crane86_x86::regs::{cr0, cr4};
 use crane86_x86::{Exception, F80};
 use iced_x86::{Instruction, Mnemonic};
@@ -72,24 +75,6 @@ fn emms(cpu: &mut Cpu, _: &Instruction) -> Result<(), Exception> {
     Ok(())
 }
 
-// ------------------------------------------------------------------ images
-
-fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
-    buf[at..at + bytes.len()].copy_from_slice(bytes);
-}
-
-fn get_u16(buf: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([buf[at], buf[at + 1]])
-}
-
-fn get_u32(buf: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn get_u64(buf: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
-}
-
 /// XMM registers an image holds: 16 in 64-bit mode, 8 elsewhere.
 fn xmm_count(cpu: &Cpu) -> usize {
     if cpu.long64() {
@@ -97,74 +82,6 @@ fn xmm_count(cpu: &Cpu) -> usize {
     } else {
         8
     }
-}
-
-/// Write the x87 part of the legacy region (bytes 0..24 and the registers at 32..160).
-fn encode_x87(f: &FpuState, wide: bool, buf: &mut [u8]) {
-    put(buf, 0, &f.fcw.to_le_bytes());
-    put(buf, 2, &f.fsw.to_le_bytes());
-    buf[4] = f.abridged_tags();
-    buf[5] = 0;
-    put(buf, 6, &f.fop.to_le_bytes());
-    if wide {
-        put(buf, 8, &f.fip.to_le_bytes());
-        put(buf, 16, &f.fdp.to_le_bytes());
-    } else {
-        put(buf, 8, &(f.fip as u32).to_le_bytes());
-        put(buf, 12, &f.fcs.to_le_bytes());
-        put(buf, 14, &[0, 0]);
-        put(buf, 16, &(f.fdp as u32).to_le_bytes());
-        put(buf, 20, &f.fds.to_le_bytes());
-        put(buf, 22, &[0, 0]);
-    }
-    for k in 0..8u8 {
-        let at = 32 + 16 * usize::from(k);
-        put(buf, at, &f.st(k).to_le_bytes());
-        put(buf, at + 10, &[0; 6]);
-    }
-}
-
-/// Load the x87 part of the legacy region.
-fn decode_x87(f: &mut FpuState, wide: bool, buf: &[u8]) {
-    f.fcw = get_u16(buf, 0);
-    f.fsw = get_u16(buf, 2);
-    f.fop = get_u16(buf, 6) & 0x7FF;
-    if wide {
-        f.fip = get_u64(buf, 8);
-        f.fdp = get_u64(buf, 16);
-    } else {
-        f.fip = u64::from(get_u32(buf, 8));
-        f.fcs = get_u16(buf, 12);
-        f.fdp = u64::from(get_u32(buf, 16));
-        f.fds = get_u16(buf, 20);
-    }
-    let top = f.top();
-    for k in 0..8usize {
-        let at = 32 + 16 * k;
-        let signif = get_u64(buf, at);
-        let sign_exp = get_u16(buf, at + 8);
-        f.st[(usize::from(top) + k) & 7] = F80::new(sign_exp, signif);
-    }
-    f.set_abridged_tags(buf[4]);
-    f.recompute_summary();
-}
-
-fn encode_sse(f: &FpuState, xmms: usize, buf: &mut [u8]) {
-    for (k, x) in f.xmm.iter().take(xmms).enumerate() {
-        put(buf, 160 + 16 * k, &x.to_le_bytes());
-    }
-}
-
-fn decode_sse(f: &mut FpuState, xmms: usize, buf: &[u8]) {
-    for k in 0..xmms {
-        let at = 160 + 16 * k;
-        f.xmm[k] = u128::from_le_bytes(buf[at..at + 16].try_into().expect("16 bytes"));
-    }
-}
-
-fn encode_mxcsr(f: &FpuState, buf: &mut [u8]) {
-    put(buf, 24, &f.mxcsr.to_le_bytes());
-    put(buf, 28, &MXCSR_MASK.to_le_bytes());
 }
 
 impl Cpu<'_> {
@@ -235,7 +152,7 @@ fn fxsave<const WIDE: bool>(cpu: &mut Cpu, i: &Instruction) -> Result<(), Except
     let mut buf = vec![0u8; 512];
     let xmms = xmm_count(cpu);
     encode_x87(&cpu.s.fpu, WIDE, &mut buf);
-    encode_mxcsr(&cpu.s.fpu, &mut buf);
+    encode_mxcsr(&cpu.s.fpu, MXCSR_MASK, &mut buf);
     encode_sse(&cpu.s.fpu, xmms, &mut buf);
     cpu.write_image(lin, &buf, 0..160 + 16 * xmms)
 }
@@ -276,7 +193,7 @@ fn xsave<const WIDE: bool>(cpu: &mut Cpu, i: &Instruction) -> Result<(), Excepti
         cpu.write_image(lin, &buf, 32..160)?;
     }
     if rfbm & XCR0_SSE != 0 {
-        encode_mxcsr(&cpu.s.fpu, &mut buf);
+        encode_mxcsr(&cpu.s.fpu, MXCSR_MASK, &mut buf);
         encode_sse(&cpu.s.fpu, xmms, &mut buf);
         cpu.write_image(lin, &buf, 24..32)?;
         cpu.write_image(lin, &buf, 160..160 + 16 * xmms)?;

@@ -1,0 +1,116 @@
+//! The interpreter's and the JIT's adapters to the [`Engine`] trait.
+
+use super::{Engine, EngineExit, EngineKind, EngineStats};
+use crane86_devices::Platform;
+use crane86_interp::Interpreter;
+use crane86_jit::Jit;
+use crane86_memory::PhysMem;
+use crane86_x86::CpuState;
+
+#[derive(Default)]
+pub struct InterpEngine {
+    pub interp: Interpreter,
+}
+
+impl Engine for InterpEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Interp
+    }
+
+    fn run(
+        &mut self,
+        cpu: &mut CpuState,
+        mem: &mut PhysMem,
+        plat: &mut dyn Platform,
+        budget: u64,
+    ) -> EngineExit {
+        self.interp.run(cpu, mem, plat, budget).into()
+    }
+
+    fn instructions(&self) -> u64 {
+        self.interp.stats.instructions
+    }
+
+    fn reset_caches(&mut self) {
+        self.interp.reset_caches();
+    }
+
+    fn stats(&self) -> EngineStats {
+        interp_stats(&self.interp)
+    }
+}
+
+/// The interpreter's counters (also the JIT's cold tier).
+fn interp_stats(interp: &Interpreter) -> EngineStats {
+    let s = &interp.stats;
+    let t = interp.tlb().stats;
+    let lookups = s.block_cache_hits + s.blocks_decoded;
+    vec![
+        ("blocks decoded", s.blocks_decoded.to_string()),
+        (
+            "block cache hit rate",
+            format!(
+                "{:.2}%",
+                100.0 * s.block_cache_hits as f64 / lookups.max(1) as f64
+            ),
+        ),
+        ("TLB hit rate", format!("{:.4}%", 100.0 * t.hit_rate())),
+        ("TLB misses (page walks)", t.misses.to_string()),
+        ("TLB flushes", t.flushes.to_string()),
+        ("SMC invalidations", s.smc_invalidations.to_string()),
+        ("exceptions", s.exceptions.to_string()),
+        ("interrupts", s.interrupts.to_string()),
+    ]
+}
+
+/// The Cranelift JIT engine (hot blocks translated, the interpreter for the rest).
+#[derive(Default)]
+pub struct JitEngine {
+    pub jit: Jit,
+}
+
+impl Engine for JitEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Jit
+    }
+
+    fn run(
+        &mut self,
+        cpu: &mut CpuState,
+        mem: &mut PhysMem,
+        plat: &mut dyn Platform,
+        budget: u64,
+    ) -> EngineExit {
+        self.jit.run(cpu, mem, plat, budget).into()
+    }
+
+    fn instructions(&self) -> u64 {
+        self.jit.interp.stats.instructions
+    }
+
+    fn reset_caches(&mut self) {
+        self.jit.reset_caches();
+    }
+
+    fn stats(&self) -> EngineStats {
+        let j = self.jit.stats();
+        let mut v = vec![
+            ("blocks translated", j.blocks_translated.to_string()),
+            (
+                "instructions translated (inline)",
+                format!("{} ({})", j.insns_translated, j.insns_inlined),
+            ),
+            (
+                "translation time",
+                format!("{:.3} s", j.translation_time.as_secs_f64()),
+            ),
+            ("native block runs", j.native_block_runs.to_string()),
+            ("translation cache resets", j.cache_resets.to_string()),
+        ];
+        if j.translation_failures > 0 {
+            v.push(("translation failures", j.translation_failures.to_string()));
+        }
+        v.extend(interp_stats(&self.jit.interp));
+        v
+    }
+}
