@@ -7,6 +7,7 @@ use crane86::machine::engine::kvm_usable;
 use crane86::machine::testkit::{Mode, TestExit, TestGuest, CODE_BASE, DATA_BASE};
 use crane86::machine::{demo, EngineKind, ExitReason, PcMachine};
 use crane86::x86::{CpuState, F80};
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 use crane86_kvm::KvmVcpu;
 use iced_x86::code_asm::*;
 
@@ -21,6 +22,19 @@ pub fn kvm_here(test: &str) -> bool {
     }
 }
 
+/// True when KVM runs here on hardware virtualization (vmx/svm); otherwise prints why
+/// `what` is skipped.
+pub fn hardware_kvm(what: &str) -> bool {
+    if !kvm_here(what) {
+        return false;
+    }
+    if software_kvm() {
+        eprintln!("skipping {what}: /dev/kvm is a software KVM here (no vmx/svm), which cannot run 32-bit protected-mode interrupt handlers");
+        return false;
+    }
+    true
+}
+
 /// `/dev/kvm` works but the CPU has no vmx/svm: a software KVM, which may lack CPU modes
 /// (this project's CI machines have one without non-PAE paging).
 fn software_kvm() -> bool {
@@ -30,6 +44,7 @@ fn software_kvm() -> bool {
         .any(|f| f == "vmx" || f == "svm")
 }
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 /// The fields KVM does not hold (see `crane86_kvm::state`), taken from `cpu`, over RESET.
 fn carried_fields(cpu: &CpuState) -> CpuState {
     let mut prev = CpuState::reset();
@@ -42,6 +57,7 @@ fn carried_fields(cpu: &CpuState) -> CpuState {
     prev
 }
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 /// Variations on a mode's starting state that a round trip must preserve.
 fn variants(base: &CpuState) -> Vec<(&'static str, CpuState)> {
     let mut plain = base.clone();
@@ -98,6 +114,7 @@ fn variants(base: &CpuState) -> Vec<(&'static str, CpuState)> {
     ]
 }
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 #[test]
 fn cpu_state_round_trips_through_kvm_in_every_mode() {
     if !kvm_here("cpu_state_round_trips_through_kvm_in_every_mode") {
@@ -137,6 +154,7 @@ fn cpu_state_round_trips_through_kvm_in_every_mode() {
     }
 }
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 #[test]
 fn sum_loop_in_every_mode_under_kvm() {
     if !kvm_here("sum_loop_in_every_mode_under_kvm") {

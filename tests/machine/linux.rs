@@ -133,7 +133,7 @@ fn entry64_code(entry: u64) -> Vec<u8> {
 
 /// An x86-64 ELF `vmlinux` with one PT_LOAD of `code` at physical (and entry) address `paddr`
 /// and `bss` zeroed bytes after it.
-fn vmlinux_elf(paddr: u64, code: &[u8], bss: u64) -> Vec<u8> {
+pub(crate) fn vmlinux_elf(paddr: u64, code: &[u8], bss: u64) -> Vec<u8> {
     const CODE_OFFSET: usize = 0x1000;
     let mut elf = vec![0u8; CODE_OFFSET];
     elf[..4].copy_from_slice(b"\x7fELF");
@@ -158,7 +158,7 @@ fn vmlinux_elf(paddr: u64, code: &[u8], bss: u64) -> Vec<u8> {
     elf
 }
 
-fn kernel_config(image: Vec<u8>, initrd: &[u8], cmdline: &str) -> KernelConfig {
+pub(crate) fn kernel_config(image: Vec<u8>, initrd: &[u8], cmdline: &str) -> KernelConfig {
     KernelConfig {
         image: ImageSource::Memory {
             name: "synthetic-bzImage".into(),
@@ -184,7 +184,7 @@ fn machine_config(engine: EngineKind, ram: u64, kernel: KernelConfig) -> Machine
         ram_size: ram,
         serial: SerialSink::None,
         kernel: Some(kernel),
-        max_instructions: Some(1_000_000),
+        max_instructions: engine.counts_instructions().then_some(1_000_000),
         ..MachineConfig::default()
     }
 }
@@ -203,7 +203,7 @@ fn u64_at(mem: &PhysMem, addr: u64) -> u64 {
 
 #[test]
 fn bzimage_boots_through_the_64_bit_entry_on_every_engine() {
-    for engine in EngineKind::emulators() {
+    for engine in EngineKind::available() {
         let serial = SerialBuffer::new();
         let kernel = kernel_config(
             bzimage(Header::default(), &kernel64()),
@@ -230,7 +230,7 @@ fn bzimage_boots_through_the_64_bit_entry_on_every_engine() {
 #[test]
 fn vmlinux_elf_boots_at_its_entry_on_every_engine() {
     const PADDR: u64 = 0x100_0000;
-    for engine in EngineKind::emulators() {
+    for engine in EngineKind::available() {
         let serial = SerialBuffer::new();
         let image = vmlinux_elf(PADDR, &entry64_code(PADDR), 0x10_0000);
         let kernel = kernel_config(image, b"rd\0", "root=/dev/ram0");

@@ -7,10 +7,8 @@ mod apic;
 mod demo;
 mod firmware;
 mod kernels;
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod kvm;
 mod linux;
 mod serial;
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod switching;
 mod timers;

@@ -65,8 +65,8 @@ pub enum KvmError {
     MsrUnreadable { index: u32 },
     #[error("KVM could not enter the guest (hardware entry failure reason {reason:#x})")]
     EntryFailed { reason: u64 },
-    #[error("KVM internal error (suberror {suberror}; 1 = instruction emulation failed)")]
-    Internal { suberror: u32 },
+    #[error("KVM internal error (suberror {suberror}; 1 = instruction emulation failed), data {data:x?}")]
+    Internal { suberror: u32, data: Vec<u64> },
     #[error("unexpected KVM exit: {0}")]
     UnexpectedExit(String),
     #[error("slice timer: {0}")]

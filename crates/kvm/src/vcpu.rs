@@ -275,7 +275,14 @@ impl KvmVcpu {
             }
             cpu.halted = false;
         }
-        if self.synced.as_ref() != Some(cpu) {
+        // KVM holds everything but `halted` (which this engine owns): reload only when
+        // something else changed.
+        let unchanged = self.synced.as_ref().is_some_and(|s| {
+            let mut held = s.clone();
+            held.halted = cpu.halted;
+            held == *cpu
+        });
+        if !unchanged {
             self.load_state(cpu, plat.now_ns())?;
         }
         if self.kicker.as_ref().is_some_and(|k| !k.on_this_thread()) {
@@ -293,7 +300,17 @@ impl KvmVcpu {
         let exit = self.run_slice(plat);
         self.kicker.as_ref().expect("created above").disarm();
         self.vcpu.set_kvm_immediate_exit(0);
-        let exit = exit?;
+        let exit = match exit {
+            Ok(exit) => exit,
+            Err(e) => {
+                // Best effort: the error's register dump shows where the guest was.
+                if let Ok(now) = self.save_state(cpu, plat.now_ns()) {
+                    *cpu = now;
+                }
+                self.synced = None;
+                return Err(e);
+            }
+        };
         let mut now = self.save_state(cpu, plat.now_ns())?;
         if exit == KvmExit::Halted {
             now.halted = true;
@@ -372,9 +389,12 @@ impl KvmVcpu {
                 VcpuExit::InternalError => {
                     // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the
                     // union member KVM filled.
-                    let suberror =
-                        unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                    return Err(KvmError::Internal { suberror });
+                    let internal = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal };
+                    let n = (internal.ndata as usize).min(internal.data.len());
+                    return Err(KvmError::Internal {
+                        suberror: internal.suberror,
+                        data: internal.data[..n].to_vec(),
+                    });
                 }
                 VcpuExit::SystemEvent(kind, _) => {
                     return Ok(match kind {

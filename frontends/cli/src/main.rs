@@ -8,6 +8,7 @@ use args::{Cli, Command};
 use clap::Parser;
 use crane86_machine::config::SerialSink;
 use crane86_machine::{demo, PcMachine};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -16,9 +17,8 @@ const ERROR_STATUS: u8 = 2;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
+        .with_env_filter(log_filter())
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -29,6 +29,21 @@ fn main() -> ExitCode {
             ExitCode::from(ERROR_STATUS)
         }
     }
+}
+
+/// `RUST_LOG` (default `warn`). Cranelift's own info-level output (every compiled function)
+/// stays off unless `RUST_LOG` names cranelift.
+fn log_filter() -> EnvFilter {
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string());
+    let spec = if spec.contains("cranelift") {
+        spec
+    } else {
+        format!("{spec},cranelift_jit=warn,cranelift_codegen=warn")
+    };
+    EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("crane86: ignoring RUST_LOG={spec:?}: {e}");
+        EnvFilter::new("warn")
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
