@@ -13,7 +13,7 @@ const LOAD: u64 = 0x20_0000;
 const HANDLER: u64 = LOAD + 0x800;
 const IDT: u32 = 0x3_0000;
 const TICKS_ADDR: u32 = 0x3_1000;
-const TICKS: u32 = 10;
+pub(crate) const TICKS: u32 = 10;
 const LAPIC: u32 = 0xFEE0_0000;
 const IOAPIC: u32 = 0xFEC0_0000;
 const VECTOR: u32 = 0x40;
@@ -287,6 +287,52 @@ fn tsc_deadline_timer_wakes_a_halted_guest() {
 /// interrupt injection path with the userspace LAPIC.
 #[test]
 fn lapic_timer_interrupts_in_long_mode_on_every_engine() {
+    let image = long_mode_lapic_guest();
+    for engine in EngineKind::available() {
+        let s = PcMachine::new(long_mode_lapic_config(
+            engine,
+            image.clone(),
+            ClockMode::Host,
+        ))
+        .and_then(|mut m| m.run())
+        .unwrap_or_else(|e| panic!("{engine}: {e}"));
+        assert_eq!(s.reason, ExitReason::DebugExit(TICKS), "{engine}");
+        assert!(s.guest_ns >= 9_000_000, "{engine}: {} ns", s.guest_ns);
+        if engine == EngineKind::Kvm {
+            let injected = s
+                .engine_stats
+                .iter()
+                .find(|(k, _)| *k == "interrupts injected")
+                .map(|(_, v)| v.parse::<u64>().unwrap())
+                .expect("kvm counts injected interrupts");
+            assert!(
+                injected >= u64::from(TICKS),
+                "kvm: {injected} interrupts injected"
+            );
+        }
+    }
+}
+
+/// The machine for [`long_mode_lapic_guest`] on `engine`.
+pub(crate) fn long_mode_lapic_config(
+    engine: EngineKind,
+    image: Vec<u8>,
+    clock: ClockMode,
+) -> MachineConfig {
+    MachineConfig {
+        engine,
+        ram_size: 64 << 20,
+        serial: SerialSink::None,
+        kernel: Some(super::linux::kernel_config(image, &[], "")),
+        clock,
+        max_instructions: engine.counts_instructions().then_some(50_000_000),
+        ..MachineConfig::default()
+    }
+}
+
+/// A vmlinux ELF whose 64-bit code arms the LAPIC timer (periodic, 1 ms), halts until
+/// [`TICKS`] interrupts were counted and exits with the count.
+pub(crate) fn long_mode_lapic_guest() -> Vec<u8> {
     const PADDR: u64 = 0x100_0000;
     const IDT64: u64 = 0x3_0000;
     const TICKS64: u64 = 0x3_2000;
@@ -344,33 +390,5 @@ fn lapic_timer_interrupts_in_long_mode_on_every_engine() {
     a.dw(&[0x0FFF]).unwrap();
     a.dq(&[IDT64]).unwrap();
     let code = a.assemble(PADDR).unwrap();
-    let image = super::linux::vmlinux_elf(PADDR, &code, 0);
-    for engine in EngineKind::available() {
-        let config = MachineConfig {
-            engine,
-            ram_size: 64 << 20,
-            serial: SerialSink::None,
-            kernel: Some(super::linux::kernel_config(image.clone(), &[], "")),
-            clock: ClockMode::Host,
-            max_instructions: engine.counts_instructions().then_some(50_000_000),
-            ..MachineConfig::default()
-        };
-        let s = PcMachine::new(config)
-            .and_then(|mut m| m.run())
-            .unwrap_or_else(|e| panic!("{engine}: {e}"));
-        assert_eq!(s.reason, ExitReason::DebugExit(TICKS), "{engine}");
-        assert!(s.guest_ns >= 9_000_000, "{engine}: {} ns", s.guest_ns);
-        if engine == EngineKind::Kvm {
-            let injected = s
-                .engine_stats
-                .iter()
-                .find(|(k, _)| *k == "interrupts injected")
-                .map(|(_, v)| v.parse::<u64>().unwrap())
-                .expect("kvm counts injected interrupts");
-            assert!(
-                injected >= u64::from(TICKS),
-                "kvm: {injected} interrupts injected"
-            );
-        }
-    }
+    super::linux::vmlinux_elf(PADDR, &code, 0)
 }

@@ -108,3 +108,44 @@ fn jit_kvm_jit_matches_an_uninterrupted_run() {
     cpu.msr.tsc_offset = whole_cpu.msr.tsc_offset;
     assert_eq!(cpu, whole_cpu, "final CPU state");
 }
+
+/// A guest that halts between LAPIC timer interrupts, switched jit ↔ interp at every third
+/// instruction under icount (so switches land while it is halted, inside the handler and
+/// between STI and HLT): the same exit, instruction count, guest time and final state as
+/// an unswitched run.
+#[test]
+fn switching_while_interrupts_arrive_matches_an_uninterrupted_run() {
+    use super::apic::{long_mode_lapic_config, long_mode_lapic_guest, TICKS};
+    let image = long_mode_lapic_guest();
+    let icount = ClockMode::Icount { shift: 0 };
+    let run = |switches: Vec<EngineSwitch>| {
+        let config = MachineConfig {
+            switches,
+            ..long_mode_lapic_config(EngineKind::Jit, image.clone(), icount)
+        };
+        let mut m = PcMachine::new(config).unwrap();
+        let s = m.run().unwrap_or_else(|e| panic!("{e}"));
+        (s, m.cpu.clone())
+    };
+    let (whole, whole_cpu) = run(vec![]);
+    assert_eq!(whole.reason, ExitReason::DebugExit(TICKS));
+    let points: Vec<EngineSwitch> = (1..whole.instructions / 3)
+        .map(|k| {
+            at(
+                if k % 2 == 1 {
+                    EngineKind::Interp
+                } else {
+                    EngineKind::Jit
+                },
+                k * 3,
+            )
+        })
+        .collect();
+    assert!(points.len() > 5, "{} instructions", whole.instructions);
+    let (s, cpu) = run(points.clone());
+    assert_eq!(s.switches.len(), points.len(), "every switch was made");
+    assert_eq!(s.reason, whole.reason);
+    assert_eq!(s.instructions, whole.instructions);
+    assert_eq!(s.guest_ns, whole.guest_ns);
+    assert_eq!(cpu, whole_cpu, "final CPU state");
+}

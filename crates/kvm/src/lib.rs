@@ -67,6 +67,8 @@ pub enum KvmError {
     EntryFailed { reason: u64 },
     #[error("KVM internal error (suberror {suberror}; 1 = instruction emulation failed), data {data:x?}")]
     Internal { suberror: u32, data: Vec<u64> },
+    #[error("KVM could not emulate the guest instruction at RIP (bytes: {instruction})")]
+    EmulationFailed { instruction: String },
     #[error("unexpected KVM exit: {0}")]
     UnexpectedExit(String),
     #[error("slice timer: {0}")]

@@ -391,9 +391,15 @@ impl KvmVcpu {
                     // union member KVM filled.
                     let internal = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal };
                     let n = (internal.ndata as usize).min(internal.data.len());
+                    let data = &internal.data[..n];
+                    if internal.suberror == kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
+                        return Err(KvmError::EmulationFailed {
+                            instruction: emulation_failure_bytes(data),
+                        });
+                    }
                     return Err(KvmError::Internal {
                         suberror: internal.suberror,
-                        data: internal.data[..n].to_vec(),
+                        data: data.to_vec(),
                     });
                 }
                 VcpuExit::SystemEvent(kind, _) => {
@@ -488,4 +494,36 @@ fn tsc_write_sticks(vcpu: &VcpuFd) -> bool {
         && vcpu.get_msrs(&mut get).is_ok_and(|n| n == 1)
         // Within a second of guest time at any plausible TSC rate.
         && get.as_slice()[0].data.wrapping_sub(PROBE) < 10_000_000_000
+}
+
+/// The instruction bytes of a KVM_INTERNAL_ERROR_EMULATION report (`data[0]` flags with
+/// KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, then a length byte and up to 15
+/// bytes), as hex; empty when KVM did not include them.
+fn emulation_failure_bytes(data: &[u64]) -> String {
+    if data.len() < 3 || data[0] & 1 == 0 {
+        return String::new();
+    }
+    let bytes: Vec<u8> = data[1..3].iter().flat_map(|w| w.to_le_bytes()).collect();
+    let len = usize::from(bytes[0]).min(15);
+    bytes[1..=len]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulation_failure_shows_the_instruction_bytes() {
+        // What kvm_pvm reported for Linux's `lock cmpxchg16b [rbp+0x20]`.
+        let data = [1, 0x7420_4dc7_0f48_f00f, 0x894d_0824_448b_4c66, 0x1000];
+        assert_eq!(
+            emulation_failure_bytes(&data),
+            "f0 48 0f c7 4d 20 74 66 4c 8b 44 24 08 4d 89"
+        );
+        assert_eq!(emulation_failure_bytes(&[0, 0, 0]), "");
+    }
 }

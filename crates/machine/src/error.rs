@@ -62,6 +62,6 @@ pub enum MachineError {
     },
     #[error("invalid engine switch {spec:?}: {reason}")]
     BadEngineSwitch { spec: String, reason: String },
-    #[error("the guest reset the machine {resets} times in a row, each within {} instructions of the last (limit {limit}): reset loop", crate::machine::RESET_LOOP_WINDOW)]
+    #[error("the guest reset the machine {resets} times in a row, each within {} instructions (or, under kvm, {:?}) of the last (limit {limit}): reset loop", crate::machine::RESET_LOOP_WINDOW, crate::machine::RESET_LOOP_TIME)]
     ResetLoop { resets: u32, limit: u32 },
 }

@@ -33,6 +33,8 @@ const MAX_HALT_SLEEP: Duration = Duration::from_millis(10);
 /// Resets less than this many instructions apart count as a reset loop
 /// (`MachineConfig::max_resets` of them in a row stop the machine).
 pub const RESET_LOOP_WINDOW: u64 = 10_000_000;
+/// The same window in host time, for engines that cannot count instructions (kvm).
+pub const RESET_LOOP_TIME: Duration = Duration::from_secs(1);
 /// Status of a run stopped by `MachineConfig::max_instructions`.
 pub const INSTRUCTION_LIMIT_STATUS: i32 = 124;
 
@@ -135,6 +137,8 @@ pub struct PcMachine {
     rapid_resets: u32,
     /// Retired-instruction count at the last reset.
     last_reset_at: u64,
+    /// Host time of the last reset (the window when an engine cannot count instructions).
+    last_reset_time: Instant,
     /// The platform can receive input (stdin), so a halted guest may be woken by it.
     has_input: bool,
     /// Instructions retired by the engines that ran before the current one.
@@ -216,6 +220,13 @@ impl PcMachine {
                 });
             }
         }
+        if config.switches.iter().any(|s| s.engine == EngineKind::Kvm) {
+            // Refuse now, not when the guest reaches the switch point.
+            crate::engine::kvm_usable().map_err(|reason| MachineError::EngineUnavailable {
+                engine: EngineKind::Kvm,
+                reason,
+            })?;
+        }
         if config.switches.iter().any(|s| s.at == SwitchPoint::Signal) {
             install_switch_signal();
         }
@@ -230,6 +241,7 @@ impl PcMachine {
             resets: 0,
             rapid_resets: 0,
             last_reset_at: 0,
+            last_reset_time: Instant::now(),
             has_input,
             retired_before: 0,
             switches_made: Vec::new(),
@@ -267,10 +279,15 @@ impl PcMachine {
     /// Continue the guest under `kind` from here: the CPU state, devices and RAM carry over;
     /// the new engine starts with empty caches.
     pub fn switch_engine(&mut self, kind: EngineKind) -> Result<(), MachineError> {
-        let next = kind.create()?;
+        let mut next = kind.create()?;
         let at = self.instructions();
         tracing::info!(from = %self.engine.kind(), to = %kind, instructions = at, "switching engine");
-        self.retired_before = at;
+        if kind.counts_instructions() {
+            next.continue_count_from(at);
+            self.retired_before = 0;
+        } else {
+            self.retired_before = at;
+        }
         self.engine = next;
         self.engine_since = Instant::now();
         self.instructions_counted &= kind.counts_instructions();
@@ -306,10 +323,16 @@ impl PcMachine {
     fn reset(&mut self) -> Result<(), MachineError> {
         self.resets += 1;
         let now = self.instructions();
-        if now - self.last_reset_at > RESET_LOOP_WINDOW {
+        let quick = if self.instructions_counted {
+            now - self.last_reset_at <= RESET_LOOP_WINDOW
+        } else {
+            self.last_reset_time.elapsed() <= RESET_LOOP_TIME
+        };
+        if !quick {
             self.rapid_resets = 0;
         }
         self.last_reset_at = now;
+        self.last_reset_time = Instant::now();
         self.rapid_resets += 1;
         if self.rapid_resets > self.config.max_resets {
             return Err(MachineError::ResetLoop {
@@ -446,6 +469,10 @@ impl PcMachine {
         }
         if let Some(d) = deadline {
             if self.platform.instructions_until(d).is_some() {
+                // Icount: the time skip starts from the instructions retired up to the HLT
+                // (not from the platform's last sync), so guest time does not depend on how
+                // the run was sliced.
+                self.platform.set_retired_instructions(self.instructions());
                 self.platform.skip_time_to(d);
                 return Ok(());
             }

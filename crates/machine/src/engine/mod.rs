@@ -219,6 +219,10 @@ pub trait Engine {
     ) -> EngineExit;
     /// Retired guest instructions so far (0 for engines that cannot count them).
     fn instructions(&self) -> u64;
+    /// Count on from `retired` (the guest continues from another engine), so the counts the
+    /// engine reports to the platform within a run — icount time — continue too. Engines
+    /// that cannot count ignore it.
+    fn continue_count_from(&mut self, _retired: u64) {}
     /// Drop cached translations (after state was changed from outside the engine).
     fn reset_caches(&mut self);
     fn stats(&self) -> EngineStats;

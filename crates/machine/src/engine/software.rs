@@ -31,6 +31,10 @@ impl Engine for InterpEngine {
         self.interp.stats.instructions
     }
 
+    fn continue_count_from(&mut self, retired: u64) {
+        self.interp.stats.instructions = retired;
+    }
+
     fn reset_caches(&mut self) {
         self.interp.reset_caches();
     }
@@ -86,6 +90,10 @@ impl Engine for JitEngine {
 
     fn instructions(&self) -> u64 {
         self.jit.interp.stats.instructions
+    }
+
+    fn continue_count_from(&mut self, retired: u64) {
+        self.jit.interp.stats.instructions = retired;
     }
 
     fn reset_caches(&mut self) {
