@@ -149,3 +149,42 @@ fn switching_while_interrupts_arrive_matches_an_uninterrupted_run() {
     assert_eq!(s.guest_ns, whole.guest_ns);
     assert_eq!(cpu, whole_cpu, "final CPU state");
 }
+
+/// The same guest on the host clock, jit → kvm after 30 instructions → jit after 4 ms: the
+/// interrupts keep coming across both switches (halted state, interrupt shadow and a queued
+/// interrupt carry over) and the guest ends as an unswitched run does.
+#[test]
+fn jit_kvm_jit_while_interrupts_arrive() {
+    use super::apic::{long_mode_lapic_config, long_mode_lapic_guest, TICKS};
+    if !super::kvm::kvm_here("jit_kvm_jit_while_interrupts_arrive") {
+        return;
+    }
+    let image = long_mode_lapic_guest();
+    let run = |switches: Vec<EngineSwitch>| {
+        let config = MachineConfig {
+            switches,
+            max_instructions: None,
+            ..long_mode_lapic_config(EngineKind::Jit, image.clone(), ClockMode::Host)
+        };
+        let mut m = PcMachine::new(config).unwrap();
+        let s = m.run().unwrap_or_else(|e| panic!("{e}"));
+        (s, m.cpu.clone())
+    };
+    let (whole, whole_cpu) = run(vec![]);
+    let plan = vec![
+        at(EngineKind::Kvm, 30),
+        EngineSwitch {
+            engine: EngineKind::Jit,
+            at: SwitchPoint::AfterTime(std::time::Duration::from_millis(4)),
+        },
+    ];
+    let (s, mut cpu) = run(plan);
+    assert_eq!(whole.reason, ExitReason::DebugExit(TICKS));
+    assert_eq!(s.reason, whole.reason);
+    assert_eq!(
+        s.switches.iter().map(|&(e, _)| e).collect::<Vec<_>>(),
+        [EngineKind::Kvm, EngineKind::Jit]
+    );
+    cpu.msr.tsc_offset = whole_cpu.msr.tsc_offset;
+    assert_eq!(cpu, whole_cpu, "final CPU state");
+}
