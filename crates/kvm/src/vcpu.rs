@@ -275,11 +275,12 @@ impl KvmVcpu {
             }
             cpu.halted = false;
         }
-        // KVM holds everything but `halted` (which this engine owns): reload only when
-        // something else changed.
+        // KVM holds everything but `halted` (which this engine owns) and the A20 gate (which
+        // KVM does not model): reload only when something else changed.
         let unchanged = self.synced.as_ref().is_some_and(|s| {
             let mut held = s.clone();
             held.halted = cpu.halted;
+            held.a20 = cpu.a20;
             held == *cpu
         });
         if !unchanged {
@@ -461,19 +462,14 @@ fn le_u32(b: &[u8]) -> u32 {
     u32::from_le_bytes(w)
 }
 
-/// A machine-level action the last write caused (A20 changes are not actions for KVM).
+/// A machine-level action the last write caused. A20 changes are passed on too (the machine
+/// records the gate in `CpuState`), although KVM keeps the A20 line enabled.
 fn take_action(plat: &mut dyn Platform) -> Option<KvmExit> {
-    while let Some(a) = plat.take_action() {
-        match a {
-            PlatformAction::SetA20(on) => {
-                if !on {
-                    tracing::warn!("the guest disabled A20: KVM keeps the A20 line enabled");
-                }
-            }
-            other => return Some(KvmExit::Action(other)),
-        }
+    let action = plat.take_action()?;
+    if action == PlatformAction::SetA20(false) {
+        tracing::warn!("the guest disabled A20: KVM keeps the A20 line enabled");
     }
-    None
+    Some(KvmExit::Action(action))
 }
 
 /// Write a TSC value far from the host's and read it back.
