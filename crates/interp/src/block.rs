@@ -1,6 +1,9 @@
 //! The decoded-block cache: guest code decoded once by iced-x86 into blocks of instructions
 //! with their handlers resolved, keyed by physical address, RIP and code size, invalidated per
-//! physical page when guest code is overwritten.
+//! physical page when guest code is overwritten. Every removal of a block from the cache
+//! bumps the cache's epoch ([`BlockCache::epoch`]), which is what makes the tier's
+//! block-to-block links ([`Block::links`]) safe to follow: a link is valid only in the epoch
+//! it was made in, so it can never point at a dropped block.
 
 use crate::exec::{resolve, Handler};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
@@ -21,8 +24,32 @@ pub struct DecodedInsn {
 /// tier's context pointer and returns when the block is done or must be left.
 pub type NativeBlock = unsafe extern "C" fn(ctx: *mut std::ffi::c_void);
 
+/// A tier's link from one block to a successor (block chaining): `target` is a block of the
+/// cache that was current in epoch `epoch`. It may be dereferenced only while the cache's
+/// epoch still equals `epoch` (no block has left the cache since, so `target` is alive).
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    pub target: *const Block,
+    pub epoch: u64,
+}
+
+impl Link {
+    pub const NONE: Link = Link {
+        target: std::ptr::null(),
+        epoch: u64::MAX,
+    };
+}
+
+/// Successor links per block (a JMP or fall-through needs one, a Jcc two).
+pub const BLOCK_LINKS: usize = 2;
+
 pub struct Block {
     pub insns: Vec<DecodedInsn>,
+    /// The block's cache key, set when it is inserted into the cache (`None` for the
+    /// uncached one-instruction blocks of page-crossing code: no link may point at them).
+    pub key: Cell<Option<BlockKey>>,
+    /// The tier's most recently used successor links (see [`Link`]).
+    pub links: [Cell<Link>; BLOCK_LINKS],
     /// Times the block was entered without native code (the JIT's hotness counter).
     pub entries: Cell<u32>,
     /// The block's native code, if a tier compiled it. Valid as long as the tier keeps the
@@ -34,6 +61,8 @@ impl Block {
     pub fn new(insns: Vec<DecodedInsn>) -> Block {
         Block {
             insns,
+            key: Cell::new(None),
+            links: [const { Cell::new(Link::NONE) }; BLOCK_LINKS],
             entries: Cell::new(0),
             native: Cell::new(None),
         }
@@ -82,6 +111,8 @@ pub struct BlockCache {
     /// Direct-mapped cache of recent lookups (QEMU's tb_jmp_cache idea): most block
     /// transitions hit here without hashing.
     jump_cache: Vec<Option<(BlockKey, Rc<Block>)>>,
+    /// Bumped whenever a block leaves the cache (see [`Link`]).
+    epoch: u64,
 }
 
 impl Default for BlockCache {
@@ -90,6 +121,7 @@ impl Default for BlockCache {
             blocks: AddrMap::default(),
             by_page: AddrMap::default(),
             jump_cache: vec![None; JUMP_CACHE_SIZE],
+            epoch: 0,
         }
     }
 }
@@ -115,9 +147,13 @@ impl BlockCache {
     }
 
     pub fn insert(&mut self, key: BlockKey, block: Rc<Block>) {
+        block.key.set(Some(key));
         self.by_page.entry(key.paddr >> 12).or_default().push(key);
         self.jump_cache[jump_index(&key)] = Some((key, block.clone()));
-        self.blocks.insert(key, block);
+        if self.blocks.insert(key, block).is_some() {
+            // A replaced block left the cache.
+            self.epoch += 1;
+        }
     }
 
     /// Drop every block of physical page `paddr_page`. Returns how many were dropped.
@@ -125,6 +161,7 @@ impl BlockCache {
         let Some(keys) = self.by_page.remove(&(paddr_page >> 12)) else {
             return 0;
         };
+        self.epoch += 1;
         for k in &keys {
             self.blocks.remove(k);
             let slot = &mut self.jump_cache[jump_index(k)];
@@ -136,9 +173,15 @@ impl BlockCache {
     }
 
     pub fn clear(&mut self) {
+        self.epoch += 1;
         self.blocks.clear();
         self.by_page.clear();
         self.jump_cache.fill(None);
+    }
+
+    /// The current epoch: links made in an older one are dead.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     pub fn len(&self) -> usize {

@@ -19,7 +19,7 @@ pub mod run;
 pub mod segments;
 pub mod stack;
 
-pub use run::{step_insn, Interpreter, RunExit, Step, Tier};
+pub use run::{cached_block_key, step_insn, Interpreter, RunExit, Step, Tier};
 
 /// Counters for `--stats`.
 #[derive(Clone, Copy, Debug, Default)]

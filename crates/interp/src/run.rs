@@ -40,12 +40,22 @@ pub enum Step {
 /// A tier above the interpreter (the JIT): offered every block before the interpreter runs
 /// it. `execute` returns `None` when the interpreter should run the block, or the block's
 /// outcome (`Some(None)`: continue the run loop; `Some(Some(exit))`: end the run). At most
-/// `remaining` instructions may retire.
+/// `remaining` instructions may retire. `epoch` is the block cache's current
+/// [`BlockCache::epoch`]: the cache does not change during the call, so links between cached
+/// blocks made in this epoch stay valid until the tier returns.
+///
+/// A tier may run successor blocks itself (block chaining) as long as it does what this loop
+/// does before each block: stop at the budget, when an interrupt could be delivered
+/// (`IF` and [`Platform::interrupt_pending`], or `CpuState::pending_external`), in an
+/// interrupt shadow, when halted, under
+/// single-step, and when guest code was overwritten (`PhysMem::has_smc_dirty`); and find the
+/// successor by its key ([`cached_block_key`]).
 pub trait Tier {
     fn execute(
         &mut self,
         cpu: &mut Cpu,
         block: &Rc<Block>,
+        epoch: u64,
         remaining: u64,
     ) -> Option<Option<RunExit>>;
 }
@@ -171,7 +181,7 @@ impl Interpreter {
             };
             let remaining = budget - (cpu.stats.instructions - start);
             let outcome = match tier.as_deref_mut() {
-                Some(t) => t.execute(&mut cpu, &block, remaining),
+                Some(t) => t.execute(&mut cpu, &block, blocks.epoch(), remaining),
                 None => None,
             };
             let exit = match outcome {
@@ -277,19 +287,42 @@ pub fn step_insn(cpu: &mut Cpu, d: &DecodedInsn, bits: u32) -> Step {
     Step::Next
 }
 
+/// The linear address of CS:RIP in code of size `bits` (#GP past the CS limit).
+#[inline]
+fn fetch_linear(s: &CpuState, bits: u32) -> Result<u64, Exception> {
+    let rip = s.rip;
+    if bits == 64 {
+        return Ok(rip);
+    }
+    let cs = &s.seg[SegReg::Cs as usize];
+    if rip > u64::from(cs.limit) {
+        return Err(Exception::gp0());
+    }
+    Ok(cs.base.wrapping_add(rip) & 0xFFFF_FFFF)
+}
+
+/// The cache key of the block at CS:RIP when the TLB already holds the fetch translation of
+/// its page (`None` otherwise, and past the CS limit: the run loop's lookup handles those).
+/// This is the key [`BlockCache`] lookups use, so a block with this key is the block the
+/// run loop would run next.
+#[inline]
+pub fn cached_block_key(cpu: &mut Cpu) -> Option<BlockKey> {
+    let bits = cpu.s.code_bits();
+    let lin = fetch_linear(cpu.s, bits).ok()?;
+    cpu.tlb.stats.accesses += 1;
+    let e = cpu.tlb.entry(cpu.s.cpl() == 3, lin);
+    (e.fetch_tag == lin & PAGE_MASK).then(|| BlockKey {
+        paddr: e.paddr_page | (lin & 0xFFF),
+        rip: cpu.s.rip,
+        bits,
+    })
+}
+
 /// Find or decode the block at CS:RIP.
 fn lookup_block(cpu: &mut Cpu, blocks: &mut BlockCache) -> Result<Rc<Block>, Exception> {
     let bits = cpu.s.code_bits();
     let rip = cpu.s.rip;
-    let cs = cpu.s.seg[SegReg::Cs as usize];
-    let lin = if bits == 64 {
-        rip
-    } else {
-        if rip > u64::from(cs.limit) {
-            return Err(Exception::gp0());
-        }
-        cs.base.wrapping_add(rip) & 0xFFFF_FFFF
-    };
+    let lin = fetch_linear(cpu.s, bits)?;
     let user = cpu.s.cpl() == 3;
     // Fast path: the TLB already holds an executable RAM/ROM translation of this page.
     cpu.tlb.stats.accesses += 1;

@@ -4,11 +4,24 @@
 //! module is dropped ([`MAX_MODULE_BLOCKS`] translations), which also clears the
 //! interpreter's block cache (every `Block::native` pointer into the old module goes with
 //! it).
+//!
+//! Block chaining: [`Compiler::execute`] does not return to the interpreter's run loop after
+//! a native block when the next block is native too. It does the run loop's checks itself
+//! (budget, deliverable or handed-over interrupt, interrupt shadow, HLT, single-step,
+//! overwritten code),
+//! computes the next block's cache key from the TLB ([`cached_block_key`]) and follows the
+//! finished block's successor link ([`Block::links`]) whose target has that key. Links are
+//! made when the run loop hands over the successor of a block that missed them, and hold
+//! plain pointers tagged with the block cache's epoch: any block leaving the cache (SMC
+//! invalidation, a module reset clearing the cache) bumps the epoch and kills every link.
+//! Because the successor is found by its full key (physical address, RIP, code size) under
+//! the current TLB mapping, a link is right for any exit (JMP, Jcc, fall-through, even
+//! RET or indirect jumps whose target repeats) and across pages.
 
 use crate::translate::Translator;
-use crane86_interp::block::{Block, NativeBlock};
+use crane86_interp::block::{Block, Link, NativeBlock};
 use crane86_interp::cpu::Cpu;
-use crane86_interp::{step_insn, RunExit, Step, Tier};
+use crane86_interp::{cached_block_key, step_insn, RunExit, Step, Tier};
 use crane86_memory::tlb::TlbEntry;
 use crane86_x86::{flags, CpuState};
 use cranelift_codegen::ir::{AbiParam, UserFuncName};
@@ -81,6 +94,10 @@ pub struct JitStats {
     pub insns_inlined: u64,
     pub translation_time: Duration,
     pub native_block_runs: u64,
+    /// Native block runs entered from the previous native block (block chaining) ...
+    pub chained_transitions: u64,
+    /// ... and from the interpreter's run loop.
+    pub dispatcher_transitions: u64,
     pub cache_resets: u64,
     pub translation_failures: u64,
 }
@@ -97,6 +114,9 @@ pub struct Compiler {
     /// translate every block on its first run (what the guest tests use, so that they test
     /// translated code).
     pub hot_threshold: u32,
+    /// The native block whose successor link missed at the end of the last `execute`, in
+    /// that block-cache epoch: the next block the run loop hands over is linked to it.
+    unlinked: Option<Link>,
     pub stats: JitStats,
 }
 
@@ -129,6 +149,7 @@ impl Default for Compiler {
             module_blocks: 0,
             needs_block_flush: false,
             hot_threshold: HOT_THRESHOLD,
+            unlinked: None,
             stats: JitStats::default(),
         }
     }
@@ -155,6 +176,13 @@ impl Compiler {
         self.module = Some(new_module());
         self.module_blocks = 0;
         self.needs_block_flush = false;
+        self.unlinked = None;
+    }
+
+    /// Forget the pending link source (at the start of a run: the interpreter's block cache
+    /// may have been replaced since).
+    pub fn start_run(&mut self) {
+        self.unlinked = None;
     }
 
     fn compile(&mut self, block: &Block, bits: u32) -> Option<NativeBlock> {
@@ -215,14 +243,15 @@ impl Tier for Compiler {
         &mut self,
         cpu: &mut Cpu,
         block: &Rc<Block>,
+        epoch: u64,
         remaining: u64,
     ) -> Option<Option<RunExit>> {
+        let from = self.unlinked.take();
         // Native code runs whole blocks, and never under single-step (the interpreter owns
         // the #DB trap after each instruction).
         if remaining < block.insns.len() as u64 || cpu.s.rflags & flags::TF != 0 {
             return None;
         }
-        let bits = cpu.s.code_bits();
         let code = match block.native.get() {
             Some(code) => code,
             None => {
@@ -236,26 +265,97 @@ impl Tier for Compiler {
                     self.needs_block_flush = true;
                     return None;
                 }
-                let code = self.compile(block, bits)?;
+                let code = self.compile(block, cpu.s.code_bits())?;
                 block.native.set(Some(code));
                 code
             }
         };
-        self.stats.native_block_runs += 1;
-        let mut ctx = BlockCtx {
-            state: &mut *cpu.s as *mut CpuState,
-            retired: std::ptr::addr_of_mut!(cpu.stats.instructions),
-            tlb: cpu.tlb.entries_ptr(cpu.s.cpl() == 3),
-            tlb_accesses: std::ptr::addr_of_mut!(cpu.tlb.stats.accesses),
-            cpu: cpu as *mut Cpu<'_> as *mut c_void,
-            block: Rc::as_ptr(block),
-            bits,
-            exit: None,
-        };
-        // SAFETY: `code` was compiled for this block by this compiler's live module (a reset
-        // clears every block's `native` first); `ctx` outlives the call and its pointers are
-        // valid and unaliased while the native code runs (`cpu` is not used meanwhile).
-        unsafe { code(&mut ctx as *mut BlockCtx as *mut c_void) };
-        Some(ctx.exit)
+        if let Some(from) = from {
+            if from.epoch == epoch && block.key.get().is_some() {
+                // SAFETY: `from.target` was a cached block in this epoch, so the cache still
+                // holds it (every removal bumps the epoch).
+                link(unsafe { &*from.target }, block, epoch);
+            }
+        }
+        self.stats.dispatcher_transitions += 1;
+        let start = cpu.stats.instructions;
+        let mut cur: &Block = block;
+        let mut code = code;
+        loop {
+            self.stats.native_block_runs += 1;
+            let mut ctx = BlockCtx {
+                state: &mut *cpu.s as *mut CpuState,
+                retired: std::ptr::addr_of_mut!(cpu.stats.instructions),
+                tlb: cpu.tlb.entries_ptr(cpu.s.cpl() == 3),
+                tlb_accesses: std::ptr::addr_of_mut!(cpu.tlb.stats.accesses),
+                cpu: cpu as *mut Cpu<'_> as *mut c_void,
+                block: cur as *const Block,
+                bits: cpu.s.code_bits(),
+                exit: None,
+            };
+            // SAFETY: `code` was compiled for `cur` (with the code size `bits` is now: the
+            // block key, which chaining checks, contains it) by this compiler's live module
+            // (a reset clears every block's `native` first); `cur` is alive (the `Rc` the
+            // caller holds, or a cached block of this epoch); `ctx` outlives the call and
+            // its pointers are valid and unaliased while the native code runs (`cpu` is not
+            // used meanwhile).
+            unsafe { code(&mut ctx as *mut BlockCtx as *mut c_void) };
+            if ctx.exit.is_some() {
+                return Some(ctx.exit);
+            }
+            // What the run loop checks before the next block.
+            let left = remaining - (cpu.stats.instructions - start).min(remaining);
+            let s = &*cpu.s;
+            if s.interrupt_shadow
+                || s.pending_external.is_some()
+                || s.halted
+                || s.rflags & flags::TF != 0
+                || (s.rflags & flags::IF != 0 && cpu.plat.interrupt_pending())
+                || cpu.mem.has_smc_dirty()
+            {
+                return Some(None);
+            }
+            let Some(key) = cached_block_key(cpu) else {
+                return Some(None);
+            };
+            let next = cur.links.iter().find_map(|l| {
+                let l = l.get();
+                if l.epoch != epoch {
+                    return None;
+                }
+                // SAFETY: a link of this epoch points at a block the cache still holds.
+                let t = unsafe { &*l.target };
+                (t.key.get() == Some(key)).then_some(t)
+            });
+            let Some(next) = next else {
+                if cur.key.get().is_some() {
+                    self.unlinked = Some(Link { target: cur, epoch });
+                }
+                return Some(None);
+            };
+            if left < next.insns.len() as u64 {
+                return Some(None);
+            }
+            let Some(c) = next.native.get() else {
+                return Some(None);
+            };
+            self.stats.chained_transitions += 1;
+            cur = next;
+            code = c;
+        }
+    }
+}
+
+/// Make `to` the most recently used successor link of `from` (both cached blocks of
+/// `epoch`).
+fn link(from: &Block, to: &Block, epoch: u64) {
+    let new = Link { target: to, epoch };
+    let mut carry = new;
+    for slot in &from.links {
+        let old = slot.replace(carry);
+        if old.epoch != epoch || std::ptr::eq(old.target, to) {
+            return;
+        }
+        carry = old;
     }
 }

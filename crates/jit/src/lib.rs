@@ -3,11 +3,13 @@
 //! with Cranelift into host code ([`translate`]) that keeps guest registers in SSA values,
 //! emits the simple register instructions inline and calls the interpreter's per-instruction
 //! step for everything else, so every instruction the interpreter supports works here with
-//! the same semantics, faults and platform exits.
+//! the same semantics, faults and platform exits. Native blocks run one after another
+//! without returning to the interpreter's run loop while their successors are native too
+//! (block chaining, see [`compiler`]).
 //!
 //! | module       | what lives there |
 //! |--------------|------------------|
-//! | [`compiler`] | the tier: hotness, the Cranelift module and its reset, running native blocks, the step helper |
+//! | [`compiler`] | the tier: hotness, the Cranelift module and its reset, running and chaining native blocks, the step helper |
 //! | [`translate`]| block → Cranelift IR: inline forms, register variables, lazy-flags write-back |
 
 pub mod compiler;
@@ -41,6 +43,7 @@ impl Jit {
             self.compiler.reset();
             self.compiler.stats.cache_resets += 1;
         }
+        self.compiler.start_run();
         self.interp
             .run_tiered(state, mem, plat, budget, Some(&mut self.compiler))
     }

@@ -113,6 +113,11 @@ impl Engine for JitEngine {
                 format!("{:.3} s", j.translation_time.as_secs_f64()),
             ),
             ("native block runs", j.native_block_runs.to_string()),
+            ("chained transitions", j.chained_transitions.to_string()),
+            (
+                "dispatcher transitions",
+                j.dispatcher_transitions.to_string(),
+            ),
             ("translation cache resets", j.cache_resets.to_string()),
         ];
         if j.translation_failures > 0 {
