@@ -1,7 +1,9 @@
 //! System-level guest tests: mode transitions, far transfers through gates, fast system
-//! calls, exception delivery, paging, system instructions and self-modifying code. Every
-//! test runs on every engine of `EngineKind::emulators()`.
+//! calls, exception delivery, paging, system instructions, self-modifying code and JIT block
+//! chaining. Every test runs on every engine of `EngineKind::emulators()` (the chaining tests
+//! compare the JIT with the interpreter).
 
+mod chaining;
 mod exceptions;
 mod far;
 mod modes;

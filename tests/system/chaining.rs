@@ -1,0 +1,234 @@
+//! JIT block chaining: native blocks that run their native successors without the run
+//! loop must keep the run loop's semantics. A branchy loop over several blocks ends in the
+//! interpreter's state (also when run in small budget slices, which chaining must respect
+//! exactly); an interrupt raised while a chained loop runs is delivered at the next block
+//! boundary; a successor in another page that the guest rewrites after it was chained runs
+//! its new code.
+
+use super::*;
+use crane86::devices::{Platform, PlatformAction};
+use crane86::machine::EngineExit;
+use crane86::x86::CpuState;
+use std::cell::Cell;
+
+/// A `--stats` counter of the guest's engine (0 when the engine has none).
+fn stat(g: &TestGuest, name: &str) -> u64 {
+    g.engine
+        .stats()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| v.parse().expect("numeric counter"))
+}
+
+/// The architectural state a comparison looks at.
+fn summary(s: &CpuState) -> ([u64; 16], u64, u64) {
+    (s.gpr, s.rip, s.rflags())
+}
+
+/// A loop of four blocks (Jcc both ways, a direct JMP, a fall-through into a block that
+/// starts at a branch target) with an instruction the JIT leaves to the interpreter.
+fn branchy_loop(a: &mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError> {
+    let mut top = a.create_label();
+    let mut low = a.create_label();
+    let mut join = a.create_label();
+    a.mov(ecx, 3000)?;
+    a.xor(eax, eax)?;
+    a.xor(ebx, ebx)?;
+    a.xor(edx, edx)?;
+    a.set_label(&mut top)?;
+    a.add(eax, ecx)?;
+    a.cmp(ecx, 1500)?;
+    a.jb(low)?;
+    a.add(ebx, 3)?;
+    a.jmp(join)?;
+    a.set_label(&mut low)?;
+    a.xor(ebx, eax)?;
+    a.set_label(&mut join)?;
+    a.imul_3(edx, eax, 5)?;
+    a.add(edx, ebx)?;
+    a.sub(ecx, 1)?;
+    a.jnz(top)?;
+    a.hlt()?;
+    Ok(vec![])
+}
+
+#[test]
+fn chained_loop_matches_the_interpreter() {
+    for mode in Mode::ALL {
+        let (mut want, _) = guest(EngineKind::Interp, mode, branchy_loop);
+        want.run_to_halt();
+        let (mut got, _) = guest(EngineKind::Jit, mode, branchy_loop);
+        got.run_to_halt();
+        assert_eq!(summary(&got.cpu), summary(&want.cpu), "{mode:?}");
+        let chained = stat(&got, "chained transitions");
+        assert!(
+            chained > 3 * 3000 / 2,
+            "{mode:?}: most block transitions chain ({chained})"
+        );
+        assert!(
+            stat(&got, "dispatcher transitions") < chained / 10,
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn chaining_stops_exactly_at_the_budget() {
+    for mode in [Mode::Protected32, Mode::Long64] {
+        let (mut want, _) = guest(EngineKind::Interp, mode, branchy_loop);
+        want.run_to_halt();
+        let (mut got, _) = guest(EngineKind::Jit, mode, branchy_loop);
+        let slice = 37;
+        loop {
+            let before = got.engine.instructions();
+            let exit = got
+                .engine
+                .run(&mut got.cpu, &mut got.mem, got.plat.as_mut(), slice);
+            let ran = got.engine.instructions() - before;
+            match exit {
+                EngineExit::Budget => assert_eq!(ran, slice, "{mode:?}"),
+                EngineExit::Halted => {
+                    assert!(ran <= slice, "{mode:?}");
+                    break;
+                }
+                other => panic!("{mode:?}: unexpected exit {other:?}"),
+            }
+        }
+        assert_eq!(summary(&got.cpu), summary(&want.cpu), "{mode:?}");
+        assert!(stat(&got, "chained transitions") > 0, "{mode:?}");
+    }
+}
+
+/// Raises one interrupt (vector 0x20) once the engine asked `after` times whether one is
+/// pending.
+struct LateIrq {
+    queries: Cell<u32>,
+    after: u32,
+    acked: bool,
+}
+
+impl Platform for LateIrq {
+    fn pio_read(&mut self, _port: u16, _size: u8) -> u32 {
+        u32::MAX
+    }
+    fn pio_write(&mut self, _port: u16, _size: u8, _value: u32) {}
+    fn mmio_read(&mut self, _paddr: u64, _size: u8) -> u64 {
+        u64::MAX
+    }
+    fn mmio_write(&mut self, _paddr: u64, _size: u8, _value: u64) {}
+    fn interrupt_pending(&self) -> bool {
+        self.queries.set(self.queries.get() + 1);
+        !self.acked && self.queries.get() > self.after
+    }
+    fn ack_interrupt(&mut self) -> Option<u8> {
+        let pending = self.interrupt_pending();
+        self.acked |= pending;
+        pending.then_some(0x20)
+    }
+    fn take_action(&mut self) -> Option<PlatformAction> {
+        None
+    }
+    fn now_ns(&self) -> u64 {
+        0
+    }
+}
+
+#[test]
+fn interrupt_reaches_a_chained_loop() {
+    for engine in [EngineKind::Interp, EngineKind::Jit] {
+        let iterations = 1_000_000u32;
+        let (mut g, labels) = guest(engine, Mode::Long64, |a| {
+            let mut top = a.create_label();
+            let mut mid = a.create_label();
+            let mut handler = a.create_label();
+            a.xor(ebx, ebx)?;
+            a.mov(ecx, iterations)?;
+            a.sti()?;
+            a.set_label(&mut top)?;
+            a.add(eax, 1)?;
+            a.jmp(mid)?;
+            a.set_label(&mut mid)?;
+            a.sub(ecx, 1)?;
+            a.jnz(top)?;
+            a.hlt()?;
+            // The interrupt gate clears IF: HLT ends the test.
+            a.set_label(&mut handler)?;
+            a.mov(ebx, ecx)?;
+            a.hlt()?;
+            Ok(vec![handler])
+        });
+        g.set_gate(0x20, labels[0], 0);
+        g.plat = Box::new(LateIrq {
+            queries: Cell::new(0),
+            after: 100,
+            acked: false,
+        });
+        g.run_to_halt();
+        let left = g.cpu.gpr[3] as u32;
+        assert!(
+            left > iterations - 1000,
+            "{engine}: the interrupt arrived {} iterations late",
+            iterations - left
+        );
+        if engine == EngineKind::Jit {
+            assert!(stat(&g, "chained transitions") > 0);
+        }
+    }
+}
+
+/// The successor lives in the next page: `mov ebx, 5; add edx, ebx; jmp back`. After 50
+/// chained rounds the guest patches the immediate to 3 (only that page is invalidated; the
+/// block jumping there survives with its link), runs 50 more, patches it to 2 (now also the
+/// blocks around the patching store are chained), and runs 50 more.
+#[test]
+fn rewritten_chained_successor_runs_its_new_code() {
+    let succ = CODE_BASE + 0x1000;
+    for engine in [EngineKind::Interp, EngineKind::Jit] {
+        for mode in [Mode::Protected32, Mode::Paged32, Mode::Pae32, Mode::Long64] {
+            let main = build(mode.bitness(), CODE_BASE, |a| {
+                let mut outer = a.create_label();
+                let mut top = a.create_label();
+                let mut back = a.create_label();
+                a.xor(eax, eax)?;
+                a.xor(edx, edx)?;
+                a.mov(edi, 3)?;
+                a.set_label(&mut outer)?;
+                a.mov(ecx, 50)?;
+                a.set_label(&mut top)?;
+                a.add(eax, 1)?;
+                a.jmp(succ)?;
+                a.set_label(&mut back)?;
+                a.sub(ecx, 1)?;
+                a.jnz(top)?;
+                if mode == Mode::Long64 {
+                    a.mov(rsi, succ + 1)?;
+                    a.mov(dword_ptr(rsi), edi)?;
+                } else {
+                    a.mov(esi, (succ + 1) as u32)?;
+                    a.mov(dword_ptr(esi), edi)?;
+                }
+                a.sub(edi, 1)?;
+                a.jnz(outer)?;
+                a.hlt()?;
+                Ok(vec![back])
+            });
+            let back = main.labels[0];
+            let tail = build(mode.bitness(), succ, |a| {
+                a.mov(ebx, 5)?;
+                a.add(edx, ebx)?;
+                a.jmp(back)?;
+                Ok(vec![])
+            });
+            assert_eq!(&tail.bytes[..5], &[0xBB, 5, 0, 0, 0], "mov ebx, imm32");
+            let mut g = TestGuest::new(engine, mode, &main.bytes);
+            g.write(succ, &tail.bytes);
+            g.run_to_halt();
+            let what = format!("{engine} {mode:?}");
+            assert_eq!(g.cpu.gpr[0] as u32, 150, "{what}");
+            assert_eq!(g.cpu.gpr[2] as u32, 50 * (5 + 3 + 2), "{what}");
+            if engine == EngineKind::Jit {
+                assert!(stat(&g, "chained transitions") >= 150, "{what}");
+            }
+        }
+    }
+}
