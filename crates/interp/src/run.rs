@@ -311,7 +311,7 @@ pub fn cached_block_key(cpu: &mut Cpu) -> Option<BlockKey> {
     let lin = fetch_linear(cpu.s, bits).ok()?;
     cpu.tlb.stats.accesses += 1;
     let e = cpu.tlb.entry(cpu.s.cpl() == 3, lin);
-    (e.fetch_tag == lin & PAGE_MASK).then(|| BlockKey {
+    (e.fetch_tag == lin & PAGE_MASK).then_some(BlockKey {
         paddr: e.paddr_page | (lin & 0xFFF),
         rip: cpu.s.rip,
         bits,
