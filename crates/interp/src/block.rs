@@ -25,16 +25,28 @@ pub struct DecodedInsn {
 pub type NativeBlock = unsafe extern "C" fn(ctx: *mut std::ffi::c_void);
 
 /// A tier's link from one block to a successor (block chaining): `target` is a block of the
-/// cache that was current in epoch `epoch`. It may be dereferenced only while the cache's
-/// epoch still equals `epoch` (no block has left the cache since, so `target` is alive).
+/// cache that was current in epoch `epoch`, with its key, native code and length copied here
+/// so that following a link reads only the block it starts from. It may be used only while
+/// the cache's epoch still equals `epoch` (no block has left the cache since, so `target` is
+/// alive and its native code is the module's).
 #[derive(Clone, Copy, Debug)]
 pub struct Link {
+    pub key: BlockKey,
+    pub code: Option<NativeBlock>,
+    pub len: u32,
     pub target: *const Block,
     pub epoch: u64,
 }
 
 impl Link {
     pub const NONE: Link = Link {
+        key: BlockKey {
+            paddr: 0,
+            rip: 0,
+            bits: 0,
+        },
+        code: None,
+        len: 0,
         target: std::ptr::null(),
         epoch: u64::MAX,
     };

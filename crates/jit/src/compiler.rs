@@ -19,7 +19,7 @@
 //! RET or indirect jumps whose target repeats) and across pages.
 
 use crate::translate::Translator;
-use crane86_interp::block::{Block, Link, NativeBlock};
+use crane86_interp::block::{Block, BlockKey, Link, NativeBlock};
 use crane86_interp::cpu::Cpu;
 use crane86_interp::{cached_block_key, step_insn, RunExit, Step, Tier};
 use crane86_memory::tlb::TlbEntry;
@@ -31,6 +31,7 @@ use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module};
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -116,7 +117,7 @@ pub struct Compiler {
     pub hot_threshold: u32,
     /// The native block whose successor link missed at the end of the last `execute`, in
     /// that block-cache epoch: the next block the run loop hands over is linked to it.
-    unlinked: Option<Link>,
+    unlinked: Option<(*const Block, u64)>,
     pub stats: JitStats,
 }
 
@@ -270,11 +271,11 @@ impl Tier for Compiler {
                 code
             }
         };
-        if let Some(from) = from {
-            if from.epoch == epoch && block.key.get().is_some() {
-                // SAFETY: `from.target` was a cached block in this epoch, so the cache still
-                // holds it (every removal bumps the epoch).
-                link(unsafe { &*from.target }, block, epoch);
+        if let (Some((from, from_epoch)), Some(key)) = (from, block.key.get()) {
+            if from_epoch == epoch {
+                // SAFETY: `from` was a cached block in this epoch, so the cache still holds
+                // it (every removal bumps the epoch).
+                link(unsafe { &*from }, block, key, code, epoch);
             }
         }
         self.stats.dispatcher_transitions += 1;
@@ -318,39 +319,41 @@ impl Tier for Compiler {
             let Some(key) = cached_block_key(cpu) else {
                 return Some(None);
             };
-            let next = cur.links.iter().find_map(|l| {
-                let l = l.get();
-                if l.epoch != epoch {
-                    return None;
-                }
-                // SAFETY: a link of this epoch points at a block the cache still holds.
-                let t = unsafe { &*l.target };
-                (t.key.get() == Some(key)).then_some(t)
-            });
+            let next = cur
+                .links
+                .iter()
+                .map(Cell::get)
+                .find(|l| l.epoch == epoch && l.key == key);
             let Some(next) = next else {
                 if cur.key.get().is_some() {
-                    self.unlinked = Some(Link { target: cur, epoch });
+                    self.unlinked = Some((cur, epoch));
                 }
                 return Some(None);
             };
-            if left < next.insns.len() as u64 {
-                return Some(None);
-            }
-            let Some(c) = next.native.get() else {
+            let Some(c) = next.code else {
                 return Some(None);
             };
+            if left < u64::from(next.len) {
+                return Some(None);
+            }
             self.stats.chained_transitions += 1;
-            cur = next;
+            // SAFETY: a link of this epoch points at a block the cache still holds.
+            cur = unsafe { &*next.target };
             code = c;
         }
     }
 }
 
-/// Make `to` the most recently used successor link of `from` (both cached blocks of
-/// `epoch`).
-fn link(from: &Block, to: &Block, epoch: u64) {
-    let new = Link { target: to, epoch };
-    let mut carry = new;
+/// Make `to` (key `key`, native code `code`) the most recently used successor link of
+/// `from` (both cached blocks of `epoch`).
+fn link(from: &Block, to: &Block, key: BlockKey, code: NativeBlock, epoch: u64) {
+    let mut carry = Link {
+        key,
+        code: Some(code),
+        len: to.insns.len() as u32,
+        target: to,
+        epoch,
+    };
     for slot in &from.links {
         let old = slot.replace(carry);
         if old.epoch != epoch || std::ptr::eq(old.target, to) {
