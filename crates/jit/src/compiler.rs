@@ -8,15 +8,17 @@
 //! Block chaining: [`Compiler::execute`] does not return to the interpreter's run loop after
 //! a native block when the next block is native too. It does the run loop's checks itself
 //! (budget, deliverable or handed-over interrupt, interrupt shadow, HLT, single-step,
-//! overwritten code),
-//! computes the next block's cache key from the TLB ([`cached_block_key`]) and follows the
-//! finished block's successor link ([`Block::links`]) whose target has that key. Links are
-//! made when the run loop hands over the successor of a block that missed them, and hold
-//! plain pointers tagged with the block cache's epoch: any block leaving the cache (SMC
-//! invalidation, a module reset clearing the cache) bumps the epoch and kills every link.
-//! Because the successor is found by its full key (physical address, RIP, code size) under
-//! the current TLB mapping, a link is right for any exit (JMP, Jcc, fall-through, even
-//! RET or indirect jumps whose target repeats) and across pages.
+//! overwritten code), computes the next block's cache key from the TLB
+//! ([`cached_block_key`]) and follows the finished block's successor link ([`Block::links`])
+//! with that key. Links are made when the run loop hands over the
+//! successor of a block whose links missed, and hold plain pointers tagged with the block
+//! cache's epoch: any block leaving the cache (SMC invalidation, the clear that comes with a
+//! module reset) bumps the epoch and kills every link. Because the successor is found by its
+//! full key (physical address, RIP, code size) under the current TLB mapping, a link is
+//! right for any exit (JMP, Jcc, fall-through, even RET or an indirect jump whose target
+//! repeats) and across pages. (A loop in Rust rather than native tail calls between blocks:
+//! the checks need the platform, and after this step the Linux profile is dominated by the
+//! interpreter helpers rather than by block transitions.)
 
 use crate::translate::Translator;
 use crane86_interp::block::{Block, BlockKey, Link, NativeBlock};
