@@ -45,10 +45,12 @@ pub struct CommonArgs {
     #[arg(long, value_name = "ENGINE", default_value = "auto", value_parser = accel_parser())]
     pub accel: Accel,
     /// Continue the running guest under another engine: `ENGINE@N` after N guest
-    /// instructions in all (k/M/G suffixes: ×10^3/10^6/10^9), or `ENGINE@signal` when the
-    /// process receives SIGUSR1. Repeat for several switches, in order. The CPU state,
-    /// devices and RAM carry over at an instruction boundary.
-    #[arg(long, value_name = "ENGINE@N|ENGINE@signal", value_parser = parse_switch)]
+    /// instructions in all (k/M/G suffixes: ×10^3/10^6/10^9), `ENGINE@500ms` / `ENGINE@2s`
+    /// after that much host time on the current engine (the only count-free point after kvm,
+    /// which cannot count instructions), or `ENGINE@signal` when the process receives
+    /// SIGUSR1. Repeat for several switches, in order. The CPU state, devices and RAM carry
+    /// over at an instruction boundary.
+    #[arg(long, value_name = "ENGINE@N|ENGINE@Tms|ENGINE@signal", value_parser = parse_switch)]
     pub switch_engine: Vec<EngineSwitch>,
     /// Where COM1 goes: `stdio` (guest output on stdout, unbuffered; stdin forwarded to the
     /// UART), `file:PATH` (output appended to PATH), or `none`.
