@@ -1,9 +1,15 @@
 //! Guest block → Cranelift IR. Every instruction either gets inline IR (in 64-bit code: the
-//! register forms of MOV, LEA, ADD/SUB/AND/OR/XOR/CMP/TEST and NOP; MOV loads and stores,
-//! PUSH and POP through the TLB fast path; direct JMP, and Jcc decided from an inline
-//! CMP/TEST/SUB/logic op's operands) or becomes a call to
-//! the interpreter's per-instruction step ([`crate::compiler::step_helper`]), which owns
-//! the semantics of everything else: faults, flags, platform actions, leaving the block.
+//! register forms of MOV, LEA, ADD/SUB/AND/OR/XOR/CMP/TEST (any operand size, AH..BH
+//! included), MOVZX/MOVSX/MOVSXD, SHL/SHR/SAR by an immediate, SETcc, CMOVcc and NOP; MOV
+//! loads and stores, PUSH and POP through the TLB fast path; direct JMP and every Jcc) or
+//! becomes a call to the interpreter's per-instruction step
+//! ([`crate::compiler::step_helper`]), which owns the semantics of everything else: faults,
+//! flags, platform actions, leaving the block.
+//!
+//! Conditions (Jcc, SETcc, CMOVcc) come from the pending inline flags when those decide
+//! them (the operands of an inline CMP/SUB/ADD/logic op, or the flags an inline shift
+//! computed); otherwise the pending flags are stored and [`cond_helper`] evaluates the
+//! lazy flags in `CpuState`, which needs no register write-back.
 //!
 //! State handling: guest GPRs live in Cranelift variables from their first use to the next
 //! helper call or block exit, where the modified ones are written back to `CpuState`; after a
@@ -53,12 +59,21 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         )
     };
     let wide = |n: u32| matches!(i.op_register(n).size(), 4 | 8);
+    // Any GPR (8/16/32/64 bits, AH..BH included) or immediate of any size.
+    let reg_any = |n: u32| i.op_kind(n) == OpKind::Register && gpr_part(i.op_register(n)).is_some();
+    let imm_any = |n: u32| {
+        imm(n)
+            || matches!(
+                i.op_kind(n),
+                OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate8to16
+            )
+    };
     let mem_ok = |n: u32| {
         i.op_kind(n) == OpKind::Memory && matches!(i.memory_size().size(), 4 | 8) && mem_simple(i)
     };
     match i.mnemonic() {
         Mnemonic::Nop => Some(Inline::Nop),
-        Mnemonic::Mov if reg(0) && wide(0) && (reg(1) || imm(1)) => Some(Inline::Mov),
+        Mnemonic::Mov if reg_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Mov),
         Mnemonic::Mov if reg(0) && wide(0) && mem_ok(1) => Some(Inline::Load),
         Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
             if reg(0)
@@ -69,6 +84,20 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         {
             Some(Inline::Load)
         }
+        Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd if reg_any(0) && reg_any(1) => {
+            Some(Inline::Extend)
+        }
+        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+            if reg_any(0) && i.op_kind(1) == OpKind::Immediate8 =>
+        {
+            // Masked counts of 0 (flags untouched) and of the operand width or more (8/16-bit
+            // operands) stay with the interpreter.
+            let bits = i.op_register(0).size() as u64 * 8;
+            let n = i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F };
+            (n != 0 && n < bits).then_some(Inline::Shift)
+        }
+        _ if is_setcc(i.mnemonic()) && reg_any(0) => Some(Inline::Setcc),
+        _ if is_cmovcc(i.mnemonic()) && reg(0) && wide(0) && reg(1) => Some(Inline::Cmov),
         Mnemonic::Mov if mem_ok(0) && ((reg(1) && wide(1)) || imm(1)) => Some(Inline::Store),
         Mnemonic::Push
             if matches!(
@@ -87,7 +116,7 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         | Mnemonic::Xor
         | Mnemonic::Cmp
         | Mnemonic::Test
-            if reg(0) && wide(0) && (reg(1) || imm(1)) =>
+            if reg_any(0) && (reg_any(1) || imm_any(1)) =>
         {
             Some(Inline::Alu)
         }
@@ -111,6 +140,97 @@ pub enum Inline {
     Push,
     /// POP r64: a load at RSP.
     Pop,
+    /// MOVZX/MOVSX/MOVSXD from a register.
+    Extend,
+    /// SHL/SAL/SHR/SAR of a register by an immediate (flags computed, materialized at sync).
+    Shift,
+    /// SETcc of a register.
+    Setcc,
+    /// CMOVcc r32/r64, r32/r64.
+    Cmov,
+}
+
+fn is_setcc(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Seto | Setno
+            | Setb
+            | Setae
+            | Sete
+            | Setne
+            | Setbe
+            | Seta
+            | Sets
+            | Setns
+            | Setp
+            | Setnp
+            | Setl
+            | Setge
+            | Setle
+            | Setg
+    )
+}
+
+fn is_cmovcc(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Cmovo
+            | Cmovno
+            | Cmovb
+            | Cmovae
+            | Cmove
+            | Cmovne
+            | Cmovbe
+            | Cmova
+            | Cmovs
+            | Cmovns
+            | Cmovp
+            | Cmovnp
+            | Cmovl
+            | Cmovge
+            | Cmovle
+            | Cmovg
+    )
+}
+
+/// Jcc mnemonics in condition-code order (0 = O ... 15 = G, as `Cpu::cond` numbers them).
+const JCC: [Mnemonic; 16] = {
+    use Mnemonic::*;
+    [
+        Jo, Jno, Jb, Jae, Je, Jne, Jbe, Ja, Js, Jns, Jp, Jnp, Jl, Jge, Jle, Jg,
+    ]
+};
+
+/// The condition-code number (0..15) of a Jcc/SETcc/CMOVcc.
+fn cc_number(i: &Instruction) -> Option<u8> {
+    let c = i.condition_code() as u8;
+    (1..=16).contains(&c).then(|| c - 1)
+}
+
+/// Evaluate condition `cc` on the flags in `CpuState` (the rest of the state untouched):
+/// what inline code calls when the condition is not known from pending inline flags.
+///
+/// # Safety
+/// `state` points at the live `CpuState` of the running block.
+pub unsafe extern "C" fn cond_helper(state: *const CpuState, cc: u32) -> u32 {
+    // SAFETY: guaranteed by the caller (native code passes its state pointer).
+    let s = unsafe { &*state };
+    let f = s.rflags();
+    let bit = |b: u64| f & b != 0;
+    use crane86_x86::flags::{CF, OF, PF, SF, ZF};
+    let r = match cc >> 1 {
+        0 => bit(OF),
+        1 => bit(CF),
+        2 => bit(ZF),
+        3 => bit(CF) || bit(ZF),
+        4 => bit(SF),
+        5 => bit(PF),
+        6 => bit(SF) != bit(OF),
+        _ => bit(ZF) || (bit(SF) != bit(OF)),
+    };
+    u32::from(r ^ (cc & 1 != 0))
 }
 
 /// A memory operand the inline TLB path handles: 64-bit addressing (GPR base/index or
@@ -142,11 +262,37 @@ fn gpr_index(r: Register) -> Option<usize> {
     }
 }
 
+/// GPR number and bit position of a general register of any size (AH..BH are bits 8..15).
+fn gpr_part(r: Register) -> Option<(usize, u32)> {
+    let n = r as usize;
+    let at = |a: Register| n.wrapping_sub(a as usize);
+    if at(Register::AL) < 4 {
+        Some((at(Register::AL), 0))
+    } else if at(Register::AH) < 4 {
+        Some((at(Register::AH), 8))
+    } else if at(Register::SPL) < 12 {
+        Some((at(Register::SPL) + 4, 0))
+    } else if at(Register::AX) < 16 {
+        Some((at(Register::AX), 0))
+    } else {
+        gpr_index(r).map(|k| (k, 0))
+    }
+}
+
+fn mask_of(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1 << bits) - 1
+    }
+}
+
 fn gpr_offset(k: usize) -> i32 {
     (offset_of!(CpuState, gpr) + 8 * k) as i32
 }
 
 const RIP: i32 = offset_of!(CpuState, rip) as i32;
+const RFLAGS: i32 = offset_of!(CpuState, rflags) as i32;
 /// GPR number of RSP.
 const RSP: usize = 4;
 const LAZY_OP: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, op)) as i32;
@@ -164,7 +310,8 @@ struct PendingFlags {
     a: Value,
     /// Operand size in bits.
     bits: u32,
-    /// SUB/CMP (else a logic op: AND/OR/XOR/TEST) or ADD.
+    /// SUB/CMP (else a logic op: AND/OR/XOR/TEST) or ADD; `Eflags` for materialized flags
+    /// (`res` is then the six arithmetic flags, which replace those of RFLAGS at sync).
     kind: CcOp,
 }
 
@@ -175,6 +322,7 @@ pub struct Translator<'a, 'b> {
     state: Value,
     step_sig: ir::SigRef,
     step_fn: Value,
+    cond_fn: Value,
     vars: [Variable; 16],
     /// The variable holds the register's current value.
     cached: [bool; 16],
@@ -214,6 +362,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         ptr: Type,
         call_conv: cranelift_codegen::isa::CallConv,
         helper: usize,
+        cond: usize,
     ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -225,6 +374,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             .load(ptr, trusted(), ctx, offset_of!(BlockCtx, state) as i32);
         let step_sig = b.import_signature(step_signature(ptr, call_conv));
         let step_fn = b.ins().iconst(ptr, helper as i64);
+        let cond_fn = b.ins().iconst(ptr, cond as i64);
         let vars = std::array::from_fn(|_| b.declare_var(types::I64));
         let retired_var = b.declare_var(types::I64);
         let zero = b.ins().iconst(types::I64, 0);
@@ -239,6 +389,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             state,
             step_sig,
             step_fn,
+            cond_fn,
             vars,
             cached: [false; 16],
             dirty: [false; 16],
@@ -343,12 +494,9 @@ impl<'a, 'b> Translator<'a, 'b> {
         let taken = if i.mnemonic() == Mnemonic::Jmp {
             None
         } else {
-            let Some(f) = self.flags else {
-                return false;
-            };
-            match self.condition(i.mnemonic(), f) {
-                Some(c) => Some(c),
-                None => return false,
+            match cc_number(i) {
+                Some(cc) if JCC[cc as usize] == i.mnemonic() => Some(self.cond_value(cc)),
+                _ => return false,
             }
         };
         let target_v = self.b.ins().iconst(types::I64, target as i64);
@@ -368,18 +516,66 @@ impl<'a, 'b> Translator<'a, 'b> {
         true
     }
 
-    /// The Jcc condition from an inline SUB/CMP or logic op's operands, or `None` when it
-    /// needs the interpreter (parity, other ops).
+    /// Condition `cc` (0..15) as an I8 0/1: from the pending inline flags when they decide
+    /// it, otherwise by calling [`cond_helper`] after storing the pending flags (registers
+    /// stay in their variables).
+    fn cond_value(&mut self, cc: u8) -> Value {
+        if let Some(f) = self.flags {
+            if let Some(v) = self.condition(JCC[cc as usize], f) {
+                return v;
+            }
+        }
+        self.flush_flags();
+        let ccv = self.b.ins().iconst(types::I32, i64::from(cc));
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.step_sig, self.cond_fn, &[self.state, ccv]);
+        let r = self.b.inst_results(call)[0];
+        self.b.ins().icmp_imm_s(IntCC::NotEqual, r, 0)
+    }
+
+    /// The Jcc condition from an inline SUB/CMP, ADD or logic op's operands or from
+    /// materialized inline flags, or `None` when it needs the lazy-flags evaluation.
     fn condition(&mut self, m: Mnemonic, f: PendingFlags) -> Option<Value> {
         use Mnemonic::*;
         let (a, b, res) = (f.a, f.src, f.res);
-        let narrow = |t: &mut Self, v: Value| {
-            if f.bits == 32 {
-                t.b.ins().ireduce(types::I32, v)
-            } else {
-                v
-            }
+        let narrow = |t: &mut Self, v: Value| match f.bits {
+            8 => t.b.ins().ireduce(types::I8, v),
+            16 => t.b.ins().ireduce(types::I16, v),
+            32 => t.b.ins().ireduce(types::I32, v),
+            _ => v,
         };
+        if f.kind == CcOp::Eflags {
+            use crane86_x86::flags::{CF, OF, PF, SF, ZF};
+            let bit = |t: &mut Self, mask: u64| {
+                let x = t.b.ins().band_imm_u(res, mask as i64);
+                t.b.ins().icmp_imm_u(IntCC::NotEqual, x, 0)
+            };
+            let cc = JCC.iter().position(|&j| j == m)? as u8;
+            let r = match cc >> 1 {
+                0 => bit(self, OF),
+                1 => bit(self, CF),
+                2 => bit(self, ZF),
+                3 => bit(self, CF | ZF),
+                4 => bit(self, SF),
+                5 => bit(self, PF),
+                6 => {
+                    let (s, o) = (bit(self, SF), bit(self, OF));
+                    self.b.ins().bxor(s, o)
+                }
+                _ => {
+                    let (s, o, z) = (bit(self, SF), bit(self, OF), bit(self, ZF));
+                    let x = self.b.ins().bxor(s, o);
+                    self.b.ins().bor(x, z)
+                }
+            };
+            return Some(if cc & 1 != 0 {
+                self.b.ins().bxor_imm_u(r, 1)
+            } else {
+                r
+            });
+        }
         let ins_zero = |t: &mut Self| t.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
         let sign = |t: &mut Self| {
             let r = narrow(t, res);
@@ -390,6 +586,31 @@ impl<'a, 'b> Translator<'a, 'b> {
             t.b.ins().icmp(cc, x, y)
         };
         let konst = |t: &mut Self, v: bool| t.b.ins().iconst(types::I8, i64::from(v));
+        if f.kind == CcOp::Add8 {
+            return Some(match m {
+                Je => ins_zero(self),
+                Jne => {
+                    let z = ins_zero(self);
+                    self.b.ins().bxor_imm_u(z, 1)
+                }
+                Js => sign(self),
+                Jns => {
+                    let s = sign(self);
+                    self.b.ins().bxor_imm_u(s, 1)
+                }
+                // CF: the (truncated) sum is below an operand.
+                Jb | Jae => {
+                    let (r, x) = (narrow(self, res), narrow(self, a));
+                    let cc = if m == Jb {
+                        IntCC::UnsignedLessThan
+                    } else {
+                        IntCC::UnsignedGreaterThanOrEqual
+                    };
+                    self.b.ins().icmp(cc, r, x)
+                }
+                _ => return None,
+            });
+        }
         if f.kind == CcOp::Sub8 {
             Some(match m {
                 Je => ins_zero(self),
@@ -453,14 +674,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.dirty[k] = false;
             }
         }
-        if let Some(f) = self.flags.take() {
-            let op = self.b.ins().iconst(types::I32, f.op as i64);
-            self.b.ins().store(trusted(), op, self.state, LAZY_OP);
-            self.b.ins().store(trusted(), f.res, self.state, LAZY_RES);
-            self.b.ins().store(trusted(), f.src, self.state, LAZY_SRC);
-            let zero = self.b.ins().iconst(types::I64, 0);
-            self.b.ins().store(trusted(), zero, self.state, LAZY_AUX);
-        }
+        self.flush_flags();
         if self.rip_pending {
             let v = self.b.use_var(self.rip_var);
             self.b.ins().store(trusted(), v, self.state, RIP);
@@ -476,6 +690,31 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.b.def_var(self.retired_var, zero);
             self.retired_pending = false;
         }
+    }
+
+    /// Store the pending flags (a lazy record, or materialized flags into RFLAGS).
+    fn flush_flags(&mut self) {
+        let Some(f) = self.flags.take() else {
+            return;
+        };
+        if f.kind == CcOp::Eflags {
+            let old = self.b.ins().load(types::I64, trusted(), self.state, RFLAGS);
+            let kept = self
+                .b
+                .ins()
+                .band_imm_s(old, !(crane86_x86::flags::ARITH as i64));
+            let new = self.b.ins().bor(kept, f.res);
+            self.b.ins().store(trusted(), new, self.state, RFLAGS);
+            let op = self.b.ins().iconst(types::I32, CcOp::Eflags as i64);
+            self.b.ins().store(trusted(), op, self.state, LAZY_OP);
+            return;
+        }
+        let op = self.b.ins().iconst(types::I32, f.op as i64);
+        self.b.ins().store(trusted(), op, self.state, LAZY_OP);
+        self.b.ins().store(trusted(), f.res, self.state, LAZY_RES);
+        self.b.ins().store(trusted(), f.src, self.state, LAZY_SRC);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.ins().store(trusted(), zero, self.state, LAZY_AUX);
     }
 
     /// A pointer field of [`BlockCtx`].
@@ -504,12 +743,17 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.dirty[k] = true;
     }
 
-    /// Operand `n` (a 32/64-bit register or an immediate) at `bits` width, zero-extended.
+    /// Operand `n` (a GPR of any size or an immediate) at `bits` width, zero-extended.
     fn operand(&mut self, i: &Instruction, n: u32, bits: u32) -> Value {
         let v = match i.op_kind(n) {
             OpKind::Register => {
-                let k = gpr_index(i.op_register(n)).expect("inline operands are GPRs");
-                self.gpr(k)
+                let (k, at) = gpr_part(i.op_register(n)).expect("inline operands are GPRs");
+                let v = self.gpr(k);
+                if at != 0 {
+                    self.b.ins().ushr_imm_u(v, i64::from(at))
+                } else {
+                    v
+                }
             }
             _ => self.b.ins().iconst(types::I64, i.immediate(n) as i64),
         };
@@ -517,18 +761,36 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn truncate(&mut self, v: Value, bits: u32) -> Value {
-        if bits == 32 {
-            self.b.ins().band_imm_u(v, 0xFFFF_FFFF)
+        if bits < 64 {
+            self.b.ins().band_imm_u(v, mask_of(bits) as i64)
         } else {
             v
         }
     }
 
-    /// Write a 32/64-bit register operand (32-bit writes zero-extend).
+    /// Write a register operand: 32-bit writes zero-extend, 8/16-bit writes merge into the
+    /// register (AH..BH at bits 8..15).
     fn write_reg(&mut self, r: Register, v: Value) {
-        let k = gpr_index(r).unwrap_or_else(|| panic!("inline destination {r:?} is not a GPR"));
-        let v = self.truncate(v, r.size() as u32 * 8);
-        self.set_gpr(k, v);
+        let bits = r.size() as u32 * 8;
+        let (k, at) =
+            gpr_part(r).unwrap_or_else(|| panic!("inline destination {r:?} is not a GPR"));
+        let v = self.truncate(v, bits);
+        if bits >= 32 {
+            self.set_gpr(k, v);
+            return;
+        }
+        let old = self.gpr(k);
+        let keep = self
+            .b
+            .ins()
+            .band_imm_s(old, !((mask_of(bits) << at) as i64));
+        let v = if at != 0 {
+            self.b.ins().ishl_imm_u(v, i64::from(at))
+        } else {
+            v
+        };
+        let new = self.b.ins().bor(keep, v);
+        self.set_gpr(k, new);
     }
 
     fn inline(&mut self, i: &Instruction, kind: Inline) {
@@ -544,6 +806,34 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.write_reg(i.op_register(0), addr);
             }
             Inline::Alu => self.alu(i),
+            Inline::Extend => {
+                let from = i.op_register(1).size() as u32 * 8;
+                let v = self.operand(i, 1, from);
+                let v = if i.mnemonic() == Mnemonic::Movzx {
+                    v
+                } else {
+                    let up = self.b.ins().ishl_imm_u(v, i64::from(64 - from));
+                    self.b.ins().sshr_imm_u(up, i64::from(64 - from))
+                };
+                self.write_reg(i.op_register(0), v);
+            }
+            Inline::Shift => self.shift(i),
+            Inline::Setcc => {
+                let cc = cc_number(i).expect("SETcc has a condition");
+                let c = self.cond_value(cc);
+                let v = self.b.ins().uextend(types::I64, c);
+                self.write_reg(i.op_register(0), v);
+            }
+            Inline::Cmov => {
+                let bits = i.op_register(0).size() as u32 * 8;
+                let cc = cc_number(i).expect("CMOVcc has a condition");
+                let c = self.cond_value(cc);
+                let src = self.operand(i, 1, bits);
+                let dst = self.operand(i, 0, bits);
+                // A 32-bit destination is zero-extended even when the move does not happen.
+                let v = self.b.ins().select(c, src, dst);
+                self.write_reg(i.op_register(0), v);
+            }
             Inline::Load | Inline::Store | Inline::Push | Inline::Pop => {
                 unreachable!("memory forms go through memory()")
             }
@@ -730,6 +1020,71 @@ impl<'a, 'b> Translator<'a, 'b> {
         a
     }
 
+    /// SHL/SAL/SHR/SAR by a masked count `0 < n < bits`, with the interpreter's flags
+    /// (`ops::shift`): CF the last bit out, AF set, OF = MSB(res) ^ CF (SHL), the operand's
+    /// MSB for a count of 1 else 0 (SHR), 0 (SAR).
+    fn shift(&mut self, i: &Instruction) {
+        use crane86_x86::flags::AF;
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let n = (i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F }) as u32;
+        let v = self.operand(i, 0, bits);
+        let one = |t: &mut Self, x: Value, at: u32| {
+            let s = t.b.ins().ushr_imm_u(x, i64::from(at));
+            t.b.ins().band_imm_u(s, 1)
+        };
+        let (res, cf, of) = match i.mnemonic() {
+            Mnemonic::Shr => {
+                let res = self.b.ins().ushr_imm_u(v, i64::from(n));
+                let cf = one(self, v, n - 1);
+                let of = if n == 1 {
+                    one(self, v, bits - 1)
+                } else {
+                    self.b.ins().iconst(types::I64, 0)
+                };
+                (res, cf, of)
+            }
+            Mnemonic::Sar => {
+                let up = self.b.ins().ishl_imm_u(v, i64::from(64 - bits));
+                let s = self.b.ins().sshr_imm_u(up, i64::from(64 - bits));
+                let res = self.b.ins().sshr_imm_u(s, i64::from(n));
+                let res = self.truncate(res, bits);
+                let cf = one(self, s, n - 1);
+                let of = self.b.ins().iconst(types::I64, 0);
+                (res, cf, of)
+            }
+            _ => {
+                let res = self.b.ins().ishl_imm_u(v, i64::from(n));
+                let res = self.truncate(res, bits);
+                let cf = one(self, v, bits - n);
+                let msb = one(self, res, bits - 1);
+                let of = self.b.ins().bxor(msb, cf);
+                (res, cf, of)
+            }
+        };
+        let z = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
+        let z = self.b.ins().uextend(types::I64, z);
+        let sf = one(self, res, bits - 1);
+        let low = self.b.ins().band_imm_u(res, 0xFF);
+        let pop = self.b.ins().popcnt(low);
+        let odd = self.b.ins().band_imm_u(pop, 1);
+        let pf = self.b.ins().bxor_imm_u(odd, 1);
+        let mut fl = self.b.ins().bor_imm_u(cf, AF as i64);
+        for (bit, at) in [(pf, 2), (z, 6), (sf, 7), (of, 11)] {
+            let x = self.b.ins().ishl_imm_u(bit, at);
+            fl = self.b.ins().bor(fl, x);
+        }
+        self.flags = Some(PendingFlags {
+            op: CcOp::Eflags,
+            res: fl,
+            src: fl,
+            a: fl,
+            bits,
+            kind: CcOp::Eflags,
+        });
+        self.write_reg(r, res);
+    }
+
     fn alu(&mut self, i: &Instruction) {
         let bits = i.op_register(0).size() as u32 * 8;
         let a = self.operand(i, 0, bits);
@@ -781,10 +1136,39 @@ mod tests {
             inline_kind(&decode(&[0x48, 0x89, 0xD8]), 64),
             Some(Inline::Mov)
         ); // mov rax,rbx
+        assert_eq!(inline_kind(&decode(&[0x88, 0xD8]), 64), Some(Inline::Mov)); // mov al,bl
         assert_eq!(
-            inline_kind(&decode(&[0x88, 0xD8]), 64),
+            inline_kind(&decode(&[0x80, 0xFA, 0xE8]), 64),
+            Some(Inline::Alu)
+        ); // cmp dl,0E8h
+        assert_eq!(
+            inline_kind(&decode(&[0xC1, 0xEE, 0x0B]), 64),
+            Some(Inline::Shift)
+        ); // shr esi,0Bh
+        assert_eq!(inline_kind(&decode(&[0xD1, 0xEF]), 64), Some(Inline::Shift)); // shr edi,1
+        assert_eq!(
+            inline_kind(&decode(&[0xC1, 0xEE, 0x20]), 64),
             None,
-            "8-bit forms use the helper"
+            "masked count 0"
+        ); // shr esi,20h
+        assert_eq!(
+            inline_kind(&decode(&[0x66, 0xC1, 0xE9, 0x14]), 64),
+            None,
+            "count beyond a 16-bit operand"
+        ); // shr cx,14h
+        assert_eq!(inline_kind(&decode(&[0xD3, 0xE0]), 64), None, "shl eax,cl");
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0x92, 0xC0]), 64),
+            Some(Inline::Setcc)
+        ); // setb al
+        assert_eq!(
+            inline_kind(&decode(&[0x49, 0x0F, 0x44, 0xF2]), 64),
+            Some(Inline::Cmov)
+        ); // cmove rsi,r10
+        assert_eq!(
+            inline_kind(&decode(&[0x48, 0x0F, 0x44, 0x33]), 64),
+            None,
+            "cmove rsi,[rbx]"
         );
         let load = inline_kind(&decode(&[0x48, 0x8B, 0x03]), 64); // mov rax,[rbx]
         assert_eq!(load, Some(Inline::Load));
@@ -796,9 +1180,14 @@ mod tests {
         let movzx = inline_kind(&decode(&[0x0F, 0xB6, 0x03]), 64); // movzx eax,byte [rbx]
         assert_eq!(movzx, Some(Inline::Load));
         let movsx_reg = inline_kind(&decode(&[0x0F, 0xBE, 0xC4]), 64); // movsx eax,ah
-        assert_eq!(movsx_reg, None, "register forms use the helper");
+        assert_eq!(movsx_reg, Some(Inline::Extend));
         assert_eq!(inline_kind(&decode(&[0x41, 0x5C]), 64), Some(Inline::Pop)); // pop r12
         assert_eq!(inline_kind(&decode(&[0x66, 0x55]), 64), None, "16-bit push");
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0x92, 0x03]), 64),
+            None,
+            "setb byte [rbx]"
+        );
         let byte = inline_kind(&decode(&[0x88, 0x03]), 64); // mov [rbx],al
         assert_eq!(byte, None, "byte stores use the helper");
         assert_eq!(
