@@ -4,10 +4,16 @@
 //! logic ops, an instruction the JIT leaves to the interpreter (ADC) — each followed by a
 //! flag consumer: SETcc of a low or high byte register, CMOVcc 32/64 (the 32-bit form
 //! zero-extends when the condition is false), or Jcc, for all 16 conditions; plus MOVZX/
-//! MOVSX/MOVSXD and 8/16-bit MOV between registers. After every case the flags and the
+//! MOVSX/MOVSXD and 8/16-bit MOV between registers; loads and stores of every size, ALU
+//! ops with a memory source and CMP/TEST of memory; IMUL with two and three operands. After every case the flags and the
 //! registers involved are stored; both engines must leave the same memory and registers.
 
 use crate::common::*;
+
+/// Cases in the program (its code must stay below the exception stubs at `CODE_BASE + STUBS`).
+const CASES: u64 = 150;
+/// Where the memory operands point (RAX, so that AH..BH can be used with them).
+const SCRATCH: u64 = DATA_BASE + 0x1_0000;
 
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
@@ -49,7 +55,45 @@ fn edge_value(r: &mut Rng) -> u64 {
 
 /// One flag producer on RBX (and RCX as the second operand).
 fn producer(a: &mut CodeAssembler, r: &mut Rng) {
-    let kind = r.below(5);
+    let kind = r.below(7);
+    if kind == 5 {
+        // Memory operands: [RAX] holds RCX.
+        let k = r.next() as i32;
+        match r.below(12) {
+            0 => a.cmp(ebx, dword_ptr(rax)),
+            1 => a.cmp(bl, byte_ptr(rax)),
+            2 => a.test(word_ptr(rax), bx),
+            3 => a.cmp(qword_ptr(rax), k),
+            4 => a.add(rbx, qword_ptr(rax)),
+            5 => a.sub(bx, word_ptr(rax)),
+            6 => a.xor(ebx, dword_ptr(rax + 1)),
+            7 => a.and(bh, byte_ptr(rax + 2)),
+            8 => a.cmp(byte_ptr(rax + 5), k as i8 as i32),
+            9 => a.test(dword_ptr(rax), k),
+            10 => a.or(rbx, qword_ptr(rax + 3)),
+            _ => a.cmp(word_ptr(rax + 4), cx),
+        }
+        .unwrap();
+        match r.below(4) {
+            0 => a.mov(bh, byte_ptr(rax + 1)),
+            1 => a.mov(byte_ptr(rax + 3), bl),
+            2 => a.mov(word_ptr(rax + 6), bx),
+            _ => a.mov(cx, word_ptr(rax + 2)),
+        }
+        .unwrap();
+        return;
+    }
+    if kind == 6 {
+        let k = r.next() as i32;
+        match r.below(4) {
+            0 => a.imul_2(rbx, rcx),
+            1 => a.imul_2(ebx, ecx),
+            2 => a.imul_3(rbx, rcx, k),
+            _ => a.imul_3(ebx, ecx, k as i8 as i32),
+        }
+        .unwrap();
+        return;
+    }
     if kind == 0 {
         // Shift by an immediate.
         let size = [8u32, 16, 32, 64][r.below(4) as usize];
@@ -168,7 +212,7 @@ fn inline_forms_match_the_interpreter() {
         let mut r = Rng(0x9E37_79B9_7F4A_7C15);
         let code = assemble(Mode::Long64, |a| {
             a.mov(rdi, DATA_BASE).unwrap();
-            for case in 0..200 {
+            for case in 0..CASES {
                 a.mov(rbx, edge_value(&mut r)).unwrap();
                 a.mov(rcx, edge_value(&mut r)).unwrap();
                 a.mov(rdx, r.next()).unwrap();
@@ -176,6 +220,8 @@ fn inline_forms_match_the_interpreter() {
                 a.mov(r8, r.next()).unwrap();
                 a.mov(r10, r.next()).unwrap();
                 a.xor(r9d, r9d).unwrap();
+                a.mov(eax, SCRATCH as u32).unwrap();
+                a.mov(qword_ptr(rax), rcx).unwrap();
                 if case % 4 == 3 {
                     extend(a, &mut r);
                 }
@@ -183,19 +229,19 @@ fn inline_forms_match_the_interpreter() {
                 consumer(a, &mut r, (case % 16) as u8);
                 a.pushfq().unwrap();
                 a.pop(rax).unwrap();
-                for (k, reg) in [rax, rbx, rdx, r8, r9, r10, r11, rbp]
-                    .into_iter()
-                    .enumerate()
-                {
+                a.mov(r13, qword_ptr(SCRATCH)).unwrap();
+                let regs = [rax, rbx, rcx, rdx, r8, r9, r10, r11, rbp, r13];
+                for (k, reg) in regs.into_iter().enumerate() {
                     a.mov(qword_ptr(rdi + 8 * k as i32), reg).unwrap();
                 }
-                a.add(rdi, 64).unwrap();
+                a.add(rdi, 80).unwrap();
             }
         });
+        assert!(code.len() < STUBS as usize, "program overlaps the stubs");
         let mut g = guest(engine, Mode::Long64, &code, &[], 0);
         g.run_to_halt();
         assert_no_exception(&g, "inline forms");
-        let mem: Vec<u64> = (0..200 * 8)
+        let mem: Vec<u64> = (0..CASES * 10)
             .map(|k| g.read_u64(DATA_BASE + 8 * k))
             .collect();
         results.push((engine, g.cpu.gpr, g.cpu.rflags(), mem));
@@ -207,11 +253,87 @@ fn inline_forms_match_the_interpreter() {
                 x,
                 y,
                 "case {} slot {}: {e0} {x:#x} vs {e} {y:#x}",
-                k / 8,
-                k % 8
+                k / 10,
+                k % 10
             );
         }
         assert_eq!(gpr0, gpr, "{e0} vs {e} registers");
         assert_eq!(f0, f, "{e0} vs {e} rflags");
     }
+}
+
+/// A fault in an inline load + ALU op (CMP r64, [non-present page]) goes through the slow
+/// path: the exception frame names the faulting instruction, and the registers and flags
+/// are those from before it (the flags of an inline CMP just before).
+#[test]
+fn load_alu_fault_is_precise() {
+    let page = DATA_BASE + 0x2_0000;
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(r12, page).unwrap();
+            a.mov(ebx, 5).unwrap();
+            a.add(rcx, 3).unwrap();
+            a.cmp(ebx, 7).unwrap();
+            a.cmp(rbx, qword_ptr(r12 + 8)).unwrap();
+            a.mov(ebx, 9).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        let pte = pte_addr(Mode::Long64, page);
+        let v = g.read_u64(pte);
+        g.write(pte, &(v & !1).to_le_bytes());
+        g.run_to_halt();
+        assert_eq!(exception(&g), Some(14), "{engine}");
+        assert_eq!(g.cpu.gpr[RBX], 5, "{engine}");
+        assert_eq!(
+            flags(&g, ARITH),
+            CF | SF | AF,
+            "{engine}: flags of cmp 5, 7"
+        );
+        out.push((g.cpu.gpr, faulting_offset(&g, true), g.cpu.cr2));
+    }
+    assert_eq!(out[0], out[1]);
+    assert_eq!(out[0].2, page + 8);
+}
+
+/// Inline CALL rel32 and RET: a loop calling a function (the return address on the stack,
+/// RIP and RSP after each), then a RET to a non-canonical address, which is the
+/// interpreter's #GP with RSP unchanged.
+#[test]
+fn call_and_ret_match_the_interpreter() {
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            let mut top = a.create_label();
+            let mut f = a.create_label();
+            let mut bad = a.create_label();
+            a.mov(ecx, 100).unwrap();
+            a.xor(ebx, ebx).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.call(f).unwrap();
+            a.mov(qword_ptr(DATA_BASE), rsp).unwrap();
+            a.sub(ecx, 1).unwrap();
+            a.jne(top).unwrap();
+            a.jmp(bad).unwrap();
+            a.set_label(&mut f).unwrap();
+            a.add(rbx, rcx).unwrap();
+            a.mov(rdx, qword_ptr(rsp)).unwrap();
+            a.shl(rbx, 1).unwrap();
+            a.ret().unwrap();
+            a.set_label(&mut bad).unwrap();
+            a.mov(rax, 0x8000_0000_0000_0000u64).unwrap();
+            a.push(rax).unwrap();
+            a.ret().unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_eq!(exception(&g), Some(13), "{engine}");
+        let frame = stack_phys(&g);
+        // #GP pushes an error code, RIP, CS, RFLAGS, RSP, SS: the interrupted RSP is the
+        // pushed bad address's slot.
+        let old_rsp = g.read_u64(frame + 32);
+        assert_eq!(g.read_u64(old_rsp), 0x8000_0000_0000_0000, "{engine}");
+        out.push((g.cpu.gpr, faulting_offset(&g, true), old_rsp));
+    }
+    assert_eq!(out[0], out[1]);
 }

@@ -1,7 +1,8 @@
 //! Guest block → Cranelift IR. Every instruction either gets inline IR (in 64-bit code: the
 //! register forms of MOV, LEA, ADD/SUB/AND/OR/XOR/CMP/TEST (any operand size, AH..BH
-//! included), MOVZX/MOVSX/MOVSXD, SHL/SHR/SAR by an immediate, SETcc, CMOVcc and NOP; MOV
-//! loads and stores, PUSH and POP through the TLB fast path; direct JMP and every Jcc) or
+//! included), MOVZX/MOVSX/MOVSXD, SHL/SHR/SAR by an immediate, IMUL, SETcc, CMOVcc and NOP;
+//! through the TLB fast path MOV loads and stores of every size, ALU ops with a memory
+//! source, CMP/TEST of memory, PUSH, POP, CALL rel32 and RET; direct JMP and every Jcc) or
 //! becomes a call to the interpreter's per-instruction step
 //! ([`crate::compiler::step_helper`]), which owns the semantics of everything else: faults,
 //! flags, platform actions, leaving the block.
@@ -68,13 +69,15 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
                 OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate8to16
             )
     };
-    let mem_ok = |n: u32| {
-        i.op_kind(n) == OpKind::Memory && matches!(i.memory_size().size(), 4 | 8) && mem_simple(i)
+    let mem_any = |n: u32| {
+        i.op_kind(n) == OpKind::Memory
+            && matches!(i.memory_size().size(), 1 | 2 | 4 | 8)
+            && mem_simple(i)
     };
     match i.mnemonic() {
         Mnemonic::Nop => Some(Inline::Nop),
         Mnemonic::Mov if reg_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Mov),
-        Mnemonic::Mov if reg(0) && wide(0) && mem_ok(1) => Some(Inline::Load),
+        Mnemonic::Mov if reg_any(0) && mem_any(1) => Some(Inline::Load),
         Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
             if reg(0)
                 && wide(0)
@@ -98,7 +101,29 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         }
         _ if is_setcc(i.mnemonic()) && reg_any(0) => Some(Inline::Setcc),
         _ if is_cmovcc(i.mnemonic()) && reg(0) && wide(0) && reg(1) => Some(Inline::Cmov),
-        Mnemonic::Mov if mem_ok(0) && ((reg(1) && wide(1)) || imm(1)) => Some(Inline::Store),
+        Mnemonic::Mov if mem_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Store),
+        Mnemonic::Add
+        | Mnemonic::Sub
+        | Mnemonic::And
+        | Mnemonic::Or
+        | Mnemonic::Xor
+        | Mnemonic::Cmp
+        | Mnemonic::Test
+            if reg_any(0) && mem_any(1) =>
+        {
+            Some(Inline::LoadAlu)
+        }
+        Mnemonic::Cmp | Mnemonic::Test if mem_any(0) && (reg_any(1) || imm_any(1)) => {
+            Some(Inline::LoadAlu)
+        }
+        Mnemonic::Imul
+            if reg(0)
+                && wide(0)
+                && reg(1)
+                && (i.op_count() == 2 || (i.op_count() == 3 && imm(2))) =>
+        {
+            Some(Inline::Imul)
+        }
         Mnemonic::Push
             if matches!(
                 i.code(),
@@ -108,6 +133,15 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             Some(Inline::Push)
         }
         Mnemonic::Pop if i.code() == Code::Pop_r64 => Some(Inline::Pop),
+        // A non-canonical target is the interpreter's #GP.
+        Mnemonic::Call
+            if i.code() == Code::Call_rel32_64
+                && ((i.near_branch_target() as i64) << 16 >> 16) as u64
+                    == i.near_branch_target() =>
+        {
+            Some(Inline::Call)
+        }
+        Mnemonic::Ret if i.code() == Code::Retnq => Some(Inline::Ret),
         Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
         Mnemonic::Add
         | Mnemonic::Sub
@@ -148,6 +182,15 @@ pub enum Inline {
     Setcc,
     /// CMOVcc r32/r64, r32/r64.
     Cmov,
+    /// ADD/SUB/AND/OR/XOR/CMP/TEST r, [mem] and CMP/TEST [mem], r/imm: a load through the
+    /// TLB fast path, then the ALU op.
+    LoadAlu,
+    /// IMUL r32/r64, r32/r64 (and with an immediate).
+    Imul,
+    /// CALL rel32 (64-bit): a store of the return address at RSP - 8.
+    Call,
+    /// RET (near, 64-bit, no immediate): a load at RSP, RIP from it.
+    Ret,
 }
 
 fn is_setcc(m: Mnemonic) -> bool {
@@ -335,6 +378,9 @@ pub struct Translator<'a, 'b> {
     retired_pending: bool,
     rip_var: Variable,
     rip_pending: bool,
+    /// The pending flags' `res`, `src` and `a` of an inline load + ALU op, merged from its
+    /// fast and slow paths.
+    flag_vars: [Variable; 3],
     /// The block's exit (every path there has synced).
     exit: ir::Block,
     /// Instructions given inline IR.
@@ -381,6 +427,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.def_var(retired_var, zero);
         let rip_var = b.declare_var(types::I64);
         b.def_var(rip_var, zero);
+        let flag_vars = std::array::from_fn(|_| b.declare_var(types::I64));
         let exit = b.create_block();
         Translator {
             b,
@@ -398,6 +445,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             retired_pending: false,
             rip_var,
             rip_pending: false,
+            flag_vars,
             exit,
             inlined: 0,
         }
@@ -456,7 +504,15 @@ impl<'a, 'b> Translator<'a, 'b> {
                 continue;
             }
             match inline_kind(i, bits) {
-                Some(kind @ (Inline::Load | Inline::Store | Inline::Push | Inline::Pop)) => {
+                Some(
+                    kind @ (Inline::Load
+                    | Inline::Store
+                    | Inline::Push
+                    | Inline::Pop
+                    | Inline::LoadAlu
+                    | Inline::Call
+                    | Inline::Ret),
+                ) => {
                     self.memory(i, k, kind);
                     self.inlined += 1;
                 }
@@ -818,6 +874,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.write_reg(i.op_register(0), v);
             }
             Inline::Shift => self.shift(i),
+            Inline::Imul => self.imul(i),
             Inline::Setcc => {
                 let cc = cc_number(i).expect("SETcc has a condition");
                 let c = self.cond_value(cc);
@@ -834,7 +891,13 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let v = self.b.ins().select(c, src, dst);
                 self.write_reg(i.op_register(0), v);
             }
-            Inline::Load | Inline::Store | Inline::Push | Inline::Pop => {
+            Inline::Load
+            | Inline::Store
+            | Inline::Push
+            | Inline::Pop
+            | Inline::LoadAlu
+            | Inline::Call
+            | Inline::Ret => {
                 unreachable!("memory forms go through memory()")
             }
         }
@@ -845,7 +908,10 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// else syncs the state from before the instruction and lets the interpreter execute it
     /// (page walk, fault, MMIO, code-page write), after which both paths merge.
     fn memory(&mut self, i: &Instruction, index: usize, kind: Inline) {
-        let stack = matches!(kind, Inline::Push | Inline::Pop);
+        let stack = matches!(
+            kind,
+            Inline::Push | Inline::Pop | Inline::Call | Inline::Ret
+        );
         let size = if stack {
             8
         } else {
@@ -854,8 +920,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         let seg = i.memory_segment();
         let rsp = if stack { Some(self.gpr(RSP)) } else { None };
         let mut lin = match (kind, rsp) {
-            (Inline::Push, Some(sp)) => self.b.ins().iadd_imm_s(sp, -8),
-            (Inline::Pop, Some(sp)) => sp,
+            (Inline::Push | Inline::Call, Some(sp)) => self.b.ins().iadd_imm_s(sp, -8),
+            (Inline::Pop | Inline::Ret, Some(sp)) => sp,
             _ => self.lea_address(i),
         };
         if !stack && matches!(seg, Register::FS | Register::GS) {
@@ -872,6 +938,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let data = match kind {
             Inline::Store => Some(self.operand(i, 1, 8 * size)),
             Inline::Push => Some(self.operand(i, 0, 64)),
+            Inline::Call => Some(self.b.ins().iconst(types::I64, i.next_ip() as i64)),
             _ => None,
         };
         let before = self.tracked();
@@ -890,7 +957,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
         let entry = self.b.ins().iadd(tlb, slot_off);
         let tag_at = match kind {
-            Inline::Store | Inline::Push => offset_of!(TlbEntry, write_tag),
+            Inline::Store | Inline::Push | Inline::Call => offset_of!(TlbEntry, write_tag),
             _ => offset_of!(TlbEntry, read_tag),
         };
         let tag = self
@@ -906,7 +973,6 @@ impl<'a, 'b> Translator<'a, 'b> {
         let merge = self.b.create_block();
         self.b.ins().brif(ok, fast, &[], slow, &[]);
         self.b.seal_block(fast);
-        self.b.seal_block(slow);
 
         // Fast path.
         self.b.switch_to_block(fast);
@@ -923,16 +989,18 @@ impl<'a, 'b> Translator<'a, 'b> {
             4 => types::I32,
             _ => types::I64,
         };
+        // The RIP after the instruction (a RET's is the loaded return address).
+        let mut next = None;
         match kind {
-            Inline::Store | Inline::Push => {
+            Inline::Store | Inline::Push | Inline::Call => {
                 let v = data.expect("store data");
                 let v = if size == 8 {
                     v
                 } else {
-                    self.b.ins().ireduce(types::I32, v)
+                    self.b.ins().ireduce(ty, v)
                 };
                 self.b.ins().store(MemFlagsData::new(), v, host, 0);
-                if kind == Inline::Push {
+                if matches!(kind, Inline::Push | Inline::Call) {
                     self.set_gpr(RSP, lin);
                 }
             }
@@ -944,24 +1012,59 @@ impl<'a, 'b> Translator<'a, 'b> {
                     (_, true) => self.b.ins().sextend(types::I64, v),
                     (_, false) => self.b.ins().uextend(types::I64, v),
                 };
-                if let (Inline::Pop, Some(sp)) = (kind, rsp) {
+                if let (Inline::Ret, Some(sp)) = (kind, rsp) {
+                    // A non-canonical return address is the interpreter's #GP (with RSP
+                    // unchanged): to the slow path, which has seen nothing of this path.
+                    let shl = self.b.ins().ishl_imm_u(v, 16);
+                    let sx = self.b.ins().sshr_imm_u(shl, 16);
+                    let canonical = self.b.ins().icmp(IntCC::Equal, sx, v);
+                    let cont = self.b.create_block();
+                    self.b.ins().brif(canonical, cont, &[], slow, &[]);
+                    self.b.seal_block(cont);
+                    self.b.switch_to_block(cont);
+                    let up = self.b.ins().iadd_imm_s(sp, 8);
+                    self.set_gpr(RSP, up);
+                    next = Some(v);
+                } else if let (Inline::Pop, Some(sp)) = (kind, rsp) {
                     // POP RSP leaves the popped value: RSP is written first.
                     let up = self.b.ins().iadd_imm_s(sp, 8);
                     self.set_gpr(RSP, up);
                 }
-                self.write_reg(i.op_register(0), v);
+                if kind == Inline::LoadAlu {
+                    let bits = 8 * size;
+                    let (a, b) = if i.op0_kind() == OpKind::Memory {
+                        (v, self.operand(i, 1, bits))
+                    } else {
+                        (self.operand(i, 0, bits), v)
+                    };
+                    self.alu_values(i, bits, a, b);
+                    let f = self.flags.expect("ALU flags");
+                    self.b.def_var(self.flag_vars[0], f.res);
+                    self.b.def_var(self.flag_vars[1], f.src);
+                    self.b.def_var(self.flag_vars[2], f.a);
+                } else if kind != Inline::Ret {
+                    self.write_reg(i.op_register(0), v);
+                }
             }
         }
         let counter = self.ctx_ptr(offset_of!(BlockCtx, tlb_accesses));
         let n = self.b.ins().load(types::I64, trusted(), counter, 0);
         let n = self.b.ins().iadd_imm_s(n, 1);
         self.b.ins().store(trusted(), n, counter, 0);
-        self.retire(i.next_ip());
+        match (kind, next) {
+            (Inline::Call, _) => self.retire(i.near_branch_target()),
+            (_, Some(rip)) => {
+                self.retire(0);
+                self.b.def_var(self.rip_var, rip);
+            }
+            _ => self.retire(i.next_ip()),
+        }
         let after = self.tracked();
         self.b.ins().jump(merge, &[]);
 
         // Slow path: the state from before, synced; the interpreter runs the instruction;
         // then every register the fast path leaves cached is reloaded.
+        self.b.seal_block(slow);
         self.b.switch_to_block(slow);
         self.restore(before);
         self.sync();
@@ -975,14 +1078,51 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.b.def_var(self.vars[k], v);
             }
         }
-        let rip = self.b.ins().iconst(types::I64, i.next_ip() as i64);
+        let rip = if kind == Inline::Ret {
+            self.b.ins().load(types::I64, trusted(), self.state, RIP)
+        } else if kind == Inline::Call {
+            self.b
+                .ins()
+                .iconst(types::I64, i.near_branch_target() as i64)
+        } else {
+            self.b.ins().iconst(types::I64, i.next_ip() as i64)
+        };
         self.b.def_var(self.rip_var, rip);
+        let pending = after.flags.filter(|_| kind == Inline::LoadAlu);
+        if let Some(f) = pending {
+            // The interpreter's lazy record of the same op: the operands back from it.
+            let res = self
+                .b
+                .ins()
+                .load(types::I64, trusted(), self.state, LAZY_RES);
+            let src = self
+                .b
+                .ins()
+                .load(types::I64, trusted(), self.state, LAZY_SRC);
+            let a = match f.kind {
+                CcOp::Sub8 => self.b.ins().iadd(res, src),
+                CcOp::Add8 => self.b.ins().isub(res, src),
+                _ => res,
+            };
+            let a = self.truncate(a, f.bits);
+            self.b.def_var(self.flag_vars[0], res);
+            self.b.def_var(self.flag_vars[1], src);
+            self.b.def_var(self.flag_vars[2], a);
+        }
         self.b.ins().jump(merge, &[]);
         self.b.seal_block(merge);
         self.b.switch_to_block(merge);
         // Registers reloaded on the slow path equal memory there; keeping the fast path's
         // dirty marks only costs a redundant store. RIP is pending on both.
         self.restore(after);
+        if let Some(f) = pending {
+            self.flags = Some(PendingFlags {
+                res: self.b.use_var(self.flag_vars[0]),
+                src: self.b.use_var(self.flag_vars[1]),
+                a: self.b.use_var(self.flag_vars[2]),
+                ..f
+            });
+        }
     }
 
     fn lea_address(&mut self, i: &Instruction) -> Value {
@@ -1062,14 +1202,22 @@ impl<'a, 'b> Translator<'a, 'b> {
                 (res, cf, of)
             }
         };
+        self.materialized_flags(res, bits, cf, of, AF);
+        self.write_reg(r, res);
+    }
+
+    /// Pending materialized flags: ZF SF PF of `res` (`bits` wide), CF and OF from the
+    /// I64 0/1 values `cf` and `of`, and the constant bits `fixed` (AF or 0).
+    fn materialized_flags(&mut self, res: Value, bits: u32, cf: Value, of: Value, fixed: u64) {
         let z = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
         let z = self.b.ins().uextend(types::I64, z);
-        let sf = one(self, res, bits - 1);
+        let s = self.b.ins().ushr_imm_u(res, i64::from(bits - 1));
+        let sf = self.b.ins().band_imm_u(s, 1);
         let low = self.b.ins().band_imm_u(res, 0xFF);
         let pop = self.b.ins().popcnt(low);
         let odd = self.b.ins().band_imm_u(pop, 1);
         let pf = self.b.ins().bxor_imm_u(odd, 1);
-        let mut fl = self.b.ins().bor_imm_u(cf, AF as i64);
+        let mut fl = self.b.ins().bor_imm_u(cf, fixed as i64);
         for (bit, at) in [(pf, 2), (z, 6), (sf, 7), (of, 11)] {
             let x = self.b.ins().ishl_imm_u(bit, at);
             fl = self.b.ins().bor(fl, x);
@@ -1082,13 +1230,48 @@ impl<'a, 'b> Translator<'a, 'b> {
             bits,
             kind: CcOp::Eflags,
         });
-        self.write_reg(r, res);
+    }
+
+    /// IMUL r, r (two operands) or IMUL r, r, imm (32/64-bit), with the interpreter's flags
+    /// (`ops::muldiv`): CF = OF = the signed product does not fit, ZF SF PF of the result,
+    /// AF = 0.
+    fn imul(&mut self, i: &Instruction) {
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let (x, y) = if i.op_count() == 3 { (1, 2) } else { (0, 1) };
+        let a = self.operand(i, x, bits);
+        let b = self.operand(i, y, bits);
+        let (low, ovf) = if bits == 64 {
+            let low = self.b.ins().imul(a, b);
+            let high = self.b.ins().smulhi(a, b);
+            let sign = self.b.ins().sshr_imm_u(low, 63);
+            (low, self.b.ins().icmp(IntCC::NotEqual, high, sign))
+        } else {
+            let sext = |t: &mut Self, v: Value| {
+                let up = t.b.ins().ishl_imm_u(v, 32);
+                t.b.ins().sshr_imm_u(up, 32)
+            };
+            let (sa, sb) = (sext(self, a), sext(self, b));
+            let product = self.b.ins().imul(sa, sb);
+            let low = self.truncate(product, 32);
+            let back = sext(self, low);
+            (low, self.b.ins().icmp(IntCC::NotEqual, back, product))
+        };
+        let ovf = self.b.ins().uextend(types::I64, ovf);
+        self.materialized_flags(low, bits, ovf, ovf, 0);
+        self.write_reg(r, low);
     }
 
     fn alu(&mut self, i: &Instruction) {
         let bits = i.op_register(0).size() as u32 * 8;
         let a = self.operand(i, 0, bits);
         let bv = self.operand(i, 1, bits);
+        self.alu_values(i, bits, a, bv);
+    }
+
+    /// The ALU op of `i` on `a` and `bv` (zero-extended `bits`-bit values): pending flags,
+    /// and the result written to operand 0 when it is a register and the op writes.
+    fn alu_values(&mut self, i: &Instruction, bits: u32, a: Value, bv: Value) {
         let ins = self.b.ins();
         let (res, kind, write) = match i.mnemonic() {
             Mnemonic::Add => (ins.iadd(a, bv), CcOp::Add8, true),
@@ -1113,7 +1296,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             bits,
             kind,
         });
-        if write {
+        if write && i.op0_kind() == OpKind::Register {
             self.write_reg(i.op_register(0), res);
         }
     }
@@ -1189,7 +1372,13 @@ mod tests {
             "setb byte [rbx]"
         );
         let byte = inline_kind(&decode(&[0x88, 0x03]), 64); // mov [rbx],al
-        assert_eq!(byte, None, "byte stores use the helper");
+        assert_eq!(byte, Some(Inline::Store));
+        let cmp_mem = inline_kind(&decode(&[0x48, 0x3B, 0x70, 0x28]), 64); // cmp rsi,[rax+28h]
+        assert_eq!(cmp_mem, Some(Inline::LoadAlu));
+        let add_rmw = inline_kind(&decode(&[0x01, 0x43, 0x7C]), 64); // add [rbx+7Ch],eax
+        assert_eq!(add_rmw, None, "read-modify-write forms use the helper");
+        let imul = inline_kind(&decode(&[0x49, 0x0F, 0xAF, 0xC5]), 64); // imul rax,r13
+        assert_eq!(imul, Some(Inline::Imul));
         assert_eq!(
             inline_kind(&decode(&[0x48, 0x8D, 0x44, 0x8B, 0x10]), 64),
             Some(Inline::Lea)
