@@ -1,12 +1,14 @@
 //! The JIT's inline forms against the interpreter: one long-mode program (translated on its
 //! first run under `EngineKind::Jit`) of flag producers — shifts by immediate of every size
 //! (counts 1, 2, width - 1 and others, AH..BH included), 8/16/32/64-bit CMP/TEST/ADD/SUB/
-//! logic ops, an instruction the JIT leaves to the interpreter (ADC) — each followed by a
-//! flag consumer: SETcc of a low or high byte register, CMOVcc 32/64 (the 32-bit form
-//! zero-extends when the condition is false), or Jcc, for all 16 conditions; plus MOVZX/
-//! MOVSX/MOVSXD and 8/16-bit MOV between registers; loads and stores of every size, ALU
-//! ops with a memory source and CMP/TEST of memory; IMUL with two and three operands. After every case the flags and the
-//! registers involved are stored; both engines must leave the same memory and registers.
+//! logic ops, NOT/NEG/INC/DEC, ALU ops with a memory source and CMP/TEST of memory, IMUL
+//! with two and three operands, an instruction the JIT leaves to the interpreter (ADC) —
+//! each followed by a flag consumer: SETcc of a low or high byte register, CMOVcc 32/64 (the
+//! 32-bit form zero-extends when the condition is false), or Jcc, for all 16 conditions;
+//! plus MOVZX/MOVSX/MOVSXD and 8/16-bit MOV between registers and loads and stores of every
+//! size. After every case the flags and the registers involved are stored; both engines
+//! must leave the same memory and registers. Then a precise fault in an inline load + ALU
+//! op, and CALL/RET including a RET to a non-canonical address.
 
 use crate::common::*;
 
@@ -55,7 +57,31 @@ fn edge_value(r: &mut Rng) -> u64 {
 
 /// One flag producer on RBX (and RCX as the second operand).
 fn producer(a: &mut CodeAssembler, r: &mut Rng) {
-    let kind = r.below(7);
+    let kind = r.below(8);
+    if kind == 7 {
+        // NOT/NEG/INC/DEC; INC/DEC keep the CF of a preceding inline CMP.
+        a.cmp(ecx, ebx).unwrap();
+        let op = r.below(4);
+        macro_rules! un {
+            ($reg:expr) => {
+                match op {
+                    0 => a.not($reg),
+                    1 => a.neg($reg),
+                    2 => a.inc($reg),
+                    _ => a.dec($reg),
+                }
+                .unwrap()
+            };
+        }
+        match r.below(5) {
+            0 => un!(bl),
+            1 => un!(bh),
+            2 => un!(bx),
+            3 => un!(ebx),
+            _ => un!(rbx),
+        }
+        return;
+    }
     if kind == 5 {
         // Memory operands: [RAX] holds RCX.
         let k = r.next() as i32;

@@ -80,6 +80,46 @@ impl Translator<'_, '_> {
         self.write_reg(r, low);
     }
 
+    /// NOT (no flags), NEG (a SUB from 0 in the lazy record), INC/DEC (their own records,
+    /// with the CF from before in `aux`), as `ops::alu` records them.
+    pub(super) fn unary(&mut self, i: &Instruction) {
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let v = self.operand(i, 0, bits);
+        let m = i.mnemonic();
+        if m == Mnemonic::Not {
+            let res = self.b.ins().bnot(v);
+            self.write_reg(r, res);
+            return;
+        }
+        let (res, kind, a, src, aux) = if m == Mnemonic::Neg {
+            let zero = self.b.ins().iconst(types::I64, 0);
+            let res = self.b.ins().isub(zero, v);
+            (res, CcOp::Sub8, zero, v, None)
+        } else {
+            let cf = self.cond_value(2);
+            let cf = self.b.ins().uextend(types::I64, cf);
+            let one = self.b.ins().iconst(types::I64, 1);
+            let (res, kind) = if m == Mnemonic::Inc {
+                (self.b.ins().iadd_imm_s(v, 1), CcOp::Inc8)
+            } else {
+                (self.b.ins().iadd_imm_s(v, -1), CcOp::Dec8)
+            };
+            (res, kind, v, one, Some(cf))
+        };
+        let res = self.truncate(res, bits);
+        self.flags = Some(PendingFlags {
+            op: CcOp::sized(kind, bits),
+            res,
+            src,
+            a,
+            bits,
+            kind,
+            aux,
+        });
+        self.write_reg(r, res);
+    }
+
     pub(super) fn alu(&mut self, i: &Instruction) {
         let bits = i.op_register(0).size() as u32 * 8;
         let a = self.operand(i, 0, bits);
@@ -113,6 +153,7 @@ impl Translator<'_, '_> {
             a,
             bits,
             kind,
+            aux: None,
         });
         if write && i.op0_kind() == OpKind::Register {
             self.write_reg(i.op_register(0), res);

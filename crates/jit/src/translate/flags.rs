@@ -149,6 +149,31 @@ impl Translator<'_, '_> {
             t.b.ins().icmp(cc, x, y)
         };
         let konst = |t: &mut Self, v: bool| t.b.ins().iconst(types::I8, i64::from(v));
+        if matches!(f.kind, CcOp::Inc8 | CcOp::Dec8) {
+            // ZF SF of the result; CF is the preserved one.
+            return Some(match m {
+                Je => ins_zero(self),
+                Jne => {
+                    let z = ins_zero(self);
+                    self.b.ins().bxor_imm_u(z, 1)
+                }
+                Js => sign(self),
+                Jns => {
+                    let s = sign(self);
+                    self.b.ins().bxor_imm_u(s, 1)
+                }
+                Jb | Jae => {
+                    let cf = f.aux?;
+                    let cc = if m == Jb {
+                        IntCC::NotEqual
+                    } else {
+                        IntCC::Equal
+                    };
+                    self.b.ins().icmp_imm_s(cc, cf, 0)
+                }
+                _ => return None,
+            });
+        }
         if f.kind == CcOp::Add8 {
             return Some(match m {
                 Je => ins_zero(self),
@@ -248,8 +273,11 @@ impl Translator<'_, '_> {
         self.b.ins().store(trusted(), op, self.state, LAZY_OP);
         self.b.ins().store(trusted(), f.res, self.state, LAZY_RES);
         self.b.ins().store(trusted(), f.src, self.state, LAZY_SRC);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.ins().store(trusted(), zero, self.state, LAZY_AUX);
+        let aux = match f.aux {
+            Some(v) => v,
+            None => self.b.ins().iconst(types::I64, 0),
+        };
+        self.b.ins().store(trusted(), aux, self.state, LAZY_AUX);
     }
 
     /// Pending materialized flags: ZF SF PF of `res` (`bits` wide), CF and OF from the
@@ -282,6 +310,7 @@ impl Translator<'_, '_> {
             a: fl,
             bits,
             kind: CcOp::Eflags,
+            aux: None,
         });
     }
 }

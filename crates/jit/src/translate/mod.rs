@@ -1,6 +1,7 @@
 //! Guest block → Cranelift IR. Every instruction either gets inline IR (in 64-bit code: the
 //! register forms of MOV, LEA, ADD/SUB/AND/OR/XOR/CMP/TEST (any operand size, AH..BH
-//! included), MOVZX/MOVSX/MOVSXD, SHL/SHR/SAR by an immediate, IMUL, SETcc, CMOVcc and NOP;
+//! included), NOT/NEG/INC/DEC, MOVZX/MOVSX/MOVSXD, SHL/SHR/SAR by an immediate, IMUL,
+//! SETcc, CMOVcc and NOP;
 //! through the TLB fast path MOV loads and stores of every size, ALU ops with a memory
 //! source, CMP/TEST of memory, PUSH, POP, CALL rel32 and RET; direct JMP and every Jcc) or
 //! becomes a call to the interpreter's per-instruction step
@@ -144,6 +145,11 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             Some(Inline::Push)
         }
         Mnemonic::Pop if i.code() == Code::Pop_r64 => Some(Inline::Pop),
+        Mnemonic::Not | Mnemonic::Neg | Mnemonic::Inc | Mnemonic::Dec
+            if i.op_count() == 1 && reg_any(0) =>
+        {
+            Some(Inline::Unary)
+        }
         // A non-canonical target is the interpreter's #GP.
         Mnemonic::Call
             if i.code() == Code::Call_rel32_64
@@ -198,6 +204,8 @@ pub enum Inline {
     LoadAlu,
     /// IMUL r32/r64, r32/r64 (and with an immediate).
     Imul,
+    /// NOT/NEG/INC/DEC of a register.
+    Unary,
     /// CALL rel32 (64-bit): a store of the return address at RSP - 8.
     Call,
     /// RET (near, 64-bit, no immediate): a load at RSP, RIP from it.
@@ -326,9 +334,12 @@ struct PendingFlags {
     a: Value,
     /// Operand size in bits.
     bits: u32,
-    /// SUB/CMP (else a logic op: AND/OR/XOR/TEST) or ADD; `Eflags` for materialized flags
-    /// (`res` is then the six arithmetic flags, which replace those of RFLAGS at sync).
+    /// SUB/CMP/NEG (else a logic op: AND/OR/XOR/TEST), ADD, INC or DEC; `Eflags` for
+    /// materialized flags (`res` is then the six arithmetic flags, which replace those of
+    /// RFLAGS at sync).
     kind: CcOp,
+    /// The lazy record's `aux` (INC/DEC: the preserved CF, an I64 0/1); `None` is 0.
+    aux: Option<Value>,
 }
 
 pub struct Translator<'a, 'b> {
@@ -639,6 +650,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             }
             Inline::Shift => self.shift(i),
             Inline::Imul => self.imul(i),
+            Inline::Unary => self.unary(i),
             Inline::Setcc => {
                 let cc = cc_number(i).expect("SETcc has a condition");
                 let c = self.cond_value(cc);
@@ -745,6 +757,10 @@ mod tests {
         assert_eq!(add_rmw, None, "read-modify-write forms use the helper");
         let imul = inline_kind(&decode(&[0x49, 0x0F, 0xAF, 0xC5]), 64); // imul rax,r13
         assert_eq!(imul, Some(Inline::Imul));
+        let not = inline_kind(&decode(&[0x41, 0xF7, 0xD1]), 64); // not r9d
+        assert_eq!(not, Some(Inline::Unary));
+        let inc_mem = inline_kind(&decode(&[0xFF, 0x03]), 64); // inc dword [rbx]
+        assert_eq!(inc_mem, None, "read-modify-write forms use the helper");
         assert_eq!(
             inline_kind(&decode(&[0x48, 0x8D, 0x44, 0x8B, 0x10]), 64),
             Some(Inline::Lea)
