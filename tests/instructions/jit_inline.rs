@@ -2,7 +2,7 @@
 //! first run under `EngineKind::Jit`) of flag producers — shifts by immediate of every size
 //! (counts 1, 2, width - 1 and others, AH..BH included), 8/16/32/64-bit CMP/TEST/ADD/SUB/
 //! logic ops, NOT/NEG/INC/DEC, ALU ops with a memory source and CMP/TEST of memory, IMUL
-//! with two and three operands, an instruction the JIT leaves to the interpreter (ADC) —
+//! with two and three operands, ADC/SBB (carry-in from inline or stored flags) —
 //! each followed by a flag consumer: SETcc of a low or high byte register, CMOVcc 32/64 (the
 //! 32-bit form zero-extends when the condition is false), or Jcc, for all 16 conditions;
 //! plus MOVZX/MOVSX/MOVSXD and 8/16-bit MOV between registers and loads and stores of every
@@ -152,8 +152,22 @@ fn producer(a: &mut CodeAssembler, r: &mut Rng) {
         return;
     }
     if kind == 4 {
-        // Left to the interpreter: the consumer reads the stored lazy flags.
-        a.adc(ebx, ecx).unwrap();
+        // ADC/SBB after an inline CMP (carry-in from its operands), after a helper-run
+        // instruction (XADD: the carry from the stored lazy flags), or chained.
+        match r.below(3) {
+            0 => a.cmp(ecx, ebx).unwrap(),
+            1 => a.xadd(r10, rcx).unwrap(),
+            _ => a.adc(rbx, rcx).unwrap(),
+        }
+        match r.below(6) {
+            0 => a.adc(ebx, ecx),
+            1 => a.sbb(rbx, rcx),
+            2 => a.adc(bh, cl),
+            3 => a.sbb(bx, cx),
+            4 => a.adc(rbx, 0),
+            _ => a.sbb(ebx, ebx),
+        }
+        .unwrap();
         return;
     }
     let size = [8u32, 16, 32, 64][r.below(4) as usize];

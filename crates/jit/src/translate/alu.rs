@@ -124,6 +124,31 @@ impl Translator<'_, '_> {
         let bits = i.op_register(0).size() as u32 * 8;
         let a = self.operand(i, 0, bits);
         let bv = self.operand(i, 1, bits);
+        let m = i.mnemonic();
+        if matches!(m, Mnemonic::Adc | Mnemonic::Sbb) {
+            // The carry-in is the CF from before, kept in the record's `aux`.
+            let c = self.cond_value(2);
+            let c = self.b.ins().uextend(types::I64, c);
+            let (res, kind) = if m == Mnemonic::Adc {
+                let s = self.b.ins().iadd(a, bv);
+                (self.b.ins().iadd(s, c), CcOp::Adc8)
+            } else {
+                let s = self.b.ins().isub(a, bv);
+                (self.b.ins().isub(s, c), CcOp::Sbb8)
+            };
+            let res = self.truncate(res, bits);
+            self.flags = Some(PendingFlags {
+                op: CcOp::sized(kind, bits),
+                res,
+                src: bv,
+                a,
+                bits,
+                kind,
+                aux: Some(c),
+            });
+            self.write_reg(i.op_register(0), res);
+            return;
+        }
         self.alu_values(i, bits, a, bv);
     }
 

@@ -1,5 +1,5 @@
 //! Guest block → Cranelift IR. Every instruction either gets inline IR (in 64-bit code: the
-//! register forms of MOV, LEA, ADD/SUB/AND/OR/XOR/CMP/TEST (any operand size, AH..BH
+//! register forms of MOV, LEA, ADD/ADC/SUB/SBB/AND/OR/XOR/CMP/TEST (any operand size, AH..BH
 //! included), NOT/NEG/INC/DEC, MOVZX/MOVSX/MOVSXD, SHL/SHR/SAR by an immediate, IMUL,
 //! SETcc, CMOVcc and NOP;
 //! through the TLB fast path MOV loads and stores of every size, ALU ops with a memory
@@ -167,6 +167,8 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         | Mnemonic::Xor
         | Mnemonic::Cmp
         | Mnemonic::Test
+        | Mnemonic::Adc
+        | Mnemonic::Sbb
             if reg_any(0) && (reg_any(1) || imm_any(1)) =>
         {
             Some(Inline::Alu)
