@@ -10,6 +10,7 @@ mod branch;
 mod common;
 mod data;
 mod flags_io;
+mod jit_inline;
 mod muldiv;
 mod shift;
 mod sse;

@@ -19,6 +19,10 @@
 //! repeats) and across pages. (A loop in Rust rather than native tail calls between blocks:
 //! the checks need the platform, and after this step the Linux profile is dominated by the
 //! interpreter helpers rather than by block transitions.)
+//!
+//! `CRANE86_JIT_PROFILE=1` counts the instructions native code hands to the interpreter
+//! (by iced `Code`, weighted by execution) and prints the most frequent at exit
+//! ([`profile`]): the measurement that picks the next inline forms.
 
 use crate::translate::Translator;
 use crane86_interp::block::{Block, BlockKey, Link, NativeBlock};
@@ -79,12 +83,83 @@ pub unsafe extern "C" fn step_helper(ctx: *mut BlockCtx, index: u32) -> u32 {
     let cpu = unsafe { &mut *(ctx.cpu as *mut Cpu<'_>) };
     // SAFETY: `block` is an `Rc<Block>` that `execute` keeps alive.
     let block = unsafe { &*ctx.block };
+    if profile::enabled() {
+        profile::count(&block.insns[index as usize].insn);
+    }
     match step_insn(cpu, &block.insns[index as usize], ctx.bits) {
         Step::Next => u32::from(cpu.s.rflags & flags::TF != 0),
         Step::Leave => 1,
         Step::Exit(e) => {
             ctx.exit = Some(e);
             1
+        }
+    }
+}
+
+/// `CRANE86_JIT_PROFILE=1`: count the instructions native code hands to the step helper (by
+/// iced `Code`, weighted by execution) and print the most frequent ones to stderr when the
+/// compiler is dropped. Used to choose what to inline next.
+pub mod profile {
+    use iced_x86::{Code, Formatter, Instruction, NasmFormatter};
+    use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+    use std::sync::Mutex;
+
+    const CODES: usize = 8192;
+    static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
+    static COUNTS: [AtomicU64; CODES] = [const { AtomicU64::new(0) }; CODES];
+    /// One decoded example of each code (for the printout).
+    static EXAMPLES: Mutex<Vec<Option<Instruction>>> = Mutex::new(Vec::new());
+
+    pub fn enabled() -> bool {
+        match STATE.load(Ordering::Relaxed) {
+            0 => {
+                let on = std::env::var("CRANE86_JIT_PROFILE").is_ok_and(|v| v == "1");
+                STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+                on
+            }
+            s => s == 2,
+        }
+    }
+
+    pub fn count(i: &Instruction) {
+        let c = i.code() as usize;
+        if c < CODES && COUNTS[c].fetch_add(1, Ordering::Relaxed) == 0 {
+            if let Ok(mut ex) = EXAMPLES.lock() {
+                if ex.len() < CODES {
+                    ex.resize(CODES, None);
+                }
+                ex[c] = Some(*i);
+            }
+        }
+    }
+
+    /// Print the top 60 helper-called codes (if profiling is on).
+    pub fn report() {
+        if !enabled() {
+            return;
+        }
+        let mut v: Vec<(u64, usize)> = (0..CODES)
+            .map(|c| (COUNTS[c].load(Ordering::Relaxed), c))
+            .filter(|&(n, _)| n > 0)
+            .collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        let total: u64 = v.iter().map(|x| x.0).sum();
+        eprintln!("jit profile: {total} helper calls");
+        let ex = EXAMPLES.lock().map(|e| e.clone()).unwrap_or_default();
+        let mut f = NasmFormatter::new();
+        for &(n, c) in v.iter().take(60) {
+            let mut text = String::new();
+            if let Some(Some(i)) = ex.get(c) {
+                f.format(i, &mut text);
+            }
+            let code: Option<Code> = ex.get(c).and_then(|i| i.map(|i| i.code()));
+            eprintln!(
+                "{:>12} {:5.2}% {:?}  e.g. {}",
+                n,
+                100.0 * n as f64 / total.max(1) as f64,
+                code,
+                text
+            );
         }
     }
 }
@@ -160,6 +235,7 @@ impl Default for Compiler {
 
 impl Drop for Compiler {
     fn drop(&mut self) {
+        profile::report();
         if let Some(m) = self.module.take() {
             // SAFETY: the compiler is going away with the engine; no block outlives it with
             // a pointer into this module (the interpreter's cache is dropped with it).
@@ -200,7 +276,13 @@ impl Compiler {
         let frontend = module.target_config();
         let inlined = {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.builder_ctx);
-            let mut t = Translator::new(&mut b, ptr, call_conv, step_helper as *const () as usize);
+            let mut t = Translator::new(
+                &mut b,
+                ptr,
+                call_conv,
+                step_helper as *const () as usize,
+                crate::translate::cond_helper as *const () as usize,
+            );
             t.block(block, bits);
             let n = t.inlined;
             b.finalize(frontend);

@@ -1,9 +1,10 @@
 //! The JIT engine: the interpreter's run loop with a translation tier in front of it. Cold
 //! blocks are interpreted; a block entered [`compiler::HOT_THRESHOLD`] times is translated
 //! with Cranelift into host code ([`translate`]) that keeps guest registers in SSA values,
-//! emits the simple register instructions inline and calls the interpreter's per-instruction
-//! step for everything else, so every instruction the interpreter supports works here with
-//! the same semantics, faults and platform exits. Native blocks run one after another
+//! emits the common instructions inline (register forms, memory accesses through the TLB,
+//! branches) and calls the interpreter's per-instruction step for everything else, so every
+//! instruction the interpreter supports works here with the same semantics, faults and
+//! platform exits. Native blocks run one after another
 //! without returning to the interpreter's run loop while their successors are native too
 //! (block chaining, see [`compiler`]).
 //!

@@ -1,9 +1,17 @@
 //! Guest block → Cranelift IR. Every instruction either gets inline IR (in 64-bit code: the
-//! register forms of MOV, LEA, ADD/SUB/AND/OR/XOR/CMP/TEST and NOP; MOV loads and stores,
-//! PUSH and POP through the TLB fast path; direct JMP, and Jcc decided from an inline
-//! CMP/TEST/SUB/logic op's operands) or becomes a call to
-//! the interpreter's per-instruction step ([`crate::compiler::step_helper`]), which owns
-//! the semantics of everything else: faults, flags, platform actions, leaving the block.
+//! register forms of MOV, LEA, ADD/ADC/SUB/SBB/AND/OR/XOR/CMP/TEST (any operand size, AH..BH
+//! included), NOT/NEG/INC/DEC, MOVZX/MOVSX/MOVSXD, SHL/SHR/SAR by an immediate, IMUL,
+//! SETcc, CMOVcc and NOP;
+//! through the TLB fast path MOV loads and stores of every size, ALU ops with a memory
+//! source, CMP/TEST of memory, PUSH, POP, CALL rel32 and RET; direct JMP and every Jcc) or
+//! becomes a call to the interpreter's per-instruction step
+//! ([`crate::compiler::step_helper`]), which owns the semantics of everything else: faults,
+//! flags, platform actions, leaving the block.
+//!
+//! Conditions (Jcc, SETcc, CMOVcc) come from the pending inline flags when those decide
+//! them (the operands of an inline CMP/SUB/ADD/logic op, or the flags an inline shift
+//! computed); otherwise the pending flags are stored and [`cond_helper`] evaluates the
+//! lazy flags in `CpuState`, which needs no register write-back.
 //!
 //! State handling: guest GPRs live in Cranelift variables from their first use to the next
 //! helper call or block exit, where the modified ones are written back to `CpuState`; after a
@@ -12,6 +20,10 @@
 //! instruction overwrites it entirely, so intermediate records are dead). RIP and the
 //! retired-instruction count of inline instructions are likewise written only at those
 //! points.
+//!
+//! Files: this one has the selection of inline forms, the translator's register and sync
+//! machinery and the block loop; `flags.rs` conditions and flag write-back; `memory.rs` the
+//! TLB fast path and effective addresses; `alu.rs` the ALU ops, shifts and IMUL.
 
 use crate::compiler::BlockCtx;
 use crane86_interp::block::Block;
@@ -26,6 +38,13 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use std::mem::{offset_of, size_of};
+
+mod alu;
+mod flags;
+mod memory;
+
+use flags::cc_number;
+pub use flags::cond_helper;
 
 /// The helper's signature: `(ctx, instruction index) -> leave?`.
 pub fn step_signature(ptr: Type, call_conv: cranelift_codegen::isa::CallConv) -> Signature {
@@ -53,13 +72,24 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         )
     };
     let wide = |n: u32| matches!(i.op_register(n).size(), 4 | 8);
-    let mem_ok = |n: u32| {
-        i.op_kind(n) == OpKind::Memory && matches!(i.memory_size().size(), 4 | 8) && mem_simple(i)
+    // Any GPR (8/16/32/64 bits, AH..BH included) or immediate of any size.
+    let reg_any = |n: u32| i.op_kind(n) == OpKind::Register && gpr_part(i.op_register(n)).is_some();
+    let imm_any = |n: u32| {
+        imm(n)
+            || matches!(
+                i.op_kind(n),
+                OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate8to16
+            )
+    };
+    let mem_any = |n: u32| {
+        i.op_kind(n) == OpKind::Memory
+            && matches!(i.memory_size().size(), 1 | 2 | 4 | 8)
+            && mem_simple(i)
     };
     match i.mnemonic() {
         Mnemonic::Nop => Some(Inline::Nop),
-        Mnemonic::Mov if reg(0) && wide(0) && (reg(1) || imm(1)) => Some(Inline::Mov),
-        Mnemonic::Mov if reg(0) && wide(0) && mem_ok(1) => Some(Inline::Load),
+        Mnemonic::Mov if reg_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Mov),
+        Mnemonic::Mov if reg_any(0) && mem_any(1) => Some(Inline::Load),
         Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
             if reg(0)
                 && wide(0)
@@ -69,7 +99,43 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         {
             Some(Inline::Load)
         }
-        Mnemonic::Mov if mem_ok(0) && ((reg(1) && wide(1)) || imm(1)) => Some(Inline::Store),
+        Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd if reg_any(0) && reg_any(1) => {
+            Some(Inline::Extend)
+        }
+        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+            if reg_any(0) && i.op_kind(1) == OpKind::Immediate8 =>
+        {
+            // Masked counts of 0 (flags untouched) and of the operand width or more (8/16-bit
+            // operands) stay with the interpreter.
+            let bits = i.op_register(0).size() as u64 * 8;
+            let n = i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F };
+            (n != 0 && n < bits).then_some(Inline::Shift)
+        }
+        _ if is_setcc(i.mnemonic()) && reg_any(0) => Some(Inline::Setcc),
+        _ if is_cmovcc(i.mnemonic()) && reg(0) && wide(0) && reg(1) => Some(Inline::Cmov),
+        Mnemonic::Mov if mem_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Store),
+        Mnemonic::Add
+        | Mnemonic::Sub
+        | Mnemonic::And
+        | Mnemonic::Or
+        | Mnemonic::Xor
+        | Mnemonic::Cmp
+        | Mnemonic::Test
+            if reg_any(0) && mem_any(1) =>
+        {
+            Some(Inline::LoadAlu)
+        }
+        Mnemonic::Cmp | Mnemonic::Test if mem_any(0) && (reg_any(1) || imm_any(1)) => {
+            Some(Inline::LoadAlu)
+        }
+        Mnemonic::Imul
+            if reg(0)
+                && wide(0)
+                && reg(1)
+                && (i.op_count() == 2 || (i.op_count() == 3 && imm(2))) =>
+        {
+            Some(Inline::Imul)
+        }
         Mnemonic::Push
             if matches!(
                 i.code(),
@@ -79,6 +145,20 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             Some(Inline::Push)
         }
         Mnemonic::Pop if i.code() == Code::Pop_r64 => Some(Inline::Pop),
+        Mnemonic::Not | Mnemonic::Neg | Mnemonic::Inc | Mnemonic::Dec
+            if i.op_count() == 1 && reg_any(0) =>
+        {
+            Some(Inline::Unary)
+        }
+        // A non-canonical target is the interpreter's #GP.
+        Mnemonic::Call
+            if i.code() == Code::Call_rel32_64
+                && ((i.near_branch_target() as i64) << 16 >> 16) as u64
+                    == i.near_branch_target() =>
+        {
+            Some(Inline::Call)
+        }
+        Mnemonic::Ret if i.code() == Code::Retnq => Some(Inline::Ret),
         Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
         Mnemonic::Add
         | Mnemonic::Sub
@@ -87,7 +167,9 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         | Mnemonic::Xor
         | Mnemonic::Cmp
         | Mnemonic::Test
-            if reg(0) && wide(0) && (reg(1) || imm(1)) =>
+        | Mnemonic::Adc
+        | Mnemonic::Sbb
+            if reg_any(0) && (reg_any(1) || imm_any(1)) =>
         {
             Some(Inline::Alu)
         }
@@ -111,6 +193,70 @@ pub enum Inline {
     Push,
     /// POP r64: a load at RSP.
     Pop,
+    /// MOVZX/MOVSX/MOVSXD from a register.
+    Extend,
+    /// SHL/SAL/SHR/SAR of a register by an immediate (flags computed, materialized at sync).
+    Shift,
+    /// SETcc of a register.
+    Setcc,
+    /// CMOVcc r32/r64, r32/r64.
+    Cmov,
+    /// ADD/SUB/AND/OR/XOR/CMP/TEST r, [mem] and CMP/TEST [mem], r/imm: a load through the
+    /// TLB fast path, then the ALU op.
+    LoadAlu,
+    /// IMUL r32/r64, r32/r64 (and with an immediate).
+    Imul,
+    /// NOT/NEG/INC/DEC of a register.
+    Unary,
+    /// CALL rel32 (64-bit): a store of the return address at RSP - 8.
+    Call,
+    /// RET (near, 64-bit, no immediate): a load at RSP, RIP from it.
+    Ret,
+}
+
+fn is_setcc(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Seto | Setno
+            | Setb
+            | Setae
+            | Sete
+            | Setne
+            | Setbe
+            | Seta
+            | Sets
+            | Setns
+            | Setp
+            | Setnp
+            | Setl
+            | Setge
+            | Setle
+            | Setg
+    )
+}
+
+fn is_cmovcc(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Cmovo
+            | Cmovno
+            | Cmovb
+            | Cmovae
+            | Cmove
+            | Cmovne
+            | Cmovbe
+            | Cmova
+            | Cmovs
+            | Cmovns
+            | Cmovp
+            | Cmovnp
+            | Cmovl
+            | Cmovge
+            | Cmovle
+            | Cmovg
+    )
 }
 
 /// A memory operand the inline TLB path handles: 64-bit addressing (GPR base/index or
@@ -142,11 +288,37 @@ fn gpr_index(r: Register) -> Option<usize> {
     }
 }
 
+/// GPR number and bit position of a general register of any size (AH..BH are bits 8..15).
+fn gpr_part(r: Register) -> Option<(usize, u32)> {
+    let n = r as usize;
+    let at = |a: Register| n.wrapping_sub(a as usize);
+    if at(Register::AL) < 4 {
+        Some((at(Register::AL), 0))
+    } else if at(Register::AH) < 4 {
+        Some((at(Register::AH), 8))
+    } else if at(Register::SPL) < 12 {
+        Some((at(Register::SPL) + 4, 0))
+    } else if at(Register::AX) < 16 {
+        Some((at(Register::AX), 0))
+    } else {
+        gpr_index(r).map(|k| (k, 0))
+    }
+}
+
+fn mask_of(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1 << bits) - 1
+    }
+}
+
 fn gpr_offset(k: usize) -> i32 {
     (offset_of!(CpuState, gpr) + 8 * k) as i32
 }
 
 const RIP: i32 = offset_of!(CpuState, rip) as i32;
+const RFLAGS: i32 = offset_of!(CpuState, rflags) as i32;
 /// GPR number of RSP.
 const RSP: usize = 4;
 const LAZY_OP: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, op)) as i32;
@@ -164,8 +336,12 @@ struct PendingFlags {
     a: Value,
     /// Operand size in bits.
     bits: u32,
-    /// SUB/CMP (else a logic op: AND/OR/XOR/TEST) or ADD.
+    /// SUB/CMP/NEG (else a logic op: AND/OR/XOR/TEST), ADD, INC or DEC; `Eflags` for
+    /// materialized flags (`res` is then the six arithmetic flags, which replace those of
+    /// RFLAGS at sync).
     kind: CcOp,
+    /// The lazy record's `aux` (INC/DEC: the preserved CF, an I64 0/1); `None` is 0.
+    aux: Option<Value>,
 }
 
 pub struct Translator<'a, 'b> {
@@ -175,6 +351,7 @@ pub struct Translator<'a, 'b> {
     state: Value,
     step_sig: ir::SigRef,
     step_fn: Value,
+    cond_fn: Value,
     vars: [Variable; 16],
     /// The variable holds the register's current value.
     cached: [bool; 16],
@@ -187,6 +364,9 @@ pub struct Translator<'a, 'b> {
     retired_pending: bool,
     rip_var: Variable,
     rip_pending: bool,
+    /// The pending flags' `res`, `src` and `a` of an inline load + ALU op, merged from its
+    /// fast and slow paths.
+    flag_vars: [Variable; 3],
     /// The block's exit (every path there has synced).
     exit: ir::Block,
     /// Instructions given inline IR.
@@ -214,6 +394,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         ptr: Type,
         call_conv: cranelift_codegen::isa::CallConv,
         helper: usize,
+        cond: usize,
     ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -225,12 +406,14 @@ impl<'a, 'b> Translator<'a, 'b> {
             .load(ptr, trusted(), ctx, offset_of!(BlockCtx, state) as i32);
         let step_sig = b.import_signature(step_signature(ptr, call_conv));
         let step_fn = b.ins().iconst(ptr, helper as i64);
+        let cond_fn = b.ins().iconst(ptr, cond as i64);
         let vars = std::array::from_fn(|_| b.declare_var(types::I64));
         let retired_var = b.declare_var(types::I64);
         let zero = b.ins().iconst(types::I64, 0);
         b.def_var(retired_var, zero);
         let rip_var = b.declare_var(types::I64);
         b.def_var(rip_var, zero);
+        let flag_vars = std::array::from_fn(|_| b.declare_var(types::I64));
         let exit = b.create_block();
         Translator {
             b,
@@ -239,6 +422,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             state,
             step_sig,
             step_fn,
+            cond_fn,
             vars,
             cached: [false; 16],
             dirty: [false; 16],
@@ -247,6 +431,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             retired_pending: false,
             rip_var,
             rip_pending: false,
+            flag_vars,
             exit,
             inlined: 0,
         }
@@ -305,7 +490,15 @@ impl<'a, 'b> Translator<'a, 'b> {
                 continue;
             }
             match inline_kind(i, bits) {
-                Some(kind @ (Inline::Load | Inline::Store | Inline::Push | Inline::Pop)) => {
+                Some(
+                    kind @ (Inline::Load
+                    | Inline::Store
+                    | Inline::Push
+                    | Inline::Pop
+                    | Inline::LoadAlu
+                    | Inline::Call
+                    | Inline::Ret),
+                ) => {
                     self.memory(i, k, kind);
                     self.inlined += 1;
                 }
@@ -329,120 +522,6 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().return_(&[]);
     }
 
-    /// A direct JMP, or a Jcc whose condition the pending inline flags decide, in 64-bit
-    /// code: RIP becomes the target (or the fall-through). Returns false (nothing emitted)
-    /// for anything else.
-    fn branch(&mut self, i: &Instruction) -> bool {
-        if i.op_count() != 1 || i.op0_kind() != OpKind::NearBranch64 {
-            return false;
-        }
-        let target = i.near_branch_target();
-        if ((target as i64) << 16 >> 16) as u64 != target {
-            return false; // #GP: the interpreter raises it
-        }
-        let taken = if i.mnemonic() == Mnemonic::Jmp {
-            None
-        } else {
-            let Some(f) = self.flags else {
-                return false;
-            };
-            match self.condition(i.mnemonic(), f) {
-                Some(c) => Some(c),
-                None => return false,
-            }
-        };
-        let target_v = self.b.ins().iconst(types::I64, target as i64);
-        let rip = match taken {
-            None => target_v,
-            Some(c) => {
-                let fall = self.b.ins().iconst(types::I64, i.next_ip() as i64);
-                self.b.ins().select(c, target_v, fall)
-            }
-        };
-        let n = self.b.use_var(self.retired_var);
-        let n = self.b.ins().iadd_imm_s(n, 1);
-        self.b.def_var(self.retired_var, n);
-        self.retired_pending = true;
-        self.b.def_var(self.rip_var, rip);
-        self.rip_pending = true;
-        true
-    }
-
-    /// The Jcc condition from an inline SUB/CMP or logic op's operands, or `None` when it
-    /// needs the interpreter (parity, other ops).
-    fn condition(&mut self, m: Mnemonic, f: PendingFlags) -> Option<Value> {
-        use Mnemonic::*;
-        let (a, b, res) = (f.a, f.src, f.res);
-        let narrow = |t: &mut Self, v: Value| {
-            if f.bits == 32 {
-                t.b.ins().ireduce(types::I32, v)
-            } else {
-                v
-            }
-        };
-        let ins_zero = |t: &mut Self| t.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
-        let sign = |t: &mut Self| {
-            let r = narrow(t, res);
-            t.b.ins().icmp_imm_s(IntCC::SignedLessThan, r, 0)
-        };
-        let cc = |t: &mut Self, cc: IntCC| {
-            let (x, y) = (narrow(t, a), narrow(t, b));
-            t.b.ins().icmp(cc, x, y)
-        };
-        let konst = |t: &mut Self, v: bool| t.b.ins().iconst(types::I8, i64::from(v));
-        if f.kind == CcOp::Sub8 {
-            Some(match m {
-                Je => ins_zero(self),
-                Jne => {
-                    let z = ins_zero(self);
-                    self.b.ins().bxor_imm_u(z, 1)
-                }
-                Jb => cc(self, IntCC::UnsignedLessThan),
-                Jae => cc(self, IntCC::UnsignedGreaterThanOrEqual),
-                Jbe => cc(self, IntCC::UnsignedLessThanOrEqual),
-                Ja => cc(self, IntCC::UnsignedGreaterThan),
-                Jl => cc(self, IntCC::SignedLessThan),
-                Jge => cc(self, IntCC::SignedGreaterThanOrEqual),
-                Jle => cc(self, IntCC::SignedLessThanOrEqual),
-                Jg => cc(self, IntCC::SignedGreaterThan),
-                Js => sign(self),
-                Jns => {
-                    let s = sign(self);
-                    self.b.ins().bxor_imm_u(s, 1)
-                }
-                _ => return None,
-            })
-        } else if f.kind == CcOp::Logic8 {
-            // CF = OF = 0.
-            Some(match m {
-                Je | Jbe => ins_zero(self),
-                Jne | Ja => {
-                    let z = ins_zero(self);
-                    self.b.ins().bxor_imm_u(z, 1)
-                }
-                Js | Jl => sign(self),
-                Jns | Jge => {
-                    let s = sign(self);
-                    self.b.ins().bxor_imm_u(s, 1)
-                }
-                Jle => {
-                    let (z, s) = (ins_zero(self), sign(self));
-                    self.b.ins().bor(z, s)
-                }
-                Jg => {
-                    let (z, s) = (ins_zero(self), sign(self));
-                    let either = self.b.ins().bor(z, s);
-                    self.b.ins().bxor_imm_u(either, 1)
-                }
-                Jb | Jo => konst(self, false),
-                Jae | Jno => konst(self, true),
-                _ => return None,
-            })
-        } else {
-            None
-        }
-    }
-
     /// Write back everything inline code holds: dirty registers, the pending flags record,
     /// RIP and the retired count.
     fn sync(&mut self) {
@@ -453,14 +532,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.dirty[k] = false;
             }
         }
-        if let Some(f) = self.flags.take() {
-            let op = self.b.ins().iconst(types::I32, f.op as i64);
-            self.b.ins().store(trusted(), op, self.state, LAZY_OP);
-            self.b.ins().store(trusted(), f.res, self.state, LAZY_RES);
-            self.b.ins().store(trusted(), f.src, self.state, LAZY_SRC);
-            let zero = self.b.ins().iconst(types::I64, 0);
-            self.b.ins().store(trusted(), zero, self.state, LAZY_AUX);
-        }
+        self.flush_flags();
         if self.rip_pending {
             let v = self.b.use_var(self.rip_var);
             self.b.ins().store(trusted(), v, self.state, RIP);
@@ -504,12 +576,17 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.dirty[k] = true;
     }
 
-    /// Operand `n` (a 32/64-bit register or an immediate) at `bits` width, zero-extended.
+    /// Operand `n` (a GPR of any size or an immediate) at `bits` width, zero-extended.
     fn operand(&mut self, i: &Instruction, n: u32, bits: u32) -> Value {
         let v = match i.op_kind(n) {
             OpKind::Register => {
-                let k = gpr_index(i.op_register(n)).expect("inline operands are GPRs");
-                self.gpr(k)
+                let (k, at) = gpr_part(i.op_register(n)).expect("inline operands are GPRs");
+                let v = self.gpr(k);
+                if at != 0 {
+                    self.b.ins().ushr_imm_u(v, i64::from(at))
+                } else {
+                    v
+                }
             }
             _ => self.b.ins().iconst(types::I64, i.immediate(n) as i64),
         };
@@ -517,18 +594,36 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn truncate(&mut self, v: Value, bits: u32) -> Value {
-        if bits == 32 {
-            self.b.ins().band_imm_u(v, 0xFFFF_FFFF)
+        if bits < 64 {
+            self.b.ins().band_imm_u(v, mask_of(bits) as i64)
         } else {
             v
         }
     }
 
-    /// Write a 32/64-bit register operand (32-bit writes zero-extend).
+    /// Write a register operand: 32-bit writes zero-extend, 8/16-bit writes merge into the
+    /// register (AH..BH at bits 8..15).
     fn write_reg(&mut self, r: Register, v: Value) {
-        let k = gpr_index(r).unwrap_or_else(|| panic!("inline destination {r:?} is not a GPR"));
-        let v = self.truncate(v, r.size() as u32 * 8);
-        self.set_gpr(k, v);
+        let bits = r.size() as u32 * 8;
+        let (k, at) =
+            gpr_part(r).unwrap_or_else(|| panic!("inline destination {r:?} is not a GPR"));
+        let v = self.truncate(v, bits);
+        if bits >= 32 {
+            self.set_gpr(k, v);
+            return;
+        }
+        let old = self.gpr(k);
+        let keep = self
+            .b
+            .ins()
+            .band_imm_s(old, !((mask_of(bits) << at) as i64));
+        let v = if at != 0 {
+            self.b.ins().ishl_imm_u(v, i64::from(at))
+        } else {
+            v
+        };
+        let new = self.b.ins().bor(keep, v);
+        self.set_gpr(k, new);
     }
 
     fn inline(&mut self, i: &Instruction, kind: Inline) {
@@ -544,222 +639,45 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.write_reg(i.op_register(0), addr);
             }
             Inline::Alu => self.alu(i),
-            Inline::Load | Inline::Store | Inline::Push | Inline::Pop => {
-                unreachable!("memory forms go through memory()")
-            }
-        }
-    }
-
-    /// MOV to or from memory through the TLB: a hit on a RAM page (tag equal to the page,
-    /// access inside it, canonical address) loads or stores through the host pointer; anything
-    /// else syncs the state from before the instruction and lets the interpreter execute it
-    /// (page walk, fault, MMIO, code-page write), after which both paths merge.
-    fn memory(&mut self, i: &Instruction, index: usize, kind: Inline) {
-        let stack = matches!(kind, Inline::Push | Inline::Pop);
-        let size = if stack {
-            8
-        } else {
-            i.memory_size().size() as u32
-        };
-        let seg = i.memory_segment();
-        let rsp = if stack { Some(self.gpr(RSP)) } else { None };
-        let mut lin = match (kind, rsp) {
-            (Inline::Push, Some(sp)) => self.b.ins().iadd_imm_s(sp, -8),
-            (Inline::Pop, Some(sp)) => sp,
-            _ => self.lea_address(i),
-        };
-        if !stack && matches!(seg, Register::FS | Register::GS) {
-            let k = if seg == Register::FS { 4 } else { 5 };
-            let at =
-                offset_of!(CpuState, seg) + k * size_of::<Segment>() + offset_of!(Segment, base);
-            let base = self
-                .b
-                .ins()
-                .load(types::I64, trusted(), self.state, at as i32);
-            lin = self.b.ins().iadd(lin, base);
-        }
-        // Store data is read before the branch, so both paths see the same register state.
-        let data = match kind {
-            Inline::Store => Some(self.operand(i, 1, 8 * size)),
-            Inline::Push => Some(self.operand(i, 0, 64)),
-            _ => None,
-        };
-        let before = self.tracked();
-        let in_page = self.b.ins().band_imm_u(lin, 0xFFF);
-        let fits = self.b.ins().icmp_imm_u(
-            IntCC::UnsignedLessThanOrEqual,
-            in_page,
-            i64::from(0x1000 - size),
-        );
-        let shl = self.b.ins().ishl_imm_u(lin, 16);
-        let sx = self.b.ins().sshr_imm_u(shl, 16);
-        let canonical = self.b.ins().icmp(IntCC::Equal, sx, lin);
-        let vpn = self.b.ins().ushr_imm_u(lin, 12);
-        let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
-        let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
-        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
-        let entry = self.b.ins().iadd(tlb, slot_off);
-        let tag_at = match kind {
-            Inline::Store | Inline::Push => offset_of!(TlbEntry, write_tag),
-            _ => offset_of!(TlbEntry, read_tag),
-        };
-        let tag = self
-            .b
-            .ins()
-            .load(types::I64, trusted(), entry, tag_at as i32);
-        let page = self.b.ins().band_imm_s(lin, !0xFFFi64);
-        let hit = self.b.ins().icmp(IntCC::Equal, tag, page);
-        let ok = self.b.ins().band(fits, canonical);
-        let ok = self.b.ins().band(ok, hit);
-        let fast = self.b.create_block();
-        let slow = self.b.create_block();
-        let merge = self.b.create_block();
-        self.b.ins().brif(ok, fast, &[], slow, &[]);
-        self.b.seal_block(fast);
-        self.b.seal_block(slow);
-
-        // Fast path.
-        self.b.switch_to_block(fast);
-        let addend = self.b.ins().load(
-            types::I64,
-            trusted(),
-            entry,
-            offset_of!(TlbEntry, addend) as i32,
-        );
-        let host = self.b.ins().iadd(addend, lin);
-        let ty = match size {
-            1 => types::I8,
-            2 => types::I16,
-            4 => types::I32,
-            _ => types::I64,
-        };
-        match kind {
-            Inline::Store | Inline::Push => {
-                let v = data.expect("store data");
-                let v = if size == 8 {
+            Inline::Extend => {
+                let from = i.op_register(1).size() as u32 * 8;
+                let v = self.operand(i, 1, from);
+                let v = if i.mnemonic() == Mnemonic::Movzx {
                     v
                 } else {
-                    self.b.ins().ireduce(types::I32, v)
+                    let up = self.b.ins().ishl_imm_u(v, i64::from(64 - from));
+                    self.b.ins().sshr_imm_u(up, i64::from(64 - from))
                 };
-                self.b.ins().store(MemFlagsData::new(), v, host, 0);
-                if kind == Inline::Push {
-                    self.set_gpr(RSP, lin);
-                }
-            }
-            _ => {
-                let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
-                let signed = matches!(i.mnemonic(), Mnemonic::Movsx | Mnemonic::Movsxd);
-                let v = match (size, signed) {
-                    (8, _) => v,
-                    (_, true) => self.b.ins().sextend(types::I64, v),
-                    (_, false) => self.b.ins().uextend(types::I64, v),
-                };
-                if let (Inline::Pop, Some(sp)) = (kind, rsp) {
-                    // POP RSP leaves the popped value: RSP is written first.
-                    let up = self.b.ins().iadd_imm_s(sp, 8);
-                    self.set_gpr(RSP, up);
-                }
                 self.write_reg(i.op_register(0), v);
             }
-        }
-        let counter = self.ctx_ptr(offset_of!(BlockCtx, tlb_accesses));
-        let n = self.b.ins().load(types::I64, trusted(), counter, 0);
-        let n = self.b.ins().iadd_imm_s(n, 1);
-        self.b.ins().store(trusted(), n, counter, 0);
-        self.retire(i.next_ip());
-        let after = self.tracked();
-        self.b.ins().jump(merge, &[]);
-
-        // Slow path: the state from before, synced; the interpreter runs the instruction;
-        // then every register the fast path leaves cached is reloaded.
-        self.b.switch_to_block(slow);
-        self.restore(before);
-        self.sync();
-        self.call_step(index);
-        for k in 0..16 {
-            if after.cached[k] {
-                let v = self
-                    .b
-                    .ins()
-                    .load(types::I64, trusted(), self.state, gpr_offset(k));
-                self.b.def_var(self.vars[k], v);
+            Inline::Shift => self.shift(i),
+            Inline::Imul => self.imul(i),
+            Inline::Unary => self.unary(i),
+            Inline::Setcc => {
+                let cc = cc_number(i).expect("SETcc has a condition");
+                let c = self.cond_value(cc);
+                let v = self.b.ins().uextend(types::I64, c);
+                self.write_reg(i.op_register(0), v);
             }
-        }
-        let rip = self.b.ins().iconst(types::I64, i.next_ip() as i64);
-        self.b.def_var(self.rip_var, rip);
-        self.b.ins().jump(merge, &[]);
-        self.b.seal_block(merge);
-        self.b.switch_to_block(merge);
-        // Registers reloaded on the slow path equal memory there; keeping the fast path's
-        // dirty marks only costs a redundant store. RIP is pending on both.
-        self.restore(after);
-    }
-
-    fn lea_address(&mut self, i: &Instruction) -> Value {
-        let base = i.memory_base();
-        let index = i.memory_index();
-        let mut a = self
-            .b
-            .ins()
-            .iconst(types::I64, i.memory_displacement64() as i64);
-        if base != Register::None && base != Register::RIP {
-            let k = gpr_index(base).expect("checked by lea_simple");
-            let v = self.gpr(k);
-            a = self.b.ins().iadd(a, v);
-        }
-        if index != Register::None {
-            let k = gpr_index(index).expect("checked by lea_simple");
-            let v = self.gpr(k);
-            let scaled = self
-                .b
-                .ins()
-                .imul_imm_s(v, i64::from(i.memory_index_scale()));
-            a = self.b.ins().iadd(a, scaled);
-        }
-        // 32-bit addressing wraps at 4 GiB.
-        let addr_bits = if base != Register::None {
-            base.size()
-        } else if index != Register::None {
-            index.size()
-        } else {
-            8
-        };
-        if addr_bits == 4 && base != Register::RIP {
-            a = self.b.ins().band_imm_u(a, 0xFFFF_FFFF);
-        }
-        a
-    }
-
-    fn alu(&mut self, i: &Instruction) {
-        let bits = i.op_register(0).size() as u32 * 8;
-        let a = self.operand(i, 0, bits);
-        let bv = self.operand(i, 1, bits);
-        let ins = self.b.ins();
-        let (res, kind, write) = match i.mnemonic() {
-            Mnemonic::Add => (ins.iadd(a, bv), CcOp::Add8, true),
-            Mnemonic::Sub => (ins.isub(a, bv), CcOp::Sub8, true),
-            Mnemonic::Cmp => (ins.isub(a, bv), CcOp::Sub8, false),
-            Mnemonic::And => (ins.band(a, bv), CcOp::Logic8, true),
-            Mnemonic::Test => (ins.band(a, bv), CcOp::Logic8, false),
-            Mnemonic::Or => (ins.bor(a, bv), CcOp::Logic8, true),
-            _ => (ins.bxor(a, bv), CcOp::Logic8, true),
-        };
-        let res = self.truncate(res, bits);
-        let src = if kind == CcOp::Logic8 {
-            self.b.ins().iconst(types::I64, 0)
-        } else {
-            bv
-        };
-        self.flags = Some(PendingFlags {
-            op: CcOp::sized(kind, bits),
-            res,
-            src,
-            a,
-            bits,
-            kind,
-        });
-        if write {
-            self.write_reg(i.op_register(0), res);
+            Inline::Cmov => {
+                let bits = i.op_register(0).size() as u32 * 8;
+                let cc = cc_number(i).expect("CMOVcc has a condition");
+                let c = self.cond_value(cc);
+                let src = self.operand(i, 1, bits);
+                let dst = self.operand(i, 0, bits);
+                // A 32-bit destination is zero-extended even when the move does not happen.
+                let v = self.b.ins().select(c, src, dst);
+                self.write_reg(i.op_register(0), v);
+            }
+            Inline::Load
+            | Inline::Store
+            | Inline::Push
+            | Inline::Pop
+            | Inline::LoadAlu
+            | Inline::Call
+            | Inline::Ret => {
+                unreachable!("memory forms go through memory()")
+            }
         }
     }
 }
@@ -781,10 +699,39 @@ mod tests {
             inline_kind(&decode(&[0x48, 0x89, 0xD8]), 64),
             Some(Inline::Mov)
         ); // mov rax,rbx
+        assert_eq!(inline_kind(&decode(&[0x88, 0xD8]), 64), Some(Inline::Mov)); // mov al,bl
         assert_eq!(
-            inline_kind(&decode(&[0x88, 0xD8]), 64),
+            inline_kind(&decode(&[0x80, 0xFA, 0xE8]), 64),
+            Some(Inline::Alu)
+        ); // cmp dl,0E8h
+        assert_eq!(
+            inline_kind(&decode(&[0xC1, 0xEE, 0x0B]), 64),
+            Some(Inline::Shift)
+        ); // shr esi,0Bh
+        assert_eq!(inline_kind(&decode(&[0xD1, 0xEF]), 64), Some(Inline::Shift)); // shr edi,1
+        assert_eq!(
+            inline_kind(&decode(&[0xC1, 0xEE, 0x20]), 64),
             None,
-            "8-bit forms use the helper"
+            "masked count 0"
+        ); // shr esi,20h
+        assert_eq!(
+            inline_kind(&decode(&[0x66, 0xC1, 0xE9, 0x14]), 64),
+            None,
+            "count beyond a 16-bit operand"
+        ); // shr cx,14h
+        assert_eq!(inline_kind(&decode(&[0xD3, 0xE0]), 64), None, "shl eax,cl");
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0x92, 0xC0]), 64),
+            Some(Inline::Setcc)
+        ); // setb al
+        assert_eq!(
+            inline_kind(&decode(&[0x49, 0x0F, 0x44, 0xF2]), 64),
+            Some(Inline::Cmov)
+        ); // cmove rsi,r10
+        assert_eq!(
+            inline_kind(&decode(&[0x48, 0x0F, 0x44, 0x33]), 64),
+            None,
+            "cmove rsi,[rbx]"
         );
         let load = inline_kind(&decode(&[0x48, 0x8B, 0x03]), 64); // mov rax,[rbx]
         assert_eq!(load, Some(Inline::Load));
@@ -796,11 +743,26 @@ mod tests {
         let movzx = inline_kind(&decode(&[0x0F, 0xB6, 0x03]), 64); // movzx eax,byte [rbx]
         assert_eq!(movzx, Some(Inline::Load));
         let movsx_reg = inline_kind(&decode(&[0x0F, 0xBE, 0xC4]), 64); // movsx eax,ah
-        assert_eq!(movsx_reg, None, "register forms use the helper");
+        assert_eq!(movsx_reg, Some(Inline::Extend));
         assert_eq!(inline_kind(&decode(&[0x41, 0x5C]), 64), Some(Inline::Pop)); // pop r12
         assert_eq!(inline_kind(&decode(&[0x66, 0x55]), 64), None, "16-bit push");
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0x92, 0x03]), 64),
+            None,
+            "setb byte [rbx]"
+        );
         let byte = inline_kind(&decode(&[0x88, 0x03]), 64); // mov [rbx],al
-        assert_eq!(byte, None, "byte stores use the helper");
+        assert_eq!(byte, Some(Inline::Store));
+        let cmp_mem = inline_kind(&decode(&[0x48, 0x3B, 0x70, 0x28]), 64); // cmp rsi,[rax+28h]
+        assert_eq!(cmp_mem, Some(Inline::LoadAlu));
+        let add_rmw = inline_kind(&decode(&[0x01, 0x43, 0x7C]), 64); // add [rbx+7Ch],eax
+        assert_eq!(add_rmw, None, "read-modify-write forms use the helper");
+        let imul = inline_kind(&decode(&[0x49, 0x0F, 0xAF, 0xC5]), 64); // imul rax,r13
+        assert_eq!(imul, Some(Inline::Imul));
+        let not = inline_kind(&decode(&[0x41, 0xF7, 0xD1]), 64); // not r9d
+        assert_eq!(not, Some(Inline::Unary));
+        let inc_mem = inline_kind(&decode(&[0xFF, 0x03]), 64); // inc dword [rbx]
+        assert_eq!(inc_mem, None, "read-modify-write forms use the helper");
         assert_eq!(
             inline_kind(&decode(&[0x48, 0x8D, 0x44, 0x8B, 0x10]), 64),
             Some(Inline::Lea)

@@ -1,0 +1,187 @@
+//! Inline ALU operations: ADD/SUB/AND/OR/XOR/CMP/TEST with their lazy-flags record, and
+//! SHL/SHR/SAR by an immediate and IMUL with materialized flags.
+
+use super::*;
+
+impl Translator<'_, '_> {
+    /// SHL/SAL/SHR/SAR by a masked count `0 < n < bits`, with the interpreter's flags
+    /// (`ops::shift`): CF the last bit out, AF set, OF = MSB(res) ^ CF (SHL), the operand's
+    /// MSB for a count of 1 else 0 (SHR), 0 (SAR).
+    pub(super) fn shift(&mut self, i: &Instruction) {
+        use crane86_x86::flags::AF;
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let n = (i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F }) as u32;
+        let v = self.operand(i, 0, bits);
+        let one = |t: &mut Self, x: Value, at: u32| {
+            let s = t.b.ins().ushr_imm_u(x, i64::from(at));
+            t.b.ins().band_imm_u(s, 1)
+        };
+        let (res, cf, of) = match i.mnemonic() {
+            Mnemonic::Shr => {
+                let res = self.b.ins().ushr_imm_u(v, i64::from(n));
+                let cf = one(self, v, n - 1);
+                let of = if n == 1 {
+                    one(self, v, bits - 1)
+                } else {
+                    self.b.ins().iconst(types::I64, 0)
+                };
+                (res, cf, of)
+            }
+            Mnemonic::Sar => {
+                let up = self.b.ins().ishl_imm_u(v, i64::from(64 - bits));
+                let s = self.b.ins().sshr_imm_u(up, i64::from(64 - bits));
+                let res = self.b.ins().sshr_imm_u(s, i64::from(n));
+                let res = self.truncate(res, bits);
+                let cf = one(self, s, n - 1);
+                let of = self.b.ins().iconst(types::I64, 0);
+                (res, cf, of)
+            }
+            _ => {
+                let res = self.b.ins().ishl_imm_u(v, i64::from(n));
+                let res = self.truncate(res, bits);
+                let cf = one(self, v, bits - n);
+                let msb = one(self, res, bits - 1);
+                let of = self.b.ins().bxor(msb, cf);
+                (res, cf, of)
+            }
+        };
+        self.materialized_flags(res, bits, cf, of, AF);
+        self.write_reg(r, res);
+    }
+
+    /// IMUL r, r (two operands) or IMUL r, r, imm (32/64-bit), with the interpreter's flags
+    /// (`ops::muldiv`): CF = OF = the signed product does not fit, ZF SF PF of the result,
+    /// AF = 0.
+    pub(super) fn imul(&mut self, i: &Instruction) {
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let (x, y) = if i.op_count() == 3 { (1, 2) } else { (0, 1) };
+        let a = self.operand(i, x, bits);
+        let b = self.operand(i, y, bits);
+        let (low, ovf) = if bits == 64 {
+            let low = self.b.ins().imul(a, b);
+            let high = self.b.ins().smulhi(a, b);
+            let sign = self.b.ins().sshr_imm_u(low, 63);
+            (low, self.b.ins().icmp(IntCC::NotEqual, high, sign))
+        } else {
+            let sext = |t: &mut Self, v: Value| {
+                let up = t.b.ins().ishl_imm_u(v, 32);
+                t.b.ins().sshr_imm_u(up, 32)
+            };
+            let (sa, sb) = (sext(self, a), sext(self, b));
+            let product = self.b.ins().imul(sa, sb);
+            let low = self.truncate(product, 32);
+            let back = sext(self, low);
+            (low, self.b.ins().icmp(IntCC::NotEqual, back, product))
+        };
+        let ovf = self.b.ins().uextend(types::I64, ovf);
+        self.materialized_flags(low, bits, ovf, ovf, 0);
+        self.write_reg(r, low);
+    }
+
+    /// NOT (no flags), NEG (a SUB from 0 in the lazy record), INC/DEC (their own records,
+    /// with the CF from before in `aux`), as `ops::alu` records them.
+    pub(super) fn unary(&mut self, i: &Instruction) {
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let v = self.operand(i, 0, bits);
+        let m = i.mnemonic();
+        if m == Mnemonic::Not {
+            let res = self.b.ins().bnot(v);
+            self.write_reg(r, res);
+            return;
+        }
+        let (res, kind, a, src, aux) = if m == Mnemonic::Neg {
+            let zero = self.b.ins().iconst(types::I64, 0);
+            let res = self.b.ins().isub(zero, v);
+            (res, CcOp::Sub8, zero, v, None)
+        } else {
+            let cf = self.cond_value(2);
+            let cf = self.b.ins().uextend(types::I64, cf);
+            let one = self.b.ins().iconst(types::I64, 1);
+            let (res, kind) = if m == Mnemonic::Inc {
+                (self.b.ins().iadd_imm_s(v, 1), CcOp::Inc8)
+            } else {
+                (self.b.ins().iadd_imm_s(v, -1), CcOp::Dec8)
+            };
+            (res, kind, v, one, Some(cf))
+        };
+        let res = self.truncate(res, bits);
+        self.flags = Some(PendingFlags {
+            op: CcOp::sized(kind, bits),
+            res,
+            src,
+            a,
+            bits,
+            kind,
+            aux,
+        });
+        self.write_reg(r, res);
+    }
+
+    pub(super) fn alu(&mut self, i: &Instruction) {
+        let bits = i.op_register(0).size() as u32 * 8;
+        let a = self.operand(i, 0, bits);
+        let bv = self.operand(i, 1, bits);
+        let m = i.mnemonic();
+        if matches!(m, Mnemonic::Adc | Mnemonic::Sbb) {
+            // The carry-in is the CF from before, kept in the record's `aux`.
+            let c = self.cond_value(2);
+            let c = self.b.ins().uextend(types::I64, c);
+            let (res, kind) = if m == Mnemonic::Adc {
+                let s = self.b.ins().iadd(a, bv);
+                (self.b.ins().iadd(s, c), CcOp::Adc8)
+            } else {
+                let s = self.b.ins().isub(a, bv);
+                (self.b.ins().isub(s, c), CcOp::Sbb8)
+            };
+            let res = self.truncate(res, bits);
+            self.flags = Some(PendingFlags {
+                op: CcOp::sized(kind, bits),
+                res,
+                src: bv,
+                a,
+                bits,
+                kind,
+                aux: Some(c),
+            });
+            self.write_reg(i.op_register(0), res);
+            return;
+        }
+        self.alu_values(i, bits, a, bv);
+    }
+
+    /// The ALU op of `i` on `a` and `bv` (zero-extended `bits`-bit values): pending flags,
+    /// and the result written to operand 0 when it is a register and the op writes.
+    pub(super) fn alu_values(&mut self, i: &Instruction, bits: u32, a: Value, bv: Value) {
+        let ins = self.b.ins();
+        let (res, kind, write) = match i.mnemonic() {
+            Mnemonic::Add => (ins.iadd(a, bv), CcOp::Add8, true),
+            Mnemonic::Sub => (ins.isub(a, bv), CcOp::Sub8, true),
+            Mnemonic::Cmp => (ins.isub(a, bv), CcOp::Sub8, false),
+            Mnemonic::And => (ins.band(a, bv), CcOp::Logic8, true),
+            Mnemonic::Test => (ins.band(a, bv), CcOp::Logic8, false),
+            Mnemonic::Or => (ins.bor(a, bv), CcOp::Logic8, true),
+            _ => (ins.bxor(a, bv), CcOp::Logic8, true),
+        };
+        let res = self.truncate(res, bits);
+        let src = if kind == CcOp::Logic8 {
+            self.b.ins().iconst(types::I64, 0)
+        } else {
+            bv
+        };
+        self.flags = Some(PendingFlags {
+            op: CcOp::sized(kind, bits),
+            res,
+            src,
+            a,
+            bits,
+            kind,
+            aux: None,
+        });
+        if write && i.op0_kind() == OpKind::Register {
+            self.write_reg(i.op_register(0), res);
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Conditions and flags in inline code: Jcc/SETcc/CMOVcc conditions decided from the pending
+//! inline flags or by [`cond_helper`] on the stored lazy flags, the write-back of pending
+//! flags, and materialized flags (shifts, IMUL).
+
+use super::*;
+
+/// Jcc mnemonics in condition-code order (0 = O ... 15 = G, as `Cpu::cond` numbers them).
+const JCC: [Mnemonic; 16] = {
+    use Mnemonic::*;
+    [
+        Jo, Jno, Jb, Jae, Je, Jne, Jbe, Ja, Js, Jns, Jp, Jnp, Jl, Jge, Jle, Jg,
+    ]
+};
+
+/// The condition-code number (0..15) of a Jcc/SETcc/CMOVcc.
+pub(super) fn cc_number(i: &Instruction) -> Option<u8> {
+    let c = i.condition_code() as u8;
+    (1..=16).contains(&c).then(|| c - 1)
+}
+
+/// Evaluate condition `cc` on the flags in `CpuState` (the rest of the state untouched):
+/// what inline code calls when the condition is not known from pending inline flags.
+///
+/// # Safety
+/// `state` points at the live `CpuState` of the running block.
+pub unsafe extern "C" fn cond_helper(state: *const CpuState, cc: u32) -> u32 {
+    // SAFETY: guaranteed by the caller (native code passes its state pointer).
+    let s = unsafe { &*state };
+    let f = s.rflags();
+    let bit = |b: u64| f & b != 0;
+    use crane86_x86::flags::{CF, OF, PF, SF, ZF};
+    let r = match cc >> 1 {
+        0 => bit(OF),
+        1 => bit(CF),
+        2 => bit(ZF),
+        3 => bit(CF) || bit(ZF),
+        4 => bit(SF),
+        5 => bit(PF),
+        6 => bit(SF) != bit(OF),
+        _ => bit(ZF) || (bit(SF) != bit(OF)),
+    };
+    u32::from(r ^ (cc & 1 != 0))
+}
+
+impl Translator<'_, '_> {
+    /// A direct JMP, or a Jcc whose condition the pending inline flags decide, in 64-bit
+    /// code: RIP becomes the target (or the fall-through). Returns false (nothing emitted)
+    /// for anything else.
+    pub(super) fn branch(&mut self, i: &Instruction) -> bool {
+        if i.op_count() != 1 || i.op0_kind() != OpKind::NearBranch64 {
+            return false;
+        }
+        let target = i.near_branch_target();
+        if ((target as i64) << 16 >> 16) as u64 != target {
+            return false; // #GP: the interpreter raises it
+        }
+        let taken = if i.mnemonic() == Mnemonic::Jmp {
+            None
+        } else {
+            match cc_number(i) {
+                Some(cc) if JCC[cc as usize] == i.mnemonic() => Some(self.cond_value(cc)),
+                _ => return false,
+            }
+        };
+        let target_v = self.b.ins().iconst(types::I64, target as i64);
+        let rip = match taken {
+            None => target_v,
+            Some(c) => {
+                let fall = self.b.ins().iconst(types::I64, i.next_ip() as i64);
+                self.b.ins().select(c, target_v, fall)
+            }
+        };
+        let n = self.b.use_var(self.retired_var);
+        let n = self.b.ins().iadd_imm_s(n, 1);
+        self.b.def_var(self.retired_var, n);
+        self.retired_pending = true;
+        self.b.def_var(self.rip_var, rip);
+        self.rip_pending = true;
+        true
+    }
+
+    /// Condition `cc` (0..15) as an I8 0/1: from the pending inline flags when they decide
+    /// it, otherwise by calling [`cond_helper`] after storing the pending flags (registers
+    /// stay in their variables).
+    pub(super) fn cond_value(&mut self, cc: u8) -> Value {
+        if let Some(f) = self.flags {
+            if let Some(v) = self.condition(JCC[cc as usize], f) {
+                return v;
+            }
+        }
+        self.flush_flags();
+        let ccv = self.b.ins().iconst(types::I32, i64::from(cc));
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.step_sig, self.cond_fn, &[self.state, ccv]);
+        let r = self.b.inst_results(call)[0];
+        self.b.ins().icmp_imm_s(IntCC::NotEqual, r, 0)
+    }
+
+    /// The Jcc condition from an inline SUB/CMP, ADD or logic op's operands or from
+    /// materialized inline flags, or `None` when it needs the lazy-flags evaluation.
+    pub(super) fn condition(&mut self, m: Mnemonic, f: PendingFlags) -> Option<Value> {
+        use Mnemonic::*;
+        let (a, b, res) = (f.a, f.src, f.res);
+        let narrow = |t: &mut Self, v: Value| match f.bits {
+            8 => t.b.ins().ireduce(types::I8, v),
+            16 => t.b.ins().ireduce(types::I16, v),
+            32 => t.b.ins().ireduce(types::I32, v),
+            _ => v,
+        };
+        if f.kind == CcOp::Eflags {
+            use crane86_x86::flags::{CF, OF, PF, SF, ZF};
+            let bit = |t: &mut Self, mask: u64| {
+                let x = t.b.ins().band_imm_u(res, mask as i64);
+                t.b.ins().icmp_imm_u(IntCC::NotEqual, x, 0)
+            };
+            let cc = JCC.iter().position(|&j| j == m)? as u8;
+            let r = match cc >> 1 {
+                0 => bit(self, OF),
+                1 => bit(self, CF),
+                2 => bit(self, ZF),
+                3 => bit(self, CF | ZF),
+                4 => bit(self, SF),
+                5 => bit(self, PF),
+                6 => {
+                    let (s, o) = (bit(self, SF), bit(self, OF));
+                    self.b.ins().bxor(s, o)
+                }
+                _ => {
+                    let (s, o, z) = (bit(self, SF), bit(self, OF), bit(self, ZF));
+                    let x = self.b.ins().bxor(s, o);
+                    self.b.ins().bor(x, z)
+                }
+            };
+            return Some(if cc & 1 != 0 {
+                self.b.ins().bxor_imm_u(r, 1)
+            } else {
+                r
+            });
+        }
+        let ins_zero = |t: &mut Self| t.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
+        let sign = |t: &mut Self| {
+            let r = narrow(t, res);
+            t.b.ins().icmp_imm_s(IntCC::SignedLessThan, r, 0)
+        };
+        let cc = |t: &mut Self, cc: IntCC| {
+            let (x, y) = (narrow(t, a), narrow(t, b));
+            t.b.ins().icmp(cc, x, y)
+        };
+        let konst = |t: &mut Self, v: bool| t.b.ins().iconst(types::I8, i64::from(v));
+        if matches!(f.kind, CcOp::Inc8 | CcOp::Dec8) {
+            // ZF SF of the result; CF is the preserved one.
+            return Some(match m {
+                Je => ins_zero(self),
+                Jne => {
+                    let z = ins_zero(self);
+                    self.b.ins().bxor_imm_u(z, 1)
+                }
+                Js => sign(self),
+                Jns => {
+                    let s = sign(self);
+                    self.b.ins().bxor_imm_u(s, 1)
+                }
+                Jb | Jae => {
+                    let cf = f.aux?;
+                    let cc = if m == Jb {
+                        IntCC::NotEqual
+                    } else {
+                        IntCC::Equal
+                    };
+                    self.b.ins().icmp_imm_s(cc, cf, 0)
+                }
+                _ => return None,
+            });
+        }
+        if f.kind == CcOp::Add8 {
+            return Some(match m {
+                Je => ins_zero(self),
+                Jne => {
+                    let z = ins_zero(self);
+                    self.b.ins().bxor_imm_u(z, 1)
+                }
+                Js => sign(self),
+                Jns => {
+                    let s = sign(self);
+                    self.b.ins().bxor_imm_u(s, 1)
+                }
+                // CF: the (truncated) sum is below an operand.
+                Jb | Jae => {
+                    let (r, x) = (narrow(self, res), narrow(self, a));
+                    let cc = if m == Jb {
+                        IntCC::UnsignedLessThan
+                    } else {
+                        IntCC::UnsignedGreaterThanOrEqual
+                    };
+                    self.b.ins().icmp(cc, r, x)
+                }
+                _ => return None,
+            });
+        }
+        if f.kind == CcOp::Sub8 {
+            Some(match m {
+                Je => ins_zero(self),
+                Jne => {
+                    let z = ins_zero(self);
+                    self.b.ins().bxor_imm_u(z, 1)
+                }
+                Jb => cc(self, IntCC::UnsignedLessThan),
+                Jae => cc(self, IntCC::UnsignedGreaterThanOrEqual),
+                Jbe => cc(self, IntCC::UnsignedLessThanOrEqual),
+                Ja => cc(self, IntCC::UnsignedGreaterThan),
+                Jl => cc(self, IntCC::SignedLessThan),
+                Jge => cc(self, IntCC::SignedGreaterThanOrEqual),
+                Jle => cc(self, IntCC::SignedLessThanOrEqual),
+                Jg => cc(self, IntCC::SignedGreaterThan),
+                Js => sign(self),
+                Jns => {
+                    let s = sign(self);
+                    self.b.ins().bxor_imm_u(s, 1)
+                }
+                _ => return None,
+            })
+        } else if f.kind == CcOp::Logic8 {
+            // CF = OF = 0.
+            Some(match m {
+                Je | Jbe => ins_zero(self),
+                Jne | Ja => {
+                    let z = ins_zero(self);
+                    self.b.ins().bxor_imm_u(z, 1)
+                }
+                Js | Jl => sign(self),
+                Jns | Jge => {
+                    let s = sign(self);
+                    self.b.ins().bxor_imm_u(s, 1)
+                }
+                Jle => {
+                    let (z, s) = (ins_zero(self), sign(self));
+                    self.b.ins().bor(z, s)
+                }
+                Jg => {
+                    let (z, s) = (ins_zero(self), sign(self));
+                    let either = self.b.ins().bor(z, s);
+                    self.b.ins().bxor_imm_u(either, 1)
+                }
+                Jb | Jo => konst(self, false),
+                Jae | Jno => konst(self, true),
+                _ => return None,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Store the pending flags (a lazy record, or materialized flags into RFLAGS).
+    pub(super) fn flush_flags(&mut self) {
+        let Some(f) = self.flags.take() else {
+            return;
+        };
+        if f.kind == CcOp::Eflags {
+            let old = self.b.ins().load(types::I64, trusted(), self.state, RFLAGS);
+            let kept = self
+                .b
+                .ins()
+                .band_imm_s(old, !(crane86_x86::flags::ARITH as i64));
+            let new = self.b.ins().bor(kept, f.res);
+            self.b.ins().store(trusted(), new, self.state, RFLAGS);
+            let op = self.b.ins().iconst(types::I32, CcOp::Eflags as i64);
+            self.b.ins().store(trusted(), op, self.state, LAZY_OP);
+            return;
+        }
+        let op = self.b.ins().iconst(types::I32, f.op as i64);
+        self.b.ins().store(trusted(), op, self.state, LAZY_OP);
+        self.b.ins().store(trusted(), f.res, self.state, LAZY_RES);
+        self.b.ins().store(trusted(), f.src, self.state, LAZY_SRC);
+        let aux = match f.aux {
+            Some(v) => v,
+            None => self.b.ins().iconst(types::I64, 0),
+        };
+        self.b.ins().store(trusted(), aux, self.state, LAZY_AUX);
+    }
+
+    /// Pending materialized flags: ZF SF PF of `res` (`bits` wide), CF and OF from the
+    /// I64 0/1 values `cf` and `of`, and the constant bits `fixed` (AF or 0).
+    pub(super) fn materialized_flags(
+        &mut self,
+        res: Value,
+        bits: u32,
+        cf: Value,
+        of: Value,
+        fixed: u64,
+    ) {
+        let z = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
+        let z = self.b.ins().uextend(types::I64, z);
+        let s = self.b.ins().ushr_imm_u(res, i64::from(bits - 1));
+        let sf = self.b.ins().band_imm_u(s, 1);
+        let low = self.b.ins().band_imm_u(res, 0xFF);
+        let pop = self.b.ins().popcnt(low);
+        let odd = self.b.ins().band_imm_u(pop, 1);
+        let pf = self.b.ins().bxor_imm_u(odd, 1);
+        let mut fl = self.b.ins().bor_imm_u(cf, fixed as i64);
+        for (bit, at) in [(pf, 2), (z, 6), (sf, 7), (of, 11)] {
+            let x = self.b.ins().ishl_imm_u(bit, at);
+            fl = self.b.ins().bor(fl, x);
+        }
+        self.flags = Some(PendingFlags {
+            op: CcOp::Eflags,
+            res: fl,
+            src: fl,
+            a: fl,
+            bits,
+            kind: CcOp::Eflags,
+            aux: None,
+        });
+    }
+}

@@ -1,0 +1,263 @@
+//! Inline memory access: the softmmu TLB fast path with the interpreter as the slow path
+//! (loads, stores, load + ALU, PUSH/POP, CALL/RET), and effective addresses.
+
+use super::*;
+
+impl Translator<'_, '_> {
+    /// MOV to or from memory through the TLB: a hit on a RAM page (tag equal to the page,
+    /// access inside it, canonical address) loads or stores through the host pointer; anything
+    /// else syncs the state from before the instruction and lets the interpreter execute it
+    /// (page walk, fault, MMIO, code-page write), after which both paths merge.
+    pub(super) fn memory(&mut self, i: &Instruction, index: usize, kind: Inline) {
+        let stack = matches!(
+            kind,
+            Inline::Push | Inline::Pop | Inline::Call | Inline::Ret
+        );
+        let size = if stack {
+            8
+        } else {
+            i.memory_size().size() as u32
+        };
+        let seg = i.memory_segment();
+        let rsp = if stack { Some(self.gpr(RSP)) } else { None };
+        let mut lin = match (kind, rsp) {
+            (Inline::Push | Inline::Call, Some(sp)) => self.b.ins().iadd_imm_s(sp, -8),
+            (Inline::Pop | Inline::Ret, Some(sp)) => sp,
+            _ => self.lea_address(i),
+        };
+        if !stack && matches!(seg, Register::FS | Register::GS) {
+            let k = if seg == Register::FS { 4 } else { 5 };
+            let at =
+                offset_of!(CpuState, seg) + k * size_of::<Segment>() + offset_of!(Segment, base);
+            let base = self
+                .b
+                .ins()
+                .load(types::I64, trusted(), self.state, at as i32);
+            lin = self.b.ins().iadd(lin, base);
+        }
+        // Store data is read before the branch, so both paths see the same register state.
+        let data = match kind {
+            Inline::Store => Some(self.operand(i, 1, 8 * size)),
+            Inline::Push => Some(self.operand(i, 0, 64)),
+            Inline::Call => Some(self.b.ins().iconst(types::I64, i.next_ip() as i64)),
+            _ => None,
+        };
+        let before = self.tracked();
+        let in_page = self.b.ins().band_imm_u(lin, 0xFFF);
+        let fits = self.b.ins().icmp_imm_u(
+            IntCC::UnsignedLessThanOrEqual,
+            in_page,
+            i64::from(0x1000 - size),
+        );
+        let shl = self.b.ins().ishl_imm_u(lin, 16);
+        let sx = self.b.ins().sshr_imm_u(shl, 16);
+        let canonical = self.b.ins().icmp(IntCC::Equal, sx, lin);
+        let vpn = self.b.ins().ushr_imm_u(lin, 12);
+        let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
+        let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
+        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
+        let entry = self.b.ins().iadd(tlb, slot_off);
+        let tag_at = match kind {
+            Inline::Store | Inline::Push | Inline::Call => offset_of!(TlbEntry, write_tag),
+            _ => offset_of!(TlbEntry, read_tag),
+        };
+        let tag = self
+            .b
+            .ins()
+            .load(types::I64, trusted(), entry, tag_at as i32);
+        let page = self.b.ins().band_imm_s(lin, !0xFFFi64);
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, page);
+        let ok = self.b.ins().band(fits, canonical);
+        let ok = self.b.ins().band(ok, hit);
+        let fast = self.b.create_block();
+        let slow = self.b.create_block();
+        let merge = self.b.create_block();
+        self.b.ins().brif(ok, fast, &[], slow, &[]);
+        self.b.seal_block(fast);
+
+        // Fast path.
+        self.b.switch_to_block(fast);
+        let addend = self.b.ins().load(
+            types::I64,
+            trusted(),
+            entry,
+            offset_of!(TlbEntry, addend) as i32,
+        );
+        let host = self.b.ins().iadd(addend, lin);
+        let ty = match size {
+            1 => types::I8,
+            2 => types::I16,
+            4 => types::I32,
+            _ => types::I64,
+        };
+        // The RIP after the instruction (a RET's is the loaded return address).
+        let mut next = None;
+        match kind {
+            Inline::Store | Inline::Push | Inline::Call => {
+                let v = data.expect("store data");
+                let v = if size == 8 {
+                    v
+                } else {
+                    self.b.ins().ireduce(ty, v)
+                };
+                self.b.ins().store(MemFlagsData::new(), v, host, 0);
+                if matches!(kind, Inline::Push | Inline::Call) {
+                    self.set_gpr(RSP, lin);
+                }
+            }
+            _ => {
+                let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
+                let signed = matches!(i.mnemonic(), Mnemonic::Movsx | Mnemonic::Movsxd);
+                let v = match (size, signed) {
+                    (8, _) => v,
+                    (_, true) => self.b.ins().sextend(types::I64, v),
+                    (_, false) => self.b.ins().uextend(types::I64, v),
+                };
+                if let (Inline::Ret, Some(sp)) = (kind, rsp) {
+                    // A non-canonical return address is the interpreter's #GP (with RSP
+                    // unchanged): to the slow path, which has seen nothing of this path.
+                    let shl = self.b.ins().ishl_imm_u(v, 16);
+                    let sx = self.b.ins().sshr_imm_u(shl, 16);
+                    let canonical = self.b.ins().icmp(IntCC::Equal, sx, v);
+                    let cont = self.b.create_block();
+                    self.b.ins().brif(canonical, cont, &[], slow, &[]);
+                    self.b.seal_block(cont);
+                    self.b.switch_to_block(cont);
+                    let up = self.b.ins().iadd_imm_s(sp, 8);
+                    self.set_gpr(RSP, up);
+                    next = Some(v);
+                } else if let (Inline::Pop, Some(sp)) = (kind, rsp) {
+                    // POP RSP leaves the popped value: RSP is written first.
+                    let up = self.b.ins().iadd_imm_s(sp, 8);
+                    self.set_gpr(RSP, up);
+                }
+                if kind == Inline::LoadAlu {
+                    let bits = 8 * size;
+                    let (a, b) = if i.op0_kind() == OpKind::Memory {
+                        (v, self.operand(i, 1, bits))
+                    } else {
+                        (self.operand(i, 0, bits), v)
+                    };
+                    self.alu_values(i, bits, a, b);
+                    let f = self.flags.expect("ALU flags");
+                    self.b.def_var(self.flag_vars[0], f.res);
+                    self.b.def_var(self.flag_vars[1], f.src);
+                    self.b.def_var(self.flag_vars[2], f.a);
+                } else if kind != Inline::Ret {
+                    self.write_reg(i.op_register(0), v);
+                }
+            }
+        }
+        let counter = self.ctx_ptr(offset_of!(BlockCtx, tlb_accesses));
+        let n = self.b.ins().load(types::I64, trusted(), counter, 0);
+        let n = self.b.ins().iadd_imm_s(n, 1);
+        self.b.ins().store(trusted(), n, counter, 0);
+        match (kind, next) {
+            (Inline::Call, _) => self.retire(i.near_branch_target()),
+            (_, Some(rip)) => {
+                self.retire(0);
+                self.b.def_var(self.rip_var, rip);
+            }
+            _ => self.retire(i.next_ip()),
+        }
+        let after = self.tracked();
+        self.b.ins().jump(merge, &[]);
+
+        // Slow path: the state from before, synced; the interpreter runs the instruction;
+        // then every register the fast path leaves cached is reloaded.
+        self.b.seal_block(slow);
+        self.b.switch_to_block(slow);
+        self.restore(before);
+        self.sync();
+        self.call_step(index);
+        for k in 0..16 {
+            if after.cached[k] {
+                let v = self
+                    .b
+                    .ins()
+                    .load(types::I64, trusted(), self.state, gpr_offset(k));
+                self.b.def_var(self.vars[k], v);
+            }
+        }
+        let rip = if kind == Inline::Ret {
+            self.b.ins().load(types::I64, trusted(), self.state, RIP)
+        } else if kind == Inline::Call {
+            self.b
+                .ins()
+                .iconst(types::I64, i.near_branch_target() as i64)
+        } else {
+            self.b.ins().iconst(types::I64, i.next_ip() as i64)
+        };
+        self.b.def_var(self.rip_var, rip);
+        let pending = after.flags.filter(|_| kind == Inline::LoadAlu);
+        if let Some(f) = pending {
+            // The interpreter's lazy record of the same op: the operands back from it.
+            let res = self
+                .b
+                .ins()
+                .load(types::I64, trusted(), self.state, LAZY_RES);
+            let src = self
+                .b
+                .ins()
+                .load(types::I64, trusted(), self.state, LAZY_SRC);
+            let a = match f.kind {
+                CcOp::Sub8 => self.b.ins().iadd(res, src),
+                CcOp::Add8 => self.b.ins().isub(res, src),
+                _ => res,
+            };
+            let a = self.truncate(a, f.bits);
+            self.b.def_var(self.flag_vars[0], res);
+            self.b.def_var(self.flag_vars[1], src);
+            self.b.def_var(self.flag_vars[2], a);
+        }
+        self.b.ins().jump(merge, &[]);
+        self.b.seal_block(merge);
+        self.b.switch_to_block(merge);
+        // Registers reloaded on the slow path equal memory there; keeping the fast path's
+        // dirty marks only costs a redundant store. RIP is pending on both.
+        self.restore(after);
+        if let Some(f) = pending {
+            self.flags = Some(PendingFlags {
+                res: self.b.use_var(self.flag_vars[0]),
+                src: self.b.use_var(self.flag_vars[1]),
+                a: self.b.use_var(self.flag_vars[2]),
+                ..f
+            });
+        }
+    }
+
+    pub(super) fn lea_address(&mut self, i: &Instruction) -> Value {
+        let base = i.memory_base();
+        let index = i.memory_index();
+        let mut a = self
+            .b
+            .ins()
+            .iconst(types::I64, i.memory_displacement64() as i64);
+        if base != Register::None && base != Register::RIP {
+            let k = gpr_index(base).expect("checked by lea_simple");
+            let v = self.gpr(k);
+            a = self.b.ins().iadd(a, v);
+        }
+        if index != Register::None {
+            let k = gpr_index(index).expect("checked by lea_simple");
+            let v = self.gpr(k);
+            let scaled = self
+                .b
+                .ins()
+                .imul_imm_s(v, i64::from(i.memory_index_scale()));
+            a = self.b.ins().iadd(a, scaled);
+        }
+        // 32-bit addressing wraps at 4 GiB.
+        let addr_bits = if base != Register::None {
+            base.size()
+        } else if index != Register::None {
+            index.size()
+        } else {
+            8
+        };
+        if addr_bits == 4 && base != Register::RIP {
+            a = self.b.ins().band_imm_u(a, 0xFFFF_FFFF);
+        }
+        a
+    }
+}

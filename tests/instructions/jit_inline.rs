@@ -1,0 +1,379 @@
+//! The JIT's inline forms against the interpreter: one long-mode program (translated on its
+//! first run under `EngineKind::Jit`) of flag producers — shifts by immediate of every size
+//! (counts 1, 2, width - 1 and others, AH..BH included), 8/16/32/64-bit CMP/TEST/ADD/SUB/
+//! logic ops, NOT/NEG/INC/DEC, ALU ops with a memory source and CMP/TEST of memory, IMUL
+//! with two and three operands, ADC/SBB (carry-in from inline or stored flags) —
+//! each followed by a flag consumer: SETcc of a low or high byte register, CMOVcc 32/64 (the
+//! 32-bit form zero-extends when the condition is false), or Jcc, for all 16 conditions;
+//! plus MOVZX/MOVSX/MOVSXD and 8/16-bit MOV between registers and loads and stores of every
+//! size. After every case the flags and the registers involved are stored; both engines
+//! must leave the same memory and registers. Then a precise fault in an inline load + ALU
+//! op, and CALL/RET including a RET to a non-canonical address.
+
+use crate::common::*;
+
+/// Cases in the program (its code must stay below the exception stubs at `CODE_BASE + STUBS`).
+const CASES: u64 = 150;
+/// Where the memory operands point (RAX, so that AH..BH can be used with them).
+const SCRATCH: u64 = DATA_BASE + 0x1_0000;
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Operand values that hit the flag edges (zero, sign bits, carries out of each width).
+fn edge_value(r: &mut Rng) -> u64 {
+    const EDGES: [u64; 12] = [
+        0,
+        1,
+        0x7F,
+        0x80,
+        0xFF,
+        0x7FFF,
+        0x8000,
+        0xFFFF,
+        0x7FFF_FFFF,
+        0x8000_0000,
+        0xFFFF_FFFF,
+        0x8000_0000_0000_0000,
+    ];
+    match r.below(3) {
+        0 => EDGES[r.below(EDGES.len() as u64) as usize],
+        1 => u64::MAX - EDGES[r.below(EDGES.len() as u64) as usize],
+        _ => r.next(),
+    }
+}
+
+/// One flag producer on RBX (and RCX as the second operand).
+fn producer(a: &mut CodeAssembler, r: &mut Rng) {
+    let kind = r.below(8);
+    if kind == 7 {
+        // NOT/NEG/INC/DEC; INC/DEC keep the CF of a preceding inline CMP.
+        a.cmp(ecx, ebx).unwrap();
+        let op = r.below(4);
+        macro_rules! un {
+            ($reg:expr) => {
+                match op {
+                    0 => a.not($reg),
+                    1 => a.neg($reg),
+                    2 => a.inc($reg),
+                    _ => a.dec($reg),
+                }
+                .unwrap()
+            };
+        }
+        match r.below(5) {
+            0 => un!(bl),
+            1 => un!(bh),
+            2 => un!(bx),
+            3 => un!(ebx),
+            _ => un!(rbx),
+        }
+        return;
+    }
+    if kind == 5 {
+        // Memory operands: [RAX] holds RCX.
+        let k = r.next() as i32;
+        match r.below(12) {
+            0 => a.cmp(ebx, dword_ptr(rax)),
+            1 => a.cmp(bl, byte_ptr(rax)),
+            2 => a.test(word_ptr(rax), bx),
+            3 => a.cmp(qword_ptr(rax), k),
+            4 => a.add(rbx, qword_ptr(rax)),
+            5 => a.sub(bx, word_ptr(rax)),
+            6 => a.xor(ebx, dword_ptr(rax + 1)),
+            7 => a.and(bh, byte_ptr(rax + 2)),
+            8 => a.cmp(byte_ptr(rax + 5), k as i8 as i32),
+            9 => a.test(dword_ptr(rax), k),
+            10 => a.or(rbx, qword_ptr(rax + 3)),
+            _ => a.cmp(word_ptr(rax + 4), cx),
+        }
+        .unwrap();
+        match r.below(4) {
+            0 => a.mov(bh, byte_ptr(rax + 1)),
+            1 => a.mov(byte_ptr(rax + 3), bl),
+            2 => a.mov(word_ptr(rax + 6), bx),
+            _ => a.mov(cx, word_ptr(rax + 2)),
+        }
+        .unwrap();
+        return;
+    }
+    if kind == 6 {
+        let k = r.next() as i32;
+        match r.below(4) {
+            0 => a.imul_2(rbx, rcx),
+            1 => a.imul_2(ebx, ecx),
+            2 => a.imul_3(rbx, rcx, k),
+            _ => a.imul_3(ebx, ecx, k as i8 as i32),
+        }
+        .unwrap();
+        return;
+    }
+    if kind == 0 {
+        // Shift by an immediate.
+        let size = [8u32, 16, 32, 64][r.below(4) as usize];
+        let n = match r.below(4) {
+            0 => 1,
+            1 => 2,
+            2 => size - 1,
+            _ => 1 + r.below(u64::from(size - 1)) as u32,
+        };
+        let n = n.min(31) as i32;
+        let op = r.below(3);
+        let high = size == 8 && r.below(2) == 0;
+        macro_rules! sh {
+            ($reg:expr) => {
+                match op {
+                    0 => a.shl($reg, n),
+                    1 => a.shr($reg, n),
+                    _ => a.sar($reg, n),
+                }
+                .unwrap()
+            };
+        }
+        match (size, high) {
+            (8, true) => sh!(bh),
+            (8, false) => sh!(bl),
+            (16, _) => sh!(bx),
+            (32, _) => sh!(ebx),
+            _ => sh!(rbx),
+        }
+        return;
+    }
+    if kind == 4 {
+        // ADC/SBB after an inline CMP (carry-in from its operands), after a helper-run
+        // instruction (XADD: the carry from the stored lazy flags), or chained.
+        match r.below(3) {
+            0 => a.cmp(ecx, ebx).unwrap(),
+            1 => a.xadd(r10, rcx).unwrap(),
+            _ => a.adc(rbx, rcx).unwrap(),
+        }
+        match r.below(6) {
+            0 => a.adc(ebx, ecx),
+            1 => a.sbb(rbx, rcx),
+            2 => a.adc(bh, cl),
+            3 => a.sbb(bx, cx),
+            4 => a.adc(rbx, 0),
+            _ => a.sbb(ebx, ebx),
+        }
+        .unwrap();
+        return;
+    }
+    let size = [8u32, 16, 32, 64][r.below(4) as usize];
+    let op = r.below(7);
+    let imm = r.below(2) == 0;
+    let k = r.next() as i32;
+    macro_rules! alu {
+        ($d:expr, $s:expr, $k:expr) => {
+            match (op, imm) {
+                (0, false) => a.add($d, $s),
+                (1, false) => a.sub($d, $s),
+                (2, false) => a.cmp($d, $s),
+                (3, false) => a.and($d, $s),
+                (4, false) => a.or($d, $s),
+                (5, false) => a.xor($d, $s),
+                (_, false) => a.test($d, $s),
+                (0, true) => a.add($d, $k),
+                (1, true) => a.sub($d, $k),
+                (2, true) => a.cmp($d, $k),
+                (3, true) => a.and($d, $k),
+                (4, true) => a.or($d, $k),
+                (5, true) => a.xor($d, $k),
+                (_, true) => a.test($d, $k),
+            }
+            .unwrap()
+        };
+    }
+    match size {
+        8 => match r.below(3) {
+            0 => alu!(bl, cl, k as i8 as i32),
+            1 => alu!(bh, cl, k as i8 as i32),
+            _ => alu!(bl, ch, k as i8 as i32),
+        },
+        16 => alu!(bx, cx, k as i16 as i32),
+        32 => alu!(ebx, ecx, k),
+        _ => alu!(rbx, rcx, k),
+    }
+}
+
+/// One flag consumer of condition `cc`: SETcc DL/DH/R10B, CMOVcc R8(D) <- RSI, or Jcc
+/// (R9 = 2 when not taken).
+fn consumer(a: &mut CodeAssembler, r: &mut Rng, cc: u8) {
+    match r.below(3) {
+        0 => {
+            let modrm = [0xC2u8, 0xC6][r.below(2) as usize]; // dl, dh
+            if r.below(3) == 0 {
+                a.db(&[0x41, 0x0F, 0x90 + cc, 0xC2]).unwrap(); // r10b
+            } else {
+                a.db(&[0x0F, 0x90 + cc, modrm]).unwrap();
+            }
+        }
+        1 => {
+            let rex = [0x4C, 0x44][r.below(2) as usize]; // cmov r8,rsi / r8d,esi
+            a.db(&[rex, 0x0F, 0x40 + cc, 0xC6]).unwrap();
+        }
+        _ => {
+            // jcc +6; mov r9d, 2
+            a.db(&[0x70 + cc, 0x06, 0x41, 0xB9, 0x02, 0, 0, 0]).unwrap();
+        }
+    }
+}
+
+/// MOVZX/MOVSX/MOVSXD and 8/16-bit MOV between registers (RBX/RCX sources, into R11/RBP/DX).
+fn extend(a: &mut CodeAssembler, r: &mut Rng) {
+    match r.below(8) {
+        0 => a.movzx(ebp, bh),
+        1 => a.movzx(r11, cx),
+        2 => a.movsx(r11, bl),
+        3 => a.movsx(ebp, ch),
+        4 => a.movsxd(r11, ebx),
+        5 => a.movsx(dx, bl),
+        6 => a.mov(dh, bl),
+        _ => a.mov(dx, cx),
+    }
+    .unwrap();
+}
+
+#[test]
+fn inline_forms_match_the_interpreter() {
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            for case in 0..CASES {
+                a.mov(rbx, edge_value(&mut r)).unwrap();
+                a.mov(rcx, edge_value(&mut r)).unwrap();
+                a.mov(rdx, r.next()).unwrap();
+                a.mov(rsi, r.next()).unwrap();
+                a.mov(r8, r.next()).unwrap();
+                a.mov(r10, r.next()).unwrap();
+                a.xor(r9d, r9d).unwrap();
+                a.mov(eax, SCRATCH as u32).unwrap();
+                a.mov(qword_ptr(rax), rcx).unwrap();
+                if case % 4 == 3 {
+                    extend(a, &mut r);
+                }
+                producer(a, &mut r);
+                consumer(a, &mut r, (case % 16) as u8);
+                a.pushfq().unwrap();
+                a.pop(rax).unwrap();
+                a.mov(r13, qword_ptr(SCRATCH)).unwrap();
+                let regs = [rax, rbx, rcx, rdx, r8, r9, r10, r11, rbp, r13];
+                for (k, reg) in regs.into_iter().enumerate() {
+                    a.mov(qword_ptr(rdi + 8 * k as i32), reg).unwrap();
+                }
+                a.add(rdi, 80).unwrap();
+            }
+        });
+        assert!(code.len() < STUBS as usize, "program overlaps the stubs");
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, "inline forms");
+        let mem: Vec<u64> = (0..CASES * 10)
+            .map(|k| g.read_u64(DATA_BASE + 8 * k))
+            .collect();
+        results.push((engine, g.cpu.gpr, g.cpu.rflags(), mem));
+    }
+    let (e0, gpr0, f0, mem0) = &results[0];
+    for (e, gpr, f, mem) in &results[1..] {
+        for (k, (x, y)) in mem0.iter().zip(mem).enumerate() {
+            assert_eq!(
+                x,
+                y,
+                "case {} slot {}: {e0} {x:#x} vs {e} {y:#x}",
+                k / 10,
+                k % 10
+            );
+        }
+        assert_eq!(gpr0, gpr, "{e0} vs {e} registers");
+        assert_eq!(f0, f, "{e0} vs {e} rflags");
+    }
+}
+
+/// A fault in an inline load + ALU op (CMP r64, [non-present page]) goes through the slow
+/// path: the exception frame names the faulting instruction, and the registers and flags
+/// are those from before it (the flags of an inline CMP just before).
+#[test]
+fn load_alu_fault_is_precise() {
+    let page = DATA_BASE + 0x2_0000;
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(r12, page).unwrap();
+            a.mov(ebx, 5).unwrap();
+            a.add(rcx, 3).unwrap();
+            a.cmp(ebx, 7).unwrap();
+            a.cmp(rbx, qword_ptr(r12 + 8)).unwrap();
+            a.mov(ebx, 9).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        let pte = pte_addr(Mode::Long64, page);
+        let v = g.read_u64(pte);
+        g.write(pte, &(v & !1).to_le_bytes());
+        g.run_to_halt();
+        assert_eq!(exception(&g), Some(14), "{engine}");
+        assert_eq!(g.cpu.gpr[RBX], 5, "{engine}");
+        assert_eq!(
+            flags(&g, ARITH),
+            CF | SF | AF,
+            "{engine}: flags of cmp 5, 7"
+        );
+        out.push((g.cpu.gpr, faulting_offset(&g, true), g.cpu.cr2));
+    }
+    assert_eq!(out[0], out[1]);
+    assert_eq!(out[0].2, page + 8);
+}
+
+/// Inline CALL rel32 and RET: a loop calling a function (the return address on the stack,
+/// RIP and RSP after each), then a RET to a non-canonical address, which is the
+/// interpreter's #GP with RSP unchanged.
+#[test]
+fn call_and_ret_match_the_interpreter() {
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            let mut top = a.create_label();
+            let mut f = a.create_label();
+            let mut bad = a.create_label();
+            a.mov(ecx, 100).unwrap();
+            a.xor(ebx, ebx).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.call(f).unwrap();
+            a.mov(qword_ptr(DATA_BASE), rsp).unwrap();
+            a.sub(ecx, 1).unwrap();
+            a.jne(top).unwrap();
+            a.jmp(bad).unwrap();
+            a.set_label(&mut f).unwrap();
+            a.add(rbx, rcx).unwrap();
+            a.mov(rdx, qword_ptr(rsp)).unwrap();
+            a.shl(rbx, 1).unwrap();
+            a.ret().unwrap();
+            a.set_label(&mut bad).unwrap();
+            a.mov(rax, 0x8000_0000_0000_0000u64).unwrap();
+            a.push(rax).unwrap();
+            a.ret().unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_eq!(exception(&g), Some(13), "{engine}");
+        let frame = stack_phys(&g);
+        // #GP pushes an error code, RIP, CS, RFLAGS, RSP, SS: the interrupted RSP is the
+        // pushed bad address's slot.
+        let old_rsp = g.read_u64(frame + 32);
+        assert_eq!(g.read_u64(old_rsp), 0x8000_0000_0000_0000, "{engine}");
+        out.push((g.cpu.gpr, faulting_offset(&g, true), old_rsp));
+    }
+    assert_eq!(out[0], out[1]);
+}
