@@ -149,19 +149,28 @@ impl Translator<'_, '_> {
             t.b.ins().icmp(cc, x, y)
         };
         let konst = |t: &mut Self, v: bool| t.b.ins().iconst(types::I8, i64::from(v));
-        if matches!(f.kind, CcOp::Inc8 | CcOp::Dec8) {
-            // ZF SF of the result; CF is the preserved one.
-            return Some(match m {
-                Je => ins_zero(self),
+        // ZF and SF come from the result for every kind below.
+        let zero_or_sign = |t: &mut Self| {
+            Some(match m {
+                Je => ins_zero(t),
                 Jne => {
-                    let z = ins_zero(self);
-                    self.b.ins().bxor_imm_u(z, 1)
+                    let z = ins_zero(t);
+                    t.b.ins().bxor_imm_u(z, 1)
                 }
-                Js => sign(self),
+                Js => sign(t),
                 Jns => {
-                    let s = sign(self);
-                    self.b.ins().bxor_imm_u(s, 1)
+                    let s = sign(t);
+                    t.b.ins().bxor_imm_u(s, 1)
                 }
+                _ => return None,
+            })
+        };
+        if matches!(f.kind, CcOp::Inc8 | CcOp::Dec8) {
+            // CF is the preserved one.
+            if let Some(v) = zero_or_sign(self) {
+                return Some(v);
+            }
+            return Some(match m {
                 Jb | Jae => {
                     let cf = f.aux?;
                     let cc = if m == Jb {
@@ -175,17 +184,10 @@ impl Translator<'_, '_> {
             });
         }
         if f.kind == CcOp::Add8 {
+            if let Some(v) = zero_or_sign(self) {
+                return Some(v);
+            }
             return Some(match m {
-                Je => ins_zero(self),
-                Jne => {
-                    let z = ins_zero(self);
-                    self.b.ins().bxor_imm_u(z, 1)
-                }
-                Js => sign(self),
-                Jns => {
-                    let s = sign(self);
-                    self.b.ins().bxor_imm_u(s, 1)
-                }
                 // CF: the (truncated) sum is below an operand.
                 Jb | Jae => {
                     let (r, x) = (narrow(self, res), narrow(self, a));
