@@ -12,6 +12,7 @@
 use crane86_x86::fpu::FpuState;
 use crane86_x86::fxsave::{self, XSTATE_BV_OFFSET};
 use crane86_x86::msr;
+use crane86_x86::state::MsrState;
 use crane86_x86::{CpuState, Segment, TableReg};
 use kvm_bindings::{
     kvm_debugregs, kvm_dtable, kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events, kvm_xcrs,
@@ -35,82 +36,41 @@ pub struct KvmCpuState {
     pub msrs: Vec<(u32, u64)>,
 }
 
-/// MSRs that move between `CpuState::msr` and KVM (the TSC is handled by the engine, EFER,
-/// FS/GS base and the APIC base travel in `kvm_sregs`).
-pub fn modelled_msrs() -> Vec<u32> {
-    let mut v = vec![
-        msr::IA32_SYSENTER_CS,
-        msr::IA32_SYSENTER_ESP,
-        msr::IA32_SYSENTER_EIP,
-        msr::IA32_STAR,
-        msr::IA32_LSTAR,
-        msr::IA32_CSTAR,
-        msr::IA32_FMASK,
-        msr::IA32_KERNEL_GS_BASE,
-        msr::IA32_TSC_AUX,
-        msr::IA32_PAT,
-        msr::IA32_MISC_ENABLE,
-        msr::IA32_MTRR_DEF_TYPE,
+/// Every MSR that moves between `CpuState::msr` and KVM, with its field (the TSC is handled
+/// by the engine; EFER, FS/GS base and the APIC base travel in `kvm_sregs`).
+fn msr_fields(m: &mut MsrState) -> Vec<(u32, &mut u64)> {
+    let mut v: Vec<(u32, &mut u64)> = vec![
+        (msr::IA32_SYSENTER_CS, &mut m.sysenter_cs),
+        (msr::IA32_SYSENTER_ESP, &mut m.sysenter_esp),
+        (msr::IA32_SYSENTER_EIP, &mut m.sysenter_eip),
+        (msr::IA32_STAR, &mut m.star),
+        (msr::IA32_LSTAR, &mut m.lstar),
+        (msr::IA32_CSTAR, &mut m.cstar),
+        (msr::IA32_FMASK, &mut m.fmask),
+        (msr::IA32_KERNEL_GS_BASE, &mut m.kernel_gs_base),
+        (msr::IA32_TSC_AUX, &mut m.tsc_aux),
+        (msr::IA32_PAT, &mut m.pat),
+        (msr::IA32_MISC_ENABLE, &mut m.misc_enable),
+        (msr::IA32_MTRR_DEF_TYPE, &mut m.mtrr_def_type),
     ];
-    v.extend(fixed_mtrrs());
-    v.extend((0..2 * msr::MTRR_VAR_COUNT).map(|k| msr::IA32_MTRR_PHYSBASE0 + k));
-    v
-}
-
-/// The fixed-range MTRRs in `MsrState::mtrr_fixed` order.
-fn fixed_mtrrs() -> impl Iterator<Item = u32> {
-    [
+    let fixed = [
         msr::IA32_MTRR_FIX64K_00000,
         msr::IA32_MTRR_FIX16K_80000,
         msr::IA32_MTRR_FIX16K_A0000,
     ]
     .into_iter()
-    .chain(msr::IA32_MTRR_FIX4K_C0000..=msr::IA32_MTRR_FIX4K_F8000)
-}
-
-fn msr_values(m: &crane86_x86::state::MsrState) -> Vec<u64> {
-    let mut v = vec![
-        m.sysenter_cs,
-        m.sysenter_esp,
-        m.sysenter_eip,
-        m.star,
-        m.lstar,
-        m.cstar,
-        m.fmask,
-        m.kernel_gs_base,
-        m.tsc_aux,
-        m.pat,
-        m.misc_enable,
-        m.mtrr_def_type,
-    ];
-    v.extend(m.mtrr_fixed);
-    v.extend(m.mtrr_var);
+    .chain(msr::IA32_MTRR_FIX4K_C0000..=msr::IA32_MTRR_FIX4K_F8000);
+    v.extend(fixed.zip(m.mtrr_fixed.iter_mut()));
+    v.extend((msr::IA32_MTRR_PHYSBASE0..).zip(m.mtrr_var.iter_mut()));
     v
 }
 
-fn set_msr_values(m: &mut crane86_x86::state::MsrState, values: &[u64]) {
-    let fields: [&mut u64; 12] = [
-        &mut m.sysenter_cs,
-        &mut m.sysenter_esp,
-        &mut m.sysenter_eip,
-        &mut m.star,
-        &mut m.lstar,
-        &mut m.cstar,
-        &mut m.fmask,
-        &mut m.kernel_gs_base,
-        &mut m.tsc_aux,
-        &mut m.pat,
-        &mut m.misc_enable,
-        &mut m.mtrr_def_type,
-    ];
-    let (scalars, rest) = values.split_at(fields.len());
-    for (f, v) in fields.into_iter().zip(scalars) {
-        *f = *v;
-    }
-    let (fixed, var) = rest.split_at(m.mtrr_fixed.len());
-    m.mtrr_fixed.copy_from_slice(fixed);
-    let n = m.mtrr_var.len();
-    m.mtrr_var.copy_from_slice(&var[..n]);
+/// The indices of [`msr_fields`], in its order (what [`KvmCpuState::msrs`] holds).
+pub fn modelled_msrs() -> Vec<u32> {
+    msr_fields(&mut MsrState::default())
+        .into_iter()
+        .map(|(index, _)| index)
+        .collect()
 }
 
 /// A segment cache in KVM's form. A segment that is not present is "unusable" (VMX).
@@ -337,9 +297,9 @@ pub fn to_kvm(cpu: &CpuState) -> KvmCpuState {
         xcrs: xcrs_to_kvm(cpu),
         debugregs: debugregs_to_kvm(cpu),
         events: events_to_kvm(cpu),
-        msrs: modelled_msrs()
+        msrs: msr_fields(&mut cpu.msr.clone())
             .into_iter()
-            .zip(msr_values(&cpu.msr))
+            .map(|(index, value)| (index, *value))
             .collect(),
     }
 }
@@ -360,8 +320,10 @@ pub fn from_kvm(k: &KvmCpuState, prev: &CpuState) -> CpuState {
     cpu.dr[6] = k.debugregs.dr6;
     cpu.dr[7] = k.debugregs.dr7;
     events_from_kvm(&k.events, &mut cpu);
-    let values: Vec<u64> = k.msrs.iter().map(|&(_, v)| v).collect();
-    set_msr_values(&mut cpu.msr, &values);
+    for ((index, field), &(got, value)) in msr_fields(&mut cpu.msr).into_iter().zip(&k.msrs) {
+        debug_assert_eq!(index, got, "MSR list order");
+        *field = value;
+    }
     cpu
 }
 
