@@ -3,13 +3,12 @@
 //! prints why it skips when KVM cannot run here.
 
 use crane86::machine::config::{MachineConfig, SerialBuffer, SerialSink};
-use crane86::machine::engine::kvm_usable;
-use crane86::machine::testkit::{Mode, TestExit, TestGuest, CODE_BASE, DATA_BASE};
+use crane86::machine::engine::{hardware_virtualization, kvm_usable};
+use crane86::machine::testkit::{sum_loop_program, sum_loop_stored, Mode, TestExit, TestGuest};
 use crane86::machine::{demo, EngineKind, ExitReason, PcMachine};
 use crane86::x86::{CpuState, F80};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 use crane86_kvm::KvmVcpu;
-use iced_x86::code_asm::*;
 
 /// True when KVM can run here; otherwise prints why the calling test is skipped.
 pub fn kvm_here(test: &str) -> bool {
@@ -38,10 +37,7 @@ pub fn hardware_kvm(what: &str) -> bool {
 /// `/dev/kvm` works but the CPU has no vmx/svm: a software KVM, which may lack CPU modes
 /// (this project's CI machines have one without non-PAE paging).
 fn software_kvm() -> bool {
-    !std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .split_whitespace()
-        .any(|f| f == "vmx" || f == "svm")
+    !hardware_virtualization()
 }
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -161,28 +157,7 @@ fn sum_loop_in_every_mode_under_kvm() {
         return;
     }
     for mode in Mode::ALL {
-        let mut a = CodeAssembler::new(mode.bitness()).unwrap();
-        if mode.bitness() == 16 {
-            a.xor(ax, ax).unwrap();
-            a.mov(cx, 100u32).unwrap();
-            let mut top = a.create_label();
-            a.set_label(&mut top).unwrap();
-            a.add(ax, cx).unwrap();
-            a.loop_(top).unwrap();
-            a.mov(word_ptr(0x100), ax).unwrap();
-        } else {
-            a.xor(eax, eax).unwrap();
-            a.mov(ecx, 100u32).unwrap();
-            let mut top = a.create_label();
-            a.set_label(&mut top).unwrap();
-            a.add(eax, ecx).unwrap();
-            a.dec(ecx).unwrap();
-            a.jnz(top).unwrap();
-            a.mov(dword_ptr(DATA_BASE as u32), eax).unwrap();
-        }
-        a.hlt().unwrap();
-        let base = if mode == Mode::Real { 0 } else { CODE_BASE };
-        let code = a.assemble(base).unwrap();
+        let code = sum_loop_program(mode);
         let mut g = TestGuest::new(EngineKind::Kvm, mode, &code);
         let mut probe = KvmVcpu::new().expect("KVM vCPU");
         probe.map_memory(&g.mem).expect("memory slots");
@@ -197,12 +172,7 @@ fn sum_loop_in_every_mode_under_kvm() {
         let exit = g.run(10_000_000);
         assert_eq!(exit, TestExit::Halted, "{mode:?}: {:#x?}", g.cpu);
         assert_eq!(g.cpu.gpr[0] & 0xFFFF, 5050, "{mode:?}");
-        let stored = if mode == Mode::Real {
-            g.read_u64(0x100) & 0xFFFF
-        } else {
-            g.read_u64(DATA_BASE) & 0xFFFF_FFFF
-        };
-        assert_eq!(stored, 5050, "{mode:?}");
+        assert_eq!(sum_loop_stored(&g), 5050, "{mode:?}");
         assert!(g.cpu.halted, "{mode:?}: HLT leaves the CPU halted");
     }
 }

@@ -16,6 +16,7 @@ use crane86_memory::PhysMem;
 use crane86_x86::regs::{cr0, cr4, efer};
 use crane86_x86::segment::{attr, Segment, TableReg};
 use crane86_x86::{CpuState, SegReg};
+use iced_x86::code_asm::*;
 
 pub const GDT_BASE: u64 = 0x1000;
 pub const IDT_BASE: u64 = 0x2000;
@@ -368,5 +369,44 @@ fn enter_mode(cpu: &mut CpuState, mode: Mode) {
             cpu.efer = efer::LME | efer::LMA | efer::NXE | efer::SCE;
         }
         _ => {}
+    }
+}
+
+/// The smoke-test program for `mode`: sum 1..=100 into AX/EAX, store it (word at 0x100 in
+/// real mode, dword at `DATA_BASE` otherwise, see [`sum_loop_stored`]) and halt. Assembled
+/// for `CODE_BASE` (offset 0 in real mode).
+pub fn sum_loop_program(mode: Mode) -> Vec<u8> {
+    fn build(a: &mut CodeAssembler, mode: Mode) -> Result<(), IcedError> {
+        let mut top = a.create_label();
+        if mode.bitness() == 16 {
+            a.xor(ax, ax)?;
+            a.mov(cx, 100u32)?;
+            a.set_label(&mut top)?;
+            a.add(ax, cx)?;
+            a.loop_(top)?;
+            a.mov(word_ptr(0x100), ax)?;
+        } else {
+            a.xor(eax, eax)?;
+            a.mov(ecx, 100u32)?;
+            a.set_label(&mut top)?;
+            a.add(eax, ecx)?;
+            a.dec(ecx)?;
+            a.jnz(top)?;
+            a.mov(dword_ptr(DATA_BASE as u32), eax)?;
+        }
+        a.hlt()
+    }
+    let mut a = CodeAssembler::new(mode.bitness()).expect("valid bitness");
+    build(&mut a, mode).expect("the sum loop assembles");
+    a.assemble(if mode == Mode::Real { 0 } else { CODE_BASE })
+        .expect("the sum loop assembles")
+}
+
+/// The sum [`sum_loop_program`] stored in memory (5050 when it ran).
+pub fn sum_loop_stored(g: &TestGuest) -> u64 {
+    if g.mode == Mode::Real {
+        g.read_u64(0x100) & 0xFFFF
+    } else {
+        g.read_u64(DATA_BASE) & 0xFFFF_FFFF
     }
 }

@@ -225,8 +225,7 @@ fn linux_boots_and_runs_the_workload_on_kvm() {
         eprintln!("skipping the kvm Linux boot: the kvm engine cannot run here: {why}");
         return;
     }
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    if !cpuinfo.split_whitespace().any(|f| f == "vmx" || f == "svm") {
+    if !crane86_machine::engine::hardware_virtualization() {
         eprintln!(
             "skipping the kvm Linux boot: /dev/kvm works but the CPU has no vmx/svm flag \
              (a software KVM, too slow to boot Linux in a test)"

@@ -140,7 +140,7 @@ pub fn kvm_usable() -> Result<(), String> {
 }
 
 /// True when the host CPU reports hardware virtualization (vmx/svm).
-fn hardware_virtualization() -> bool {
+pub fn hardware_virtualization() -> bool {
     #[cfg(all(feature = "kvm", target_os = "linux", target_arch = "x86_64"))]
     {
         crane86_kvm::probe().hardware_virtualization
