@@ -91,7 +91,7 @@ impl Kicker {
             },
             it_value: libc::timespec {
                 tv_sec: after.as_secs() as libc::time_t,
-                tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
+                tv_nsec: after.subsec_nanos() as libc::c_long,
             },
         };
         // SAFETY: `timer` is a live timer of this process; `spec` is valid.

@@ -58,7 +58,7 @@ pub enum KvmError {
         held: u64,
     },
     #[error("a KVM table (CPUID or MSR list) is too large")]
-    CpuidTable,
+    TableTooLarge,
     #[error("KVM refused MSR {index:#x} = {value:#x}")]
     MsrRefused { index: u32, value: u64 },
     #[error("KVM cannot read MSR {index:#x}")]

@@ -101,7 +101,7 @@ impl KvmVcpu {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(err("KVM_GET_SUPPORTED_CPUID"))?;
         let entries = vcpu_cpuid(supported.as_slice(), tsc_is_1ghz);
-        let table = CpuId::from_entries(&entries).map_err(|_| KvmError::CpuidTable)?;
+        let table = CpuId::from_entries(&entries).map_err(|_| KvmError::TableTooLarge)?;
         vcpu.set_cpuid2(&table).map_err(err("KVM_SET_CPUID2"))?;
         Ok(KvmVcpu {
             vcpu,
@@ -208,7 +208,7 @@ impl KvmVcpu {
 
     /// Write MSRs; one KVM refuses is reported by index and value.
     fn set_msrs(&self, entries: &[kvm_msr_entry]) -> Result<(), KvmError> {
-        let msrs = Msrs::from_entries(entries).map_err(|_| KvmError::CpuidTable)?;
+        let msrs = Msrs::from_entries(entries).map_err(|_| KvmError::TableTooLarge)?;
         let done = self.vcpu.set_msrs(&msrs).map_err(err("KVM_SET_MSRS"))?;
         if let Some(bad) = entries.get(done) {
             return Err(KvmError::MsrRefused {
@@ -230,7 +230,7 @@ impl KvmVcpu {
                 ..Default::default()
             })
             .collect();
-        let mut msrs = Msrs::from_entries(&entries).map_err(|_| KvmError::CpuidTable)?;
+        let mut msrs = Msrs::from_entries(&entries).map_err(|_| KvmError::TableTooLarge)?;
         let got = self.vcpu.get_msrs(&mut msrs).map_err(err("KVM_GET_MSRS"))?;
         if got != indices.len() {
             return Err(KvmError::MsrUnreadable {

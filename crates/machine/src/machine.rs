@@ -168,7 +168,12 @@ fn install_switch_signal() {
         sa.sa_sigaction = on_switch_signal as *const () as usize;
         sa.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+        if libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "cannot install the SIGUSR1 handler: signal engine switches will not happen"
+            );
+        }
     }
 }
 
