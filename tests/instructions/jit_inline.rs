@@ -17,21 +17,6 @@ const CASES: u64 = 150;
 /// Where the memory operands point (RAX, so that AH..BH can be used with them).
 const SCRATCH: u64 = DATA_BASE + 0x1_0000;
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Operand values that hit the flag edges (zero, sign bits, carries out of each width).
 fn edge_value(r: &mut Rng) -> u64 {
     const EDGES: [u64; 12] = [

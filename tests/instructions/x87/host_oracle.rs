@@ -89,21 +89,6 @@ impl Op {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A random 80-bit operand (sign/exponent, significand), biased towards interesting classes.
 fn operand(rng: &mut Rng, near: u16) -> (u16, u64) {
     let sign = if rng.below(2) == 0 { 0 } else { 0x8000 };
