@@ -1,15 +1,17 @@
 //! JIT block chaining: native blocks that run their native successors without the run
 //! loop must keep the run loop's semantics. A branchy loop over several blocks ends in the
 //! interpreter's state (also when run in small budget slices, which chaining must respect
-//! exactly); an interrupt raised while a chained loop runs is delivered at the next block
-//! boundary; a successor in another page that the guest rewrites after it was chained runs
+//! exactly); an interrupt raised between runs, or by the guest's own port write inside a
+//! chained loop, is delivered at the next block boundary; a successor in another page that the guest rewrites after it was chained runs
 //! its new code.
 
 use super::*;
 use crane86::devices::{Platform, PlatformAction};
+use crane86::machine::testkit::TestExit;
 use crane86::machine::EngineExit;
 use crane86::x86::CpuState;
 use std::cell::Cell;
+use std::rc::Rc;
 
 /// A `--stats` counter of the guest's engine (0 when the engine has none).
 fn stat(g: &TestGuest, name: &str) -> u64 {
@@ -99,11 +101,11 @@ fn chaining_stops_exactly_at_the_budget() {
     }
 }
 
-/// Raises one interrupt (vector 0x20) once the engine asked `after` times whether one is
-/// pending.
+/// Raises one interrupt (vector 0x20) when `raise` is set (by the test, between runs) or on
+/// the first write to port 0x80 (by the guest). The pending state changes only through
+/// these, as the `Platform` contract requires.
 struct LateIrq {
-    queries: Cell<u32>,
-    after: u32,
+    raise: Rc<Cell<bool>>,
     acked: bool,
 }
 
@@ -111,14 +113,17 @@ impl Platform for LateIrq {
     fn pio_read(&mut self, _port: u16, _size: u8) -> u32 {
         u32::MAX
     }
-    fn pio_write(&mut self, _port: u16, _size: u8, _value: u32) {}
+    fn pio_write(&mut self, port: u16, _size: u8, _value: u32) {
+        if port == 0x80 {
+            self.raise.set(true);
+        }
+    }
     fn mmio_read(&mut self, _paddr: u64, _size: u8) -> u64 {
         u64::MAX
     }
     fn mmio_write(&mut self, _paddr: u64, _size: u8, _value: u64) {}
     fn interrupt_pending(&self) -> bool {
-        self.queries.set(self.queries.get() + 1);
-        !self.acked && self.queries.get() > self.after
+        !self.acked && self.raise.get()
     }
     fn ack_interrupt(&mut self) -> Option<u8> {
         let pending = self.interrupt_pending();
@@ -133,45 +138,82 @@ impl Platform for LateIrq {
     }
 }
 
+/// A two-block loop counting ECX down from `iterations`; with `out_at`, the guest writes
+/// port 0x80 (raising the interrupt) when ECX equals it. The handler saves ECX in EBX.
+fn interrupted_loop(
+    engine: EngineKind,
+    iterations: u32,
+    out_at: Option<u32>,
+) -> (TestGuest, Rc<Cell<bool>>) {
+    let (mut g, labels) = guest(engine, Mode::Long64, |a| {
+        let mut top = a.create_label();
+        let mut mid = a.create_label();
+        let mut handler = a.create_label();
+        a.xor(ebx, ebx)?;
+        a.mov(ecx, iterations)?;
+        a.sti()?;
+        a.set_label(&mut top)?;
+        a.add(eax, 1)?;
+        if let Some(at) = out_at {
+            a.cmp(ecx, at)?;
+            a.jne(mid)?;
+            a.out(0x80, al)?;
+        }
+        a.jmp(mid)?;
+        a.set_label(&mut mid)?;
+        a.sub(ecx, 1)?;
+        a.jnz(top)?;
+        a.hlt()?;
+        // The interrupt gate clears IF: HLT ends the test.
+        a.set_label(&mut handler)?;
+        a.mov(ebx, ecx)?;
+        a.hlt()?;
+        Ok(vec![handler])
+    });
+    g.set_gate(0x20, labels[0], 0);
+    let raise = Rc::new(Cell::new(false));
+    g.plat = Box::new(LateIrq {
+        raise: raise.clone(),
+        acked: false,
+    });
+    (g, raise)
+}
+
+/// An interrupt raised between two runs of a chained loop is taken before the next
+/// instruction.
 #[test]
-fn interrupt_reaches_a_chained_loop() {
+fn interrupt_between_runs_reaches_a_chained_loop() {
     for engine in [EngineKind::Interp, EngineKind::Jit] {
-        let iterations = 1_000_000u32;
-        let (mut g, labels) = guest(engine, Mode::Long64, |a| {
-            let mut top = a.create_label();
-            let mut mid = a.create_label();
-            let mut handler = a.create_label();
-            a.xor(ebx, ebx)?;
-            a.mov(ecx, iterations)?;
-            a.sti()?;
-            a.set_label(&mut top)?;
-            a.add(eax, 1)?;
-            a.jmp(mid)?;
-            a.set_label(&mut mid)?;
-            a.sub(ecx, 1)?;
-            a.jnz(top)?;
-            a.hlt()?;
-            // The interrupt gate clears IF: HLT ends the test.
-            a.set_label(&mut handler)?;
-            a.mov(ebx, ecx)?;
-            a.hlt()?;
-            Ok(vec![handler])
-        });
-        g.set_gate(0x20, labels[0], 0);
-        g.plat = Box::new(LateIrq {
-            queries: Cell::new(0),
-            after: 100,
-            acked: false,
-        });
+        let (mut g, raise) = interrupted_loop(engine, 1_000_000, None);
+        for _ in 0..5 {
+            assert_eq!(g.run(10_000), TestExit::Timeout, "{engine}");
+        }
+        let ecx_at_raise = g.cpu.gpr[1] as u32;
+        assert!(ecx_at_raise < 1_000_000 - 10_000, "{engine}: the loop ran");
+        raise.set(true);
         g.run_to_halt();
-        let left = g.cpu.gpr[3] as u32;
-        assert!(
-            left > iterations - 1000,
-            "{engine}: the interrupt arrived {} iterations late",
-            iterations - left
+        assert_eq!(
+            g.cpu.gpr[3] as u32, ecx_at_raise,
+            "{engine}: ECX in the handler"
         );
         if engine == EngineKind::Jit {
-            assert!(stat(&g, "chained transitions") > 0);
+            assert!(stat(&g, "chained transitions (native)") > 0, "{engine}");
+        }
+    }
+}
+
+/// An interrupt the guest raises with a port write in the middle of a chained loop is taken
+/// at the next block boundary, not at the end of the run.
+#[test]
+fn interrupt_raised_inside_a_chained_loop_is_taken_at_the_next_block() {
+    for engine in [EngineKind::Interp, EngineKind::Jit] {
+        let (mut g, _) = interrupted_loop(engine, 1_000_000, Some(600_000));
+        g.run_to_halt();
+        let left = g.cpu.gpr[3] as u32;
+        // The OUT's block ends at the JMP after it; the SUB of that iteration has not run.
+        assert_eq!(left, 600_000, "{engine}: ECX in the handler");
+        if engine == EngineKind::Jit {
+            assert!(stat(&g, "chained transitions (native)") > 0, "{engine}");
         }
     }
 }

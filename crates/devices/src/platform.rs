@@ -27,7 +27,10 @@ pub trait Platform {
     /// addresses read as all ones.
     fn mmio_read(&mut self, paddr: u64, size: u8) -> u64;
     fn mmio_write(&mut self, paddr: u64, size: u8, value: u64);
-    /// True when a maskable interrupt is waiting for the CPU (INTR line high).
+    /// True when a maskable interrupt is waiting for the CPU (INTR line high). The answer
+    /// may change only through the CPU's calls into the platform (port and device-memory
+    /// accesses, MSR writes, acknowledges) or between engine runs: engines ask at the start
+    /// of a run and at a block boundary after such a call, not after every block.
     fn interrupt_pending(&self) -> bool;
     /// The INTA cycle: the vector of the highest-priority pending interrupt, now in service.
     fn ack_interrupt(&mut self) -> Option<u8>;

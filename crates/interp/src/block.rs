@@ -20,9 +20,10 @@ pub struct DecodedInsn {
     pub handler: Handler,
 }
 
-/// Native code a tier above the interpreter (the JIT) installed for a block. It receives the
-/// tier's context pointer and returns when the block is done or must be left.
-pub type NativeBlock = unsafe extern "C" fn(ctx: *mut std::ffi::c_void);
+/// The entry of native code a tier above the interpreter (the JIT) installed for a block. The
+/// code uses the tier's own calling convention (the JIT's blocks tail-call each other), so
+/// only the tier that made it may call it.
+pub type NativeBlock = std::ptr::NonNull<u8>;
 
 /// A tier's link from one block to a successor (block chaining): `target` is a block of the
 /// cache that was current in epoch `epoch`, with its key, native code and length copied here

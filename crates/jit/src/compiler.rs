@@ -1,167 +1,61 @@
-//! The translation tier: counts block entries, compiles a block once it is hot
-//! ([`HOT_THRESHOLD`] entries), keeps the code in a Cranelift `JITModule`, and runs it. The
-//! module cannot free single functions, so code of invalidated blocks stays until the whole
-//! module is dropped ([`MAX_MODULE_BLOCKS`] translations), which also clears the
-//! interpreter's block cache (every `Block::native` pointer into the old module goes with
-//! it).
+//! The translation tier: counts block entries, has a block translated once it is hot
+//! ([`HOT_THRESHOLD`] entries), installs the code in the block and runs native blocks.
 //!
-//! Block chaining: [`Compiler::execute`] does not return to the interpreter's run loop after
-//! a native block when the next block is native too. It does the run loop's checks itself
-//! (budget, deliverable or handed-over interrupt, interrupt shadow, HLT, single-step,
-//! overwritten code), computes the next block's cache key from the TLB
-//! ([`cached_block_key`]) and follows the finished block's successor link ([`Block::links`])
-//! with that key. Links are made when the run loop hands over the
-//! successor of a block whose links missed, and hold plain pointers tagged with the block
-//! cache's epoch: any block leaving the cache (SMC invalidation, the clear that comes with a
-//! module reset) bumps the epoch and kills every link. Because the successor is found by its
-//! full key (physical address, RIP, code size) under the current TLB mapping, a link is
-//! right for any exit (JMP, Jcc, fall-through, even RET or an indirect jump whose target
-//! repeats) and across pages. (A loop in Rust rather than native tail calls between blocks:
-//! the checks need the platform, and after this step the Linux profile is dominated by the
-//! interpreter helpers rather than by block transitions.)
+//! Compilation: by default on a background thread ([`crate::worker`]); the block stays
+//! interpreted until its code arrives, which the tier picks up whenever it meets a block
+//! without code. [`Compilation::InThread`] compiles at once instead (the guest tests use it
+//! with a threshold of 1, so that every block they run is translated code). Translations
+//! live in one Cranelift module ([`crate::backend`]) that cannot free single functions, so
+//! code of invalidated blocks stays until the whole module is dropped
+//! ([`MAX_MODULE_BLOCKS`] translations). That also clears the interpreter's block cache
+//! (every `Block::native` pointer into the old module goes with it), and results still
+//! arriving for the old module (an older generation) are dropped.
 //!
-//! `CRANE86_JIT_PROFILE=1` counts the instructions native code hands to the interpreter
-//! (by iced `Code`, weighted by execution) and prints the most frequent at exit
-//! ([`profile`]): the measurement that picks the next inline forms.
+//! Block chaining: a native block of 64-bit code ends by entering its successor itself (a
+//! tail call, see `Translator::chain_exit`) when the step helper did not ask for the run
+//! loop ([`crate::context::must_leave_chain`]), the successor fits the budget, and one of
+//! the block's successor links ([`Block::links`]) has the successor's key under the
+//! current TLB mapping. Otherwise it returns here, and [`Compiler::execute`] does the same
+//! with the run loop's checks in Rust (budget, deliverable or handed-over interrupt,
+//! interrupt shadow, HLT, single-step, overwritten code, and the key from
+//! [`cached_block_key`]). Links are made when the run loop hands over the successor of a
+//! block whose links missed, and hold plain pointers tagged with the block cache's epoch:
+//! any block leaving the cache (SMC invalidation, the clear that comes with a module reset)
+//! bumps the epoch and kills every link. Because the successor is found by its full key
+//! (physical address, RIP, code size), a link is right for any exit (JMP, Jcc,
+//! fall-through, even RET or an indirect jump whose target repeats) and across pages.
 
-use crate::translate::Translator;
+use crate::backend::{Backend, Compiled, Entry, Job};
+use crate::context::{must_leave_chain, BlockCtx};
+use crate::profile;
+use crate::worker::{Request, Worker};
 use crane86_interp::block::{Block, BlockKey, Link, NativeBlock};
 use crane86_interp::cpu::Cpu;
-use crane86_interp::{cached_block_key, step_insn, RunExit, Step, Tier};
-use crane86_memory::tlb::TlbEntry;
+use crane86_interp::{cached_block_key, RunExit, Tier};
 use crane86_x86::{flags, CpuState};
-use cranelift_codegen::ir::{AbiParam, UserFuncName};
-use cranelift_codegen::isa::OwnedTargetIsa;
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_codegen::Context;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Module};
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::ffi::c_void;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 /// Block entries before a block is compiled (the default; see [`Compiler::hot_threshold`]).
-/// Linux boot + workload wall time on the 2-core dev machine by threshold: 16: 82.3 s,
-/// 64: 80.3 s, 256: 77.2 s, 1024: 76.4 s (translation time 8.4 / 6.5 / 3.7 / 2.1 s); 256
-/// keeps most of the gain without delaying short-lived programs much.
+/// Linux boot + workload wall time on the 2-core dev machine by threshold, compiling in the
+/// vCPU thread: 16: 82.3 s, 64: 80.3 s, 256: 77.2 s, 1024: 76.4 s (translation time 8.4 /
+/// 6.5 / 3.7 / 2.1 s); 256 keeps most of the gain without delaying short-lived programs
+/// much.
 pub const HOT_THRESHOLD: u32 = 256;
 /// Translations per module before the module is dropped and a fresh one started.
 pub const MAX_MODULE_BLOCKS: u64 = 40_000;
 
-/// What native code and the step helper share for one block execution.
-#[repr(C)]
-pub struct BlockCtx {
-    /// The architectural state; inline code addresses its fields by offset.
-    pub state: *mut CpuState,
-    /// The retired-instruction counter (`InterpStats::instructions`).
-    pub retired: *mut u64,
-    /// The TLB set of the current privilege (CPL 3 or not; constant for a block run, since
-    /// every privilege change leaves the block) and its access counter.
-    pub tlb: *const TlbEntry,
-    pub tlb_accesses: *mut u64,
-    /// The interpreter context (`*mut Cpu`), for helper calls.
-    cpu: *mut c_void,
-    block: *const Block,
-    bits: u32,
-    /// Set by the helper when the run must end.
-    exit: Option<RunExit>,
-}
-
-/// Run instruction `index` of the block through the interpreter. Returns nonzero when the
-/// native code must return (the block is left, the run ends, or RFLAGS.TF became set so the
-/// interpreter must take over single-stepping).
-///
-/// # Safety
-/// `ctx` points at the live [`BlockCtx`] of the running block, whose `cpu` and `block`
-/// pointers are valid and not otherwise borrowed while the native code runs.
-pub unsafe extern "C" fn step_helper(ctx: *mut BlockCtx, index: u32) -> u32 {
-    // SAFETY: guaranteed by the caller (the native block, called from `Compiler::execute`).
-    let ctx = unsafe { &mut *ctx };
-    // SAFETY: `cpu` was made from the `&mut Cpu` that `execute` holds unused meanwhile.
-    let cpu = unsafe { &mut *(ctx.cpu as *mut Cpu<'_>) };
-    // SAFETY: `block` is an `Rc<Block>` that `execute` keeps alive.
-    let block = unsafe { &*ctx.block };
-    if profile::enabled() {
-        profile::count(&block.insns[index as usize].insn);
-    }
-    match step_insn(cpu, &block.insns[index as usize], ctx.bits) {
-        Step::Next => u32::from(cpu.s.rflags & flags::TF != 0),
-        Step::Leave => 1,
-        Step::Exit(e) => {
-            ctx.exit = Some(e);
-            1
-        }
-    }
-}
-
-/// `CRANE86_JIT_PROFILE=1`: count the instructions native code hands to the step helper (by
-/// iced `Code`, weighted by execution) and print the most frequent ones to stderr when the
-/// compiler is dropped. Used to choose what to inline next.
-pub mod profile {
-    use iced_x86::{Code, Formatter, Instruction, NasmFormatter};
-    use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-    use std::sync::Mutex;
-
-    const CODES: usize = 8192;
-    static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
-    static COUNTS: [AtomicU64; CODES] = [const { AtomicU64::new(0) }; CODES];
-    /// One decoded example of each code (for the printout).
-    static EXAMPLES: Mutex<Vec<Option<Instruction>>> = Mutex::new(Vec::new());
-
-    pub fn enabled() -> bool {
-        match STATE.load(Ordering::Relaxed) {
-            0 => {
-                let on = std::env::var("CRANE86_JIT_PROFILE").is_ok_and(|v| v == "1");
-                STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-                on
-            }
-            s => s == 2,
-        }
-    }
-
-    pub fn count(i: &Instruction) {
-        let c = i.code() as usize;
-        if c < CODES && COUNTS[c].fetch_add(1, Ordering::Relaxed) == 0 {
-            if let Ok(mut ex) = EXAMPLES.lock() {
-                if ex.len() < CODES {
-                    ex.resize(CODES, None);
-                }
-                ex[c] = Some(*i);
-            }
-        }
-    }
-
-    /// Print the top 60 helper-called codes (if profiling is on).
-    pub fn report() {
-        if !enabled() {
-            return;
-        }
-        let mut v: Vec<(u64, usize)> = (0..CODES)
-            .map(|c| (COUNTS[c].load(Ordering::Relaxed), c))
-            .filter(|&(n, _)| n > 0)
-            .collect();
-        v.sort_unstable_by(|a, b| b.cmp(a));
-        let total: u64 = v.iter().map(|x| x.0).sum();
-        eprintln!("jit profile: {total} helper calls");
-        let ex = EXAMPLES.lock().map(|e| e.clone()).unwrap_or_default();
-        let mut f = NasmFormatter::new();
-        for &(n, c) in v.iter().take(60) {
-            let mut text = String::new();
-            if let Some(Some(i)) = ex.get(c) {
-                f.format(i, &mut text);
-            }
-            let code: Option<Code> = ex.get(c).and_then(|i| i.map(|i| i.code()));
-            eprintln!(
-                "{:>12} {:5.2}% {:?}  e.g. {}",
-                n,
-                100.0 * n as f64 / total.max(1) as f64,
-                code,
-                text
-            );
-        }
-    }
+/// Where blocks are compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compilation {
+    /// On a background thread, while the vCPU thread goes on interpreting.
+    Background,
+    /// At once, in the vCPU thread (deterministic: a block is native from the entry that
+    /// made it hot).
+    InThread,
 }
 
 /// Counters for `--stats`.
@@ -170,23 +64,40 @@ pub struct JitStats {
     pub blocks_translated: u64,
     pub insns_translated: u64,
     pub insns_inlined: u64,
+    /// Cranelift time, wherever it was spent.
     pub translation_time: Duration,
+    pub background: bool,
+    /// Translations that arrived after their block had left the cache.
+    pub translations_discarded: u64,
     pub native_block_runs: u64,
     /// Native block runs entered from the previous native block (block chaining) ...
     pub chained_transitions: u64,
-    /// ... and from the interpreter's run loop.
+    /// ... of which native code entered by itself (a tail call, no return to Rust) ...
+    pub native_chained_transitions: u64,
+    /// ... and runs entered from the interpreter's run loop.
     pub dispatcher_transitions: u64,
     pub cache_resets: u64,
     pub translation_failures: u64,
 }
 
+enum Translations {
+    InThread(Box<Backend>),
+    Background(Worker),
+}
+
 pub struct Compiler {
-    module: Option<JITModule>,
-    ctx: Context,
-    builder_ctx: FunctionBuilderContext,
+    /// The entry trampoline (outlives every translation module).
+    entry: Entry,
+    translations: Translations,
+    /// The translation module's generation (bumped by every reset).
+    generation: u64,
+    /// Translations made or asked for in this generation.
     module_blocks: u64,
-    /// The interpreter's block cache must be cleared before the next run (the module was
-    /// replaced).
+    /// Blocks whose translation the background thread has not delivered yet, by job id.
+    pending: HashMap<u64, Weak<Block>>,
+    next_job: u64,
+    /// The interpreter's block cache must be cleared before the next run (the module is
+    /// full and must be replaced).
     pub needs_block_flush: bool,
     /// Entries after which a block is compiled: [`HOT_THRESHOLD`] by default, 1 to
     /// translate every block on its first run (what the guest tests use, so that they test
@@ -198,64 +109,69 @@ pub struct Compiler {
     pub stats: JitStats,
 }
 
-fn host_isa() -> OwnedTargetIsa {
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").expect("opt_level");
-    flags.set("is_pic", "false").expect("is_pic");
-    // The IR is generated, not hand-written: skip the verifier (it showed up in profiles).
-    flags
-        .set("enable_verifier", "false")
-        .expect("enable_verifier");
-    let isa = cranelift_native::builder()
-        .unwrap_or_else(|e| panic!("crane86 jit: Cranelift has no backend for this host ({e})"));
-    isa.finish(settings::Flags::new(flags))
-        .expect("crane86 jit: host ISA flags")
-}
-
-fn new_module() -> JITModule {
-    JITModule::new(JITBuilder::with_isa(host_isa(), default_libcall_names()))
-}
-
 impl Default for Compiler {
     fn default() -> Self {
-        let module = new_module();
-        let ctx = module.make_context();
-        Compiler {
-            module: Some(module),
-            ctx,
-            builder_ctx: FunctionBuilderContext::new(),
-            module_blocks: 0,
-            needs_block_flush: false,
-            hot_threshold: HOT_THRESHOLD,
-            unlinked: None,
-            stats: JitStats::default(),
-        }
+        Compiler::new(HOT_THRESHOLD, Compilation::Background)
     }
 }
 
 impl Drop for Compiler {
     fn drop(&mut self) {
         profile::report();
-        if let Some(m) = self.module.take() {
-            // SAFETY: the compiler is going away with the engine; no block outlives it with
-            // a pointer into this module (the interpreter's cache is dropped with it).
-            unsafe { m.free_memory() };
-        }
     }
 }
 
 impl Compiler {
-    /// Drop every translation (the caller clears the interpreter's block cache).
-    pub fn reset(&mut self) {
-        if let Some(m) = self.module.take() {
-            // SAFETY: called only after (or right before, with no native code running in
-            // between) the block cache holding pointers into it is cleared.
-            unsafe { m.free_memory() };
+    /// A tier compiling blocks after `hot_threshold` entries (at least 1), where
+    /// `compilation` says. Falls back to compiling in the vCPU thread (with a warning) if
+    /// no thread can be started.
+    pub fn new(hot_threshold: u32, compilation: Compilation) -> Compiler {
+        let translations = match compilation {
+            Compilation::InThread => Translations::InThread(Box::default()),
+            Compilation::Background => match Worker::spawn() {
+                Ok(w) => Translations::Background(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "jit: no compile thread; compiling in the vCPU thread");
+                    Translations::InThread(Box::default())
+                }
+            },
+        };
+        Compiler {
+            entry: Entry::new(),
+            stats: JitStats {
+                background: matches!(translations, Translations::Background(_)),
+                ..JitStats::default()
+            },
+            translations,
+            generation: 0,
+            module_blocks: 0,
+            pending: HashMap::new(),
+            next_job: 0,
+            needs_block_flush: false,
+            hot_threshold: hot_threshold.max(1),
+            unlinked: None,
         }
-        self.module = Some(new_module());
+    }
+
+    /// Drop every translation. The caller clears the interpreter's block cache first, so
+    /// that no block holds code of the old module.
+    pub fn reset(&mut self) {
+        self.generation += 1;
         self.module_blocks = 0;
+        self.pending.clear();
         self.needs_block_flush = false;
         self.unlinked = None;
+        match &mut self.translations {
+            // SAFETY: the caller cleared the block cache, the only holder of code pointers.
+            Translations::InThread(b) => unsafe { b.reset() },
+            Translations::Background(w) => {
+                if !w.send(Request::Reset {
+                    generation: self.generation,
+                }) {
+                    tracing::warn!("jit: the compile thread is gone; blocks stay interpreted");
+                }
+            }
+        }
     }
 
     /// Forget the pending link source (at the start of a run: the interpreter's block cache
@@ -264,62 +180,88 @@ impl Compiler {
         self.unlinked = None;
     }
 
-    fn compile(&mut self, block: &Block, bits: u32) -> Option<NativeBlock> {
-        let start = Instant::now();
-        let module = self.module.as_mut()?;
-        let ptr = module.target_config().pointer_type();
-        let call_conv = module.target_config().default_call_conv;
-        self.ctx.func.signature.params.clear();
-        self.ctx.func.signature.params.push(AbiParam::new(ptr));
-        self.ctx.func.signature.call_conv = call_conv;
-        self.ctx.func.name = UserFuncName::user(0, self.module_blocks as u32);
-        let frontend = module.target_config();
-        let inlined = {
-            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.builder_ctx);
-            let mut t = Translator::new(
-                &mut b,
-                ptr,
-                call_conv,
-                step_helper as *const () as usize,
-                crate::translate::cond_helper as *const () as usize,
-            );
-            t.block(block, bits);
-            let n = t.inlined;
-            b.finalize(frontend);
-            n
-        };
-        let id = match module.declare_anonymous_function(&self.ctx.func.signature) {
-            Ok(id) => id,
-            Err(e) => return self.failed(&e.to_string()),
-        };
-        if let Err(e) = module.define_function(id, &mut self.ctx) {
-            return self.failed(&format!("{e:?}"));
+    /// `block` just became hot: translate it now, or queue it. Returns the code if it is
+    /// ready.
+    fn translate(&mut self, block: &Rc<Block>, bits: u32) -> Option<NativeBlock> {
+        if self.module_blocks >= MAX_MODULE_BLOCKS {
+            // Full: the next run starts a fresh module with an empty block cache.
+            self.needs_block_flush = true;
+            return None;
         }
-        module.clear_context(&mut self.ctx);
-        if let Err(e) = module.finalize_definitions() {
-            return self.failed(&e.to_string());
-        }
-        let code = module.get_finalized_function(id);
         self.module_blocks += 1;
-        self.stats.blocks_translated += 1;
-        self.stats.insns_translated += block.insns.len() as u64;
-        self.stats.insns_inlined += u64::from(inlined);
-        self.stats.translation_time += start.elapsed();
-        // SAFETY: `code` is the finalized function just defined with the `NativeBlock`
-        // signature (one pointer argument, no result) in the host's default convention.
-        Some(unsafe { std::mem::transmute::<*const u8, NativeBlock>(code) })
+        let key = block.key.get();
+        let job = Job {
+            insns: block.insns.iter().map(|d| d.insn).collect(),
+            bits,
+            rip: key.map_or(0, |k| k.rip),
+            paddr: key.map_or(0, |k| k.paddr),
+            links: key.map(|_| std::array::from_fn(|k| block.links[k].as_ptr() as usize)),
+        };
+        match &mut self.translations {
+            Translations::InThread(b) => {
+                let result = b.compile(&job);
+                self.finished(result)
+            }
+            Translations::Background(w) => {
+                let id = self.next_job;
+                self.next_job += 1;
+                let generation = self.generation;
+                if w.send(Request::Compile {
+                    id,
+                    generation,
+                    job,
+                }) {
+                    self.pending.insert(id, Rc::downgrade(block));
+                } else {
+                    self.stats.translation_failures += 1;
+                }
+                None
+            }
+        }
     }
 
-    fn failed(&mut self, why: &str) -> Option<NativeBlock> {
-        self.stats.translation_failures += 1;
-        tracing::warn!(
-            error = why,
-            "jit: translation failed; the block stays interpreted"
-        );
-        if let Some(m) = self.module.as_mut() {
-            m.clear_context(&mut self.ctx);
+    /// Count a finished translation; its code, if it succeeded.
+    fn finished(&mut self, result: Result<Compiled, String>) -> Option<NativeBlock> {
+        match result {
+            Ok(c) => {
+                self.stats.blocks_translated += 1;
+                self.stats.insns_translated += u64::from(c.insns);
+                self.stats.insns_inlined += u64::from(c.inlined);
+                self.stats.translation_time += c.time;
+                NativeBlock::new(c.code as *mut u8)
+            }
+            Err(why) => {
+                self.stats.translation_failures += 1;
+                tracing::warn!(
+                    error = why,
+                    "jit: translation failed; the block stays interpreted"
+                );
+                None
+            }
         }
-        None
+    }
+
+    /// Install the translations the background thread has finished.
+    fn collect(&mut self) {
+        let Translations::Background(w) = &self.translations else {
+            return;
+        };
+        let mut done = Vec::new();
+        while let Some(d) = w.try_recv() {
+            done.push(d);
+        }
+        for d in done {
+            if d.generation != self.generation {
+                continue; // code of a module already freed
+            }
+            let block = self.pending.remove(&d.id);
+            if let Some(code) = self.finished(d.result) {
+                match block.and_then(|b| b.upgrade()) {
+                    Some(b) => b.native.set(Some(code)),
+                    None => self.stats.translations_discarded += 1,
+                }
+            }
+        }
     }
 }
 
@@ -340,19 +282,25 @@ impl Tier for Compiler {
         let code = match block.native.get() {
             Some(code) => code,
             None => {
-                let n = block.entries.get() + 1;
-                block.entries.set(n);
-                if n < self.hot_threshold || self.needs_block_flush {
-                    return None;
+                self.collect();
+                match block.native.get() {
+                    Some(code) => code,
+                    None => {
+                        // Counted up to the threshold: a block is translated (or queued)
+                        // once, and one whose translation failed stays interpreted.
+                        let n = block.entries.get();
+                        if n >= self.hot_threshold {
+                            return None;
+                        }
+                        block.entries.set(n + 1);
+                        if n + 1 < self.hot_threshold || self.needs_block_flush {
+                            return None;
+                        }
+                        let code = self.translate(block, cpu.s.code_bits())?;
+                        block.native.set(Some(code));
+                        code
+                    }
                 }
-                if self.module_blocks >= MAX_MODULE_BLOCKS {
-                    // Full: the next run starts a fresh module with an empty block cache.
-                    self.needs_block_flush = true;
-                    return None;
-                }
-                let code = self.compile(block, cpu.s.code_bits())?;
-                block.native.set(Some(code));
-                code
             }
         };
         if let (Some((from, from_epoch)), Some(key)) = (from, block.key.get()) {
@@ -376,28 +324,32 @@ impl Tier for Compiler {
                 cpu: cpu as *mut Cpu<'_> as *mut c_void,
                 block: cur as *const Block,
                 bits: cpu.s.code_bits(),
+                stop: 0,
+                limit: start + remaining,
+                epoch,
+                chained: 0,
                 exit: None,
             };
             // SAFETY: `code` was compiled for `cur` (with the code size `bits` is now: the
             // block key, which chaining checks, contains it) by this compiler's live module
-            // (a reset clears every block's `native` first); `cur` is alive (the `Rc` the
-            // caller holds, or a cached block of this epoch); `ctx` outlives the call and
-            // its pointers are valid and unaliased while the native code runs (`cpu` is not
-            // used meanwhile).
-            unsafe { code(&mut ctx as *mut BlockCtx as *mut c_void) };
+            // (a reset clears every block's `native` first), and `enter` is that module's
+            // trampoline; `cur` is alive (the `Rc` the caller holds, or a cached block of
+            // this epoch); `ctx` outlives the call and its pointers are valid and unaliased
+            // while the native code runs (`cpu` is not used meanwhile). The native code only
+            // enters successors through links of `epoch`, whose blocks the cache still holds,
+            // under the same conditions as this loop (see `Translator::chain_exit`).
+            unsafe { (self.entry.enter)(&mut ctx as *mut BlockCtx as *mut c_void, code.as_ptr()) };
+            self.stats.chained_transitions += ctx.chained;
+            self.stats.native_chained_transitions += ctx.chained;
+            self.stats.native_block_runs += ctx.chained;
+            // SAFETY: the native code sets `ctx.block` only to link targets of this epoch.
+            cur = unsafe { &*ctx.block };
             if ctx.exit.is_some() {
                 return Some(ctx.exit);
             }
             // What the run loop checks before the next block.
             let left = remaining - (cpu.stats.instructions - start).min(remaining);
-            let s = &*cpu.s;
-            if s.interrupt_shadow
-                || s.pending_external.is_some()
-                || s.halted
-                || s.rflags & flags::TF != 0
-                || (s.rflags & flags::IF != 0 && cpu.plat.interrupt_pending())
-                || cpu.mem.has_smc_dirty()
-            {
+            if must_leave_chain(cpu) {
                 return Some(None);
             }
             let Some(key) = cached_block_key(cpu) else {

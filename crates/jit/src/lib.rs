@@ -1,21 +1,31 @@
 //! The JIT engine: the interpreter's run loop with a translation tier in front of it. Cold
 //! blocks are interpreted; a block entered [`compiler::HOT_THRESHOLD`] times is translated
-//! with Cranelift into host code ([`translate`]) that keeps guest registers in SSA values,
-//! emits the common instructions inline (register forms, memory accesses through the TLB,
-//! branches) and calls the interpreter's per-instruction step for everything else, so every
-//! instruction the interpreter supports works here with the same semantics, faults and
-//! platform exits. Native blocks run one after another
-//! without returning to the interpreter's run loop while their successors are native too
-//! (block chaining, see [`compiler`]).
+//! with Cranelift into host code ([`translate`]), on a background thread by default, that
+//! keeps guest registers in SSA values, emits the common instructions inline (register
+//! forms, memory accesses through the TLB, branches) and calls the interpreter's
+//! per-instruction step for everything else, so every instruction the interpreter supports
+//! works here with the same semantics, faults and platform exits. Native blocks enter their
+//! successors themselves (tail calls) while nothing needs the run loop (block chaining, see
+//! [`compiler`]).
 //!
-//! | module       | what lives there |
-//! |--------------|------------------|
-//! | [`compiler`] | the tier: hotness, the Cranelift module and its reset, running and chaining native blocks, the step helper |
-//! | [`translate`]| block → Cranelift IR: inline forms, register variables, lazy-flags write-back |
+//! | module        | what lives there |
+//! |---------------|------------------|
+//! | [`compiler`]  | the tier: hotness, installing translations, running and chaining native blocks, module resets |
+//! | [`context`]   | what native code and Rust share: the block context, the step helper, when to leave a chain |
+//! | [`translate`] | block → Cranelift IR: inline forms, register variables, lazy-flags write-back, the chaining exit |
+//! | [`backend`]   | the Cranelift module, the host ISA settings, the entry trampoline, compiling a job |
+//! | [`worker`]    | the background compile thread |
+//! | [`profile`], [`perf_map`] | diagnostics: helper calls by instruction form; a perf map of translated code |
 
+pub mod backend;
 pub mod compiler;
+pub mod context;
+pub mod perf_map;
+pub mod profile;
 pub mod translate;
+pub mod worker;
 
+pub use compiler::Compilation;
 use compiler::{Compiler, JitStats};
 use crane86_devices::Platform;
 use crane86_interp::{Interpreter, RunExit};
@@ -55,11 +65,19 @@ impl Jit {
         self.compiler.reset();
     }
 
-    /// A JIT that translates a block after `entries` runs of it (1: on its first run).
+    /// A JIT that translates a block after `entries` runs of it (1: on its first run),
+    /// compiling where `compilation` says.
+    pub fn new(entries: u32, compilation: Compilation) -> Jit {
+        Jit {
+            interp: Interpreter::default(),
+            compiler: Compiler::new(entries, compilation),
+        }
+    }
+
+    /// A JIT that translates a block after `entries` runs of it (1: on its first run), in
+    /// the vCPU thread, so that exactly the blocks run that often are native.
     pub fn with_hot_threshold(entries: u32) -> Jit {
-        let mut jit = Jit::default();
-        jit.compiler.hot_threshold = entries.max(1);
-        jit
+        Jit::new(entries, Compilation::InThread)
     }
 
     pub fn stats(&self) -> JitStats {

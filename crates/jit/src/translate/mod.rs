@@ -5,7 +5,7 @@
 //! through the TLB fast path MOV loads and stores of every size, ALU ops with a memory
 //! source, CMP/TEST of memory, PUSH, POP, CALL rel32 and RET; direct JMP and every Jcc) or
 //! becomes a call to the interpreter's per-instruction step
-//! ([`crate::compiler::step_helper`]), which owns the semantics of everything else: faults,
+//! ([`crate::context::step_helper`]), which owns the semantics of everything else: faults,
 //! flags, platform actions, leaving the block.
 //!
 //! Conditions (Jcc, SETcc, CMOVcc) come from the pending inline flags when those decide
@@ -25,8 +25,9 @@
 //! machinery and the block loop; `flags.rs` conditions and flag write-back; `memory.rs` the
 //! TLB fast path and effective addresses; `alu.rs` the ALU ops, shifts and IMUL.
 
-use crate::compiler::BlockCtx;
-use crane86_interp::block::Block;
+use crate::backend::block_signature;
+use crate::context::BlockCtx;
+use crane86_interp::block::{Link, BLOCK_LINKS};
 use crane86_memory::tlb::{TlbEntry, TLB_ENTRIES};
 use crane86_x86::flags::CcOp;
 use crane86_x86::segment::Segment;
@@ -481,10 +482,15 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.switch_to_block(next);
     }
 
-    /// Emit the whole block and finish the function.
-    pub fn block(&mut self, block: &Block, bits: u32) {
-        for (k, d) in block.insns.iter().enumerate() {
-            let i = &d.insn;
+    /// Emit block `insns` (code size `bits`) and finish the function. `links` are the
+    /// addresses of the block's link cells, for native chaining at its exit.
+    pub fn block(
+        &mut self,
+        insns: &[Instruction],
+        bits: u32,
+        links: Option<&[usize; BLOCK_LINKS]>,
+    ) {
+        for (k, i) in insns.iter().enumerate() {
             if bits == 64 && self.branch(i) {
                 self.inlined += 1;
                 continue;
@@ -519,6 +525,143 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().jump(exit, &[]);
         self.b.seal_block(exit);
         self.b.switch_to_block(exit);
+        if let (64, Some(links)) = (bits, links) {
+            self.chain_exit(links);
+        } else {
+            self.b.ins().return_(&[]);
+        }
+    }
+
+    /// The block's exit with native chaining: unless the step helper asked for the run loop
+    /// ([`BlockCtx::stop`]), look up the successor the way the run loop would (the block key
+    /// of the RIP now, through the TLB's fetch entry, compared with the block's links of the
+    /// current epoch), check that it fits the budget, and tail-call its native code.
+    /// Anything else returns to the run loop, which does the same with its slow paths.
+    /// (64-bit code only: there the linear address is RIP.)
+    fn chain_exit(&mut self, links: &[usize; BLOCK_LINKS]) {
+        let i64t = types::I64;
+        let ret = self.b.create_block();
+        let stop = self.b.ins().load(
+            types::I32,
+            trusted(),
+            self.ctx,
+            offset_of!(BlockCtx, stop) as i32,
+        );
+        let lookup = self.b.create_block();
+        self.b.ins().brif(stop, ret, &[], lookup, &[]);
+        self.b.seal_block(lookup);
+        self.b.switch_to_block(lookup);
+        let rip = self.b.ins().load(i64t, trusted(), self.state, RIP);
+        let vpn = self.b.ins().ushr_imm_u(rip, 12);
+        let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
+        let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
+        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
+        let entry = self.b.ins().iadd(tlb, slot_off);
+        let tag = self.b.ins().load(
+            i64t,
+            trusted(),
+            entry,
+            offset_of!(TlbEntry, fetch_tag) as i32,
+        );
+        let page = self.b.ins().band_imm_s(rip, !0xFFFi64);
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, page);
+        let mapped = self.b.create_block();
+        self.b.ins().brif(hit, mapped, &[], ret, &[]);
+        self.b.seal_block(mapped);
+        self.b.switch_to_block(mapped);
+        let paddr_page = self.b.ins().load(
+            i64t,
+            trusted(),
+            entry,
+            offset_of!(TlbEntry, paddr_page) as i32,
+        );
+        let low = self.b.ins().band_imm_u(rip, 0xFFF);
+        let paddr = self.b.ins().bor(paddr_page, low);
+        let epoch = self.b.ins().load(
+            i64t,
+            trusted(),
+            self.ctx,
+            offset_of!(BlockCtx, epoch) as i32,
+        );
+        let tail_sig = self.b.import_signature(block_signature(self.ptr));
+        for (k, &link) in links.iter().enumerate() {
+            let at = self.b.ins().iconst(self.ptr, link as i64);
+            let field = |t: &mut Self, ty: Type, offset: usize| {
+                t.b.ins().load(ty, trusted(), at, offset as i32)
+            };
+            let l_epoch = field(self, i64t, offset_of!(Link, epoch));
+            let l_paddr = field(self, i64t, offset_of!(Link, key.paddr));
+            let l_rip = field(self, i64t, offset_of!(Link, key.rip));
+            let l_bits = field(self, types::I32, offset_of!(Link, key.bits));
+            let same_epoch = self.b.ins().icmp(IntCC::Equal, l_epoch, epoch);
+            let same_paddr = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
+            let same_rip = self.b.ins().icmp(IntCC::Equal, l_rip, rip);
+            let same_bits = self.b.ins().icmp_imm_u(IntCC::Equal, l_bits, 64);
+            let m = self.b.ins().band(same_epoch, same_paddr);
+            let m = self.b.ins().band(m, same_rip);
+            let m = self.b.ins().band(m, same_bits);
+            let take = self.b.create_block();
+            let next = if k + 1 == links.len() {
+                ret
+            } else {
+                self.b.create_block()
+            };
+            self.b.ins().brif(m, take, &[], next, &[]);
+            self.b.seal_block(take);
+            self.b.switch_to_block(take);
+            let len = self
+                .b
+                .ins()
+                .uload32(trusted(), at, offset_of!(Link, len) as i32);
+            let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
+            let retired = self.b.ins().load(i64t, trusted(), counter, 0);
+            let after = self.b.ins().iadd(retired, len);
+            let limit = self.b.ins().load(
+                i64t,
+                trusted(),
+                self.ctx,
+                offset_of!(BlockCtx, limit) as i32,
+            );
+            let fits = self
+                .b
+                .ins()
+                .icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
+            let enter = self.b.create_block();
+            self.b.ins().brif(fits, enter, &[], ret, &[]);
+            self.b.seal_block(enter);
+            self.b.switch_to_block(enter);
+            // A link of a live epoch always has code (`link` stores it with the target).
+            let code = field(self, self.ptr, offset_of!(Link, code));
+            let target = field(self, self.ptr, offset_of!(Link, target));
+            self.b.ins().store(
+                trusted(),
+                target,
+                self.ctx,
+                offset_of!(BlockCtx, block) as i32,
+            );
+            let chained = self.b.ins().load(
+                i64t,
+                trusted(),
+                self.ctx,
+                offset_of!(BlockCtx, chained) as i32,
+            );
+            let chained = self.b.ins().iadd_imm_s(chained, 1);
+            self.b.ins().store(
+                trusted(),
+                chained,
+                self.ctx,
+                offset_of!(BlockCtx, chained) as i32,
+            );
+            self.b
+                .ins()
+                .return_call_indirect(tail_sig, code, &[self.ctx]);
+            if k + 1 < links.len() {
+                self.b.seal_block(next);
+                self.b.switch_to_block(next);
+            }
+        }
+        self.b.seal_block(ret);
+        self.b.switch_to_block(ret);
         self.b.ins().return_(&[]);
     }
 

@@ -110,16 +110,34 @@ impl Engine for JitEngine {
             ),
             (
                 "translation time",
-                format!("{:.3} s", j.translation_time.as_secs_f64()),
+                format!(
+                    "{:.3} s ({})",
+                    j.translation_time.as_secs_f64(),
+                    if j.background {
+                        "background thread"
+                    } else {
+                        "vCPU thread"
+                    }
+                ),
             ),
             ("native block runs", j.native_block_runs.to_string()),
             ("chained transitions", j.chained_transitions.to_string()),
+            (
+                "chained transitions (native)",
+                j.native_chained_transitions.to_string(),
+            ),
             (
                 "dispatcher transitions",
                 j.dispatcher_transitions.to_string(),
             ),
             ("translation cache resets", j.cache_resets.to_string()),
         ];
+        if j.translations_discarded > 0 {
+            v.push((
+                "translations discarded (block gone)",
+                j.translations_discarded.to_string(),
+            ));
+        }
         if j.translation_failures > 0 {
             v.push(("translation failures", j.translation_failures.to_string()));
         }

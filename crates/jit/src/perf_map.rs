@@ -1,0 +1,44 @@
+//! `CRANE86_PERF_MAP=1`: write `/tmp/perf-<pid>.map` (the format `perf report` reads for JIT
+//! code), one line per translated block named by its guest RIP and physical address, so host
+//! profiles attribute the time inside translated code to guest code.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
+static FILE: Mutex<Option<BufWriter<File>>> = Mutex::new(None);
+
+pub fn enabled() -> bool {
+    match STATE.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("CRANE86_PERF_MAP").is_ok_and(|v| v == "1");
+            STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+            on
+        }
+        s => s == 2,
+    }
+}
+
+/// One translated block: its code address and size, and the guest RIP and physical address
+/// it was translated from.
+pub fn record(code: *const u8, size: u32, rip: u64, paddr: u64) {
+    let Ok(mut file) = FILE.lock() else { return };
+    if file.is_none() {
+        let path = format!("/tmp/perf-{}.map", std::process::id());
+        match File::create(&path) {
+            Ok(f) => *file = Some(BufWriter::new(f)),
+            Err(e) => {
+                tracing::warn!(%path, error = %e, "jit: cannot write the perf map");
+                STATE.store(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+    if let Some(f) = file.as_mut() {
+        // Flushed per line: the process may end by exit() without dropping the writer.
+        let _ = writeln!(f, "{:x} {:x} guest_{rip:x}_p{paddr:x}", code as usize, size)
+            .and_then(|()| f.flush());
+    }
+}

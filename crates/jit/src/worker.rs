@@ -1,0 +1,98 @@
+//! Background compilation: a thread that owns a translation [`Backend`] and compiles the
+//! jobs the tier sends it, so that the vCPU thread keeps interpreting a hot block instead of
+//! waiting for Cranelift. Results come back tagged with the module generation they belong
+//! to; the tier installs them (or drops them, if the block or the module is gone).
+
+use crate::backend::{Backend, Compiled, Job};
+use crossbeam_channel::{Receiver, Sender};
+use std::thread::JoinHandle;
+
+pub enum Request {
+    Compile {
+        id: u64,
+        generation: u64,
+        job: Job,
+    },
+    /// Free every translation and start module `generation`. Sent only after the tier made
+    /// sure no code of the old module can run.
+    Reset {
+        generation: u64,
+    },
+}
+
+pub struct Done {
+    pub id: u64,
+    pub generation: u64,
+    pub result: Result<Compiled, String>,
+}
+
+pub struct Worker {
+    requests: Option<Sender<Request>>,
+    done: Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    pub fn spawn() -> std::io::Result<Worker> {
+        let (requests, inbox) = crossbeam_channel::unbounded::<Request>();
+        let (outbox, done) = crossbeam_channel::unbounded::<Done>();
+        let thread = std::thread::Builder::new()
+            .name("crane86-jit".to_string())
+            .spawn(move || {
+                // The module is made here: a JIT module stays on the thread that owns it.
+                let mut backend = Backend::default();
+                for request in inbox {
+                    match request {
+                        Request::Compile {
+                            id,
+                            generation,
+                            job,
+                        } => {
+                            let result = backend.compile(&job);
+                            if outbox
+                                .send(Done {
+                                    id,
+                                    generation,
+                                    result,
+                                })
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        // SAFETY: the tier sends a reset only once no block can run code of
+                        // the old module (its block cache was cleared first).
+                        Request::Reset { .. } => unsafe { backend.reset() },
+                    }
+                }
+            })?;
+        Ok(Worker {
+            requests: Some(requests),
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queue a request (false if the thread is gone).
+    pub fn send(&self, request: Request) -> bool {
+        self.requests
+            .as_ref()
+            .is_some_and(|r| r.send(request).is_ok())
+    }
+
+    pub fn try_recv(&self) -> Option<Done> {
+        self.done.try_recv().ok()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the request channel ends the thread, which frees its module.
+        self.requests = None;
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::warn!("jit: the compile thread panicked");
+            }
+        }
+    }
+}
