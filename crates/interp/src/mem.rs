@@ -215,6 +215,11 @@ impl Cpu<'_> {
         } else {
             INVALID
         };
+        if !canonical(lin) {
+            // Callers check first (#GP); never cache such a walk: the JIT's inline lookup
+            // relies on every tag being a canonical page.
+            return Ok(paddr);
+        }
         *self.tlb.entry_mut(user, lin) = TlbEntry {
             read_tag: page | mmio_flag,
             write_tag,

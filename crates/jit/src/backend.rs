@@ -214,6 +214,8 @@ impl Backend {
             b.finalize(frontend);
             n
         };
+        let dump = dump_requested(job.rip);
+        self.ctx.set_disasm(dump);
         let result = module
             .declare_anonymous_function(&self.ctx.func.signature)
             .map_err(|e| e.to_string())
@@ -227,6 +229,21 @@ impl Backend {
             .ctx
             .compiled_code()
             .map_or(0, |c| c.code_info().total_size);
+        if dump {
+            let mut text = String::new();
+            let mut f = iced_x86::NasmFormatter::new();
+            for i in &job.insns {
+                iced_x86::Formatter::format(&mut f, i, &mut text);
+                text.push('\n');
+            }
+            let host = self.ctx.compiled_code().and_then(|c| c.vcode.clone());
+            eprintln!(
+                "jit dump: block at {:#x} ({} bytes of host code)\n{text}{}",
+                job.rip,
+                size,
+                host.unwrap_or_default()
+            );
+        }
         module.clear_context(&mut self.ctx);
         let id = result?;
         module.finalize_definitions().map_err(|e| e.to_string())?;
@@ -241,4 +258,18 @@ impl Backend {
             time: start.elapsed(),
         })
     }
+}
+
+/// `CRANE86_JIT_DUMP=<hex RIP>[,<hex RIP>...]`: print the guest instructions and Cranelift's
+/// host code of the blocks starting there when they are translated.
+fn dump_requested(rip: u64) -> bool {
+    static RIPS: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    RIPS.get_or_init(|| {
+        std::env::var("CRANE86_JIT_DUMP")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|v| u64::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
+            .collect()
+    })
+    .contains(&rip)
 }

@@ -43,15 +43,6 @@ impl Translator<'_, '_> {
             _ => None,
         };
         let before = self.tracked();
-        let in_page = self.b.ins().band_imm_u(lin, 0xFFF);
-        let fits = self.b.ins().icmp_imm_u(
-            IntCC::UnsignedLessThanOrEqual,
-            in_page,
-            i64::from(0x1000 - size),
-        );
-        let shl = self.b.ins().ishl_imm_u(lin, 16);
-        let sx = self.b.ins().sshr_imm_u(shl, 16);
-        let canonical = self.b.ins().icmp(IntCC::Equal, sx, lin);
         let vpn = self.b.ins().ushr_imm_u(lin, 12);
         let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
         let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
@@ -65,10 +56,14 @@ impl Translator<'_, '_> {
             .b
             .ins()
             .load(types::I64, trusted(), entry, tag_at as i32);
-        let page = self.b.ins().band_imm_s(lin, !0xFFFi64);
-        let hit = self.b.ins().icmp(IntCC::Equal, tag, page);
-        let ok = self.b.ins().band(fits, canonical);
-        let ok = self.b.ins().band(ok, hit);
+        // One compare decides: the tag of LIN's slot equals the page of the access's last
+        // byte. That page is LIN's own page unless the access crosses into the next page,
+        // whose slot differs, so a hit means "inside one mapped page". Tags are canonical
+        // page addresses (or flagged, or invalid: never equal to a page), so a
+        // non-canonical address misses too.
+        let last = self.b.ins().iadd_imm_s(lin, i64::from(size - 1));
+        let page = self.b.ins().band_imm_s(last, !0xFFFi64);
+        let ok = self.b.ins().icmp(IntCC::Equal, tag, page);
         let fast = self.b.create_block();
         let slow = self.b.create_block();
         let merge = self.b.create_block();
@@ -148,10 +143,10 @@ impl Translator<'_, '_> {
                 }
             }
         }
-        let counter = self.ctx_ptr(offset_of!(BlockCtx, tlb_accesses));
-        let n = self.b.ins().load(types::I64, trusted(), counter, 0);
+        let n = self.b.use_var(self.tlb_var);
         let n = self.b.ins().iadd_imm_s(n, 1);
-        self.b.ins().store(trusted(), n, counter, 0);
+        self.b.def_var(self.tlb_var, n);
+        self.tlb_pending = true;
         match (kind, next) {
             (Inline::Call, _) => self.retire(i.near_branch_target()),
             (_, Some(rip)) => {

@@ -363,6 +363,9 @@ pub struct Translator<'a, 'b> {
     /// an inline memory access can merge), and the RIP after them.
     retired_var: Variable,
     retired_pending: bool,
+    /// Inline TLB lookups since the last sync (for the TLB statistics), likewise.
+    tlb_var: Variable,
+    tlb_pending: bool,
     rip_var: Variable,
     rip_pending: bool,
     /// The pending flags' `res`, `src` and `a` of an inline load + ALU op, merged from its
@@ -382,6 +385,7 @@ struct Tracked {
     dirty: [bool; 16],
     flags: Option<PendingFlags>,
     retired_pending: bool,
+    tlb_pending: bool,
     rip_pending: bool,
 }
 
@@ -412,6 +416,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         let retired_var = b.declare_var(types::I64);
         let zero = b.ins().iconst(types::I64, 0);
         b.def_var(retired_var, zero);
+        let tlb_var = b.declare_var(types::I64);
+        b.def_var(tlb_var, zero);
         let rip_var = b.declare_var(types::I64);
         b.def_var(rip_var, zero);
         let flag_vars = std::array::from_fn(|_| b.declare_var(types::I64));
@@ -430,6 +436,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             flags: None,
             retired_var,
             retired_pending: false,
+            tlb_var,
+            tlb_pending: false,
             rip_var,
             rip_pending: false,
             flag_vars,
@@ -444,6 +452,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             dirty: self.dirty,
             flags: self.flags,
             retired_pending: self.retired_pending,
+            tlb_pending: self.tlb_pending,
             rip_pending: self.rip_pending,
         }
     }
@@ -453,6 +462,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.dirty = t.dirty;
         self.flags = t.flags;
         self.retired_pending = t.retired_pending;
+        self.tlb_pending = t.tlb_pending;
         self.rip_pending = t.rip_pending;
     }
 
@@ -690,6 +700,16 @@ impl<'a, 'b> Translator<'a, 'b> {
             let zero = self.b.ins().iconst(types::I64, 0);
             self.b.def_var(self.retired_var, zero);
             self.retired_pending = false;
+        }
+        if self.tlb_pending {
+            let counter = self.ctx_ptr(offset_of!(BlockCtx, tlb_accesses));
+            let old = self.b.ins().load(types::I64, trusted(), counter, 0);
+            let n = self.b.use_var(self.tlb_var);
+            let new = self.b.ins().iadd(old, n);
+            self.b.ins().store(trusted(), new, counter, 0);
+            let zero = self.b.ins().iconst(types::I64, 0);
+            self.b.def_var(self.tlb_var, zero);
+            self.tlb_pending = false;
         }
     }
 
