@@ -2,7 +2,9 @@
 //! first run under `EngineKind::Jit`) of flag producers — shifts by immediate of every size
 //! (counts 1, 2, width - 1 and others, AH..BH included), 8/16/32/64-bit CMP/TEST/ADD/SUB/
 //! logic ops, NOT/NEG/INC/DEC, ALU ops with a memory source and CMP/TEST of memory, IMUL
-//! with two and three operands, ADC/SBB (carry-in from inline or stored flags) —
+//! with two and three operands, ADC/SBB (carry-in from inline or stored flags), ROL/ROR by
+//! an immediate and SHL/SHR/SAR by CL (counts 0, 1, width - 1, width and beyond) after
+//! inline or stored flags —
 //! each followed by a flag consumer: SETcc of a low or high byte register, CMOVcc 32/64 (the
 //! 32-bit form zero-extends when the condition is false), or Jcc, for all 16 conditions;
 //! plus MOVZX/MOVSX/MOVSXD and 8/16-bit MOV between registers and loads and stores of every
@@ -13,7 +15,7 @@
 use crate::common::*;
 
 /// Cases in the program (its code must stay below the exception stubs at `CODE_BASE + STUBS`).
-const CASES: u64 = 150;
+const CASES: u64 = 200;
 /// Where the memory operands point (RAX, so that AH..BH can be used with them).
 const SCRATCH: u64 = DATA_BASE + 0x1_0000;
 
@@ -42,7 +44,66 @@ fn edge_value(r: &mut Rng) -> u64 {
 
 /// One flag producer on RBX (and RCX as the second operand).
 fn producer(a: &mut CodeAssembler, r: &mut Rng) {
-    let kind = r.below(8);
+    let kind = r.below(10);
+    if kind < 8 {
+        return plain_producer(a, r, kind);
+    }
+    // Flags from any producer before (an inline record, materialized flags, flags the
+    // interpreter stored): ROL/ROR keep all but CF and OF, a shift by a CL of 0 keeps all.
+    match r.below(3) {
+        0 => a.xadd(r10, rcx).unwrap(),
+        _ => {
+            let before = r.below(8);
+            plain_producer(a, r, before)
+        }
+    }
+    if kind == 8 {
+        let size = [8u32, 16, 32, 64][r.below(4) as usize];
+        let n = match r.below(5) {
+            0 => 1,
+            1 => 2,
+            2 => size - 1,
+            3 => size, // a rotation by the width (8/16 bits: by 0, flags still set)
+            _ => 1 + r.below(31) as u32,
+        };
+        let n = n.min(31) as i32;
+        let left = r.below(2) == 0;
+        macro_rules! rot {
+            ($reg:expr) => {
+                if left { a.rol($reg, n) } else { a.ror($reg, n) }.unwrap()
+            };
+        }
+        match size {
+            8 if r.below(2) == 0 => rot!(bh),
+            8 => rot!(bl),
+            16 => rot!(bx),
+            32 => rot!(ebx),
+            _ => rot!(rbx),
+        }
+        return;
+    }
+    let count = match r.below(8) {
+        0..=3 => 0,
+        4 => 1,
+        5 => 31,
+        6 => 32, // 0 for a 32-bit operand
+        _ => r.below(128) as u32,
+    };
+    a.mov(ecx, count).unwrap();
+    let wide = r.below(2) == 0;
+    match (r.below(3), wide) {
+        (0, true) => a.shl(rbx, cl),
+        (0, false) => a.shl(ebx, cl),
+        (1, true) => a.shr(rbx, cl),
+        (1, false) => a.shr(ebx, cl),
+        (_, true) => a.sar(rbx, cl),
+        (_, false) => a.sar(ebx, cl),
+    }
+    .unwrap();
+}
+
+/// One flag producer of `kind` (0..8) on RBX (and RCX as the second operand).
+fn plain_producer(a: &mut CodeAssembler, r: &mut Rng, kind: u64) {
     if kind == 7 {
         // NOT/NEG/INC/DEC; INC/DEC keep the CF of a preceding inline CMP.
         a.cmp(ecx, ebx).unwrap();
@@ -361,4 +422,128 @@ fn call_and_ret_match_the_interpreter() {
         out.push((g.cpu.gpr, faulting_offset(&g, true), old_rsp));
     }
     assert_eq!(out[0], out[1]);
+}
+
+/// A shift by a CL of 0 keeps every flag, so the JIT's shift by CL must reproduce the six
+/// arithmetic flags of whatever came before (`arith_flags_now`): for every inline flag
+/// producer and operand size, over operand pairs at the flag edges, the flags after
+/// `producer; shl ebx, cl (CL = 0)` are the interpreter's.
+#[test]
+fn zero_count_shift_keeps_the_flags_of_every_producer() {
+    const EDGES: [u64; 12] = [
+        0,
+        1,
+        0x7F,
+        0x80,
+        0xFF,
+        0x7FFF,
+        0x8000,
+        0xFFFF_FFFF,
+        0x8000_0000,
+        0x8000_0000_0000_0000,
+        0x7FFF_FFFF_FFFF_FFFF,
+        u64::MAX,
+    ];
+    let table = DATA_BASE + 0x1_8000;
+    let pairs: Vec<(u64, u64)> = EDGES
+        .iter()
+        .flat_map(|&a| [0, 1, 0x80, 0x8000_0000, u64::MAX, a].map(|b| (a, b)))
+        .collect();
+    let bytes: Vec<u8> = pairs
+        .iter()
+        .flat_map(|&(a, b)| a.to_le_bytes().into_iter().chain(b.to_le_bytes()))
+        .collect();
+    let mut combos = 0u64;
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        combos = 0;
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            for op in 0..11 {
+                for size in [8u32, 16, 32, 64] {
+                    if op == 10 && size < 32 {
+                        continue; // IMUL r, r: 32/64 inline
+                    }
+                    combos += 1;
+                    let mut top = a.create_label();
+                    a.mov(rsi, table).unwrap();
+                    a.mov(r12d, pairs.len() as u32).unwrap();
+                    a.set_label(&mut top).unwrap();
+                    a.mov(rbx, qword_ptr(rsi)).unwrap();
+                    a.mov(rcx, qword_ptr(rsi + 8)).unwrap();
+                    // CF in = bit 0 of the first operand (for ADC/SBB and INC/DEC).
+                    a.bt(ebx, 0).unwrap();
+                    macro_rules! two {
+                        ($f:ident) => {
+                            match size {
+                                8 => a.$f(bl, cl),
+                                16 => a.$f(bx, cx),
+                                32 => a.$f(ebx, ecx),
+                                _ => a.$f(rbx, rcx),
+                            }
+                            .unwrap()
+                        };
+                    }
+                    macro_rules! one {
+                        ($f:ident) => {
+                            match size {
+                                8 => a.$f(bl),
+                                16 => a.$f(bx),
+                                32 => a.$f(ebx),
+                                _ => a.$f(rbx),
+                            }
+                            .unwrap()
+                        };
+                    }
+                    match op {
+                        0 => two!(add),
+                        1 => two!(sub),
+                        2 => two!(cmp),
+                        3 => two!(and),
+                        4 => two!(xor),
+                        5 => two!(adc),
+                        6 => two!(sbb),
+                        7 => one!(inc),
+                        8 => one!(dec),
+                        9 => one!(neg),
+                        _ if size == 32 => a.imul_2(ebx, ecx).unwrap(),
+                        _ => a.imul_2(rbx, rcx).unwrap(),
+                    }
+                    a.mov(ecx, 0).unwrap(); // MOV: the flags stay
+                    a.shl(ebx, cl).unwrap();
+                    a.pushfq().unwrap();
+                    a.pop(rax).unwrap();
+                    a.mov(qword_ptr(rdi), rax).unwrap();
+                    a.mov(qword_ptr(rdi + 8), rbx).unwrap();
+                    a.add(rdi, 16).unwrap();
+                    a.add(rsi, 16).unwrap();
+                    a.dec(r12d).unwrap();
+                    a.jnz(top).unwrap();
+                }
+            }
+        });
+        assert!(code.len() < STUBS as usize, "program overlaps the stubs");
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.write(table, &bytes);
+        g.run_to_halt();
+        assert_no_exception(&g, "zero-count shifts");
+        let n = combos * pairs.len() as u64;
+        let mem: Vec<(u64, u64)> = (0..n)
+            .map(|k| {
+                let at = DATA_BASE + 16 * k;
+                (g.read_u64(at), g.read_u64(at + 8))
+            })
+            .collect();
+        results.push((engine, mem));
+    }
+    let (e0, mem0) = &results[0];
+    for (e, mem) in &results[1..] {
+        for (k, (x, y)) in mem0.iter().zip(mem).enumerate() {
+            let (op, pair) = (k / pairs.len(), pairs[k % pairs.len()]);
+            assert_eq!(
+                x, y,
+                "combo {op} operands {pair:x?}: (rflags, rbx) {e0} {x:x?} vs {e} {y:x?}"
+            );
+        }
+    }
 }

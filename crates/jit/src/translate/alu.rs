@@ -50,6 +50,109 @@ impl Translator<'_, '_> {
         self.write_reg(r, res);
     }
 
+    /// SHL/SAL/SHR/SAR r32/r64 by CL, as `ops::shift` does them: the count masked to 5 (6)
+    /// bits; a zero count changes neither the flags nor the value (a 32-bit register is
+    /// still zero-extended).
+    pub(super) fn shift_cl(&mut self, i: &Instruction) {
+        use crane86_x86::flags::AF;
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let before = self.arith_flags_now();
+        let rcx = self.gpr(1);
+        let n = self
+            .b
+            .ins()
+            .band_imm_u(rcx, if bits == 64 { 0x3F } else { 0x1F });
+        let v = self.operand(i, 0, bits);
+        let one = |t: &mut Self, x: Value, at: Value| {
+            let s = t.b.ins().ushr(x, at);
+            t.b.ins().band_imm_u(s, 1)
+        };
+        // Bit positions below wrap (Cranelift masks shift amounts) only for a zero count,
+        // whose flags are not used.
+        let n_minus_1 = self.b.ins().iadd_imm_s(n, -1);
+        let (res, cf, of) = match i.mnemonic() {
+            Mnemonic::Shr => {
+                let res = self.b.ins().ushr(v, n);
+                let cf = one(self, v, n_minus_1);
+                // The sign before the last single-bit step.
+                let before_last = self.b.ins().ushr(v, n_minus_1);
+                let of = self.b.ins().ushr_imm_u(before_last, i64::from(bits - 1));
+                let of = self.b.ins().band_imm_u(of, 1);
+                (res, cf, of)
+            }
+            Mnemonic::Sar => {
+                let up = self.b.ins().ishl_imm_u(v, i64::from(64 - bits));
+                let sx = self.b.ins().sshr_imm_u(up, i64::from(64 - bits));
+                let res = self.b.ins().sshr(sx, n);
+                let res = self.truncate(res, bits);
+                let cf = one(self, sx, n_minus_1);
+                let of = self.b.ins().iconst(types::I64, 0);
+                (res, cf, of)
+            }
+            _ => {
+                let res = self.b.ins().ishl(v, n);
+                let res = self.truncate(res, bits);
+                let width = self.b.ins().iconst(types::I64, i64::from(bits));
+                let out = self.b.ins().isub(width, n);
+                let cf = one(self, v, out);
+                let msb = self.b.ins().ushr_imm_u(res, i64::from(bits - 1));
+                let of = self.b.ins().bxor(msb, cf);
+                (res, cf, of)
+            }
+        };
+        let after = self.flags_value(res, bits, cf, of, AF);
+        let zero = self.b.ins().icmp_imm_u(IntCC::Equal, n, 0);
+        let fl = self.b.ins().select(zero, before, after);
+        self.set_materialized(fl, bits);
+        self.write_reg(r, res);
+    }
+
+    /// ROL/ROR of a register by a nonzero (masked) immediate, as `ops::shift` does them:
+    /// the rotation is the count modulo the width; CF is the bit that came around, OF the
+    /// interpreter's (defined by the SDM for a count of 1); the other flags stay.
+    pub(super) fn rotate(&mut self, i: &Instruction) {
+        use crane86_x86::flags::{CF, OF};
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let n = (i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F }) as u32;
+        let left = i.mnemonic() == Mnemonic::Rol;
+        // As a left rotation by `k`.
+        let k = if left {
+            n % bits
+        } else {
+            (bits - n % bits) % bits
+        };
+        let before = self.arith_flags_now();
+        let v = self.operand(i, 0, bits);
+        let res = if k == 0 {
+            v
+        } else {
+            let up = self.b.ins().ishl_imm_u(v, i64::from(k));
+            let down = self.b.ins().ushr_imm_u(v, i64::from(bits - k));
+            let x = self.b.ins().bor(up, down);
+            self.truncate(x, bits)
+        };
+        let bit = |t: &mut Self, at: u32| {
+            let s = t.b.ins().ushr_imm_u(res, i64::from(at));
+            t.b.ins().band_imm_u(s, 1)
+        };
+        let msb = bit(self, bits - 1);
+        let (cf, of) = if left {
+            let cf = bit(self, 0);
+            (cf, self.b.ins().bxor(msb, cf))
+        } else {
+            let next = bit(self, bits - 2);
+            (msb, self.b.ins().bxor(msb, next))
+        };
+        let kept = self.b.ins().band_imm_s(before, !((CF | OF) as i64));
+        let fl = self.b.ins().bor(kept, cf);
+        let of = self.b.ins().ishl_imm_u(of, 11);
+        let fl = self.b.ins().bor(fl, of);
+        self.set_materialized(fl, bits);
+        self.write_reg(r, res);
+    }
+
     /// IMUL r, r (two operands) or IMUL r, r, imm (32/64-bit), with the interpreter's flags
     /// (`ops::muldiv`): CF = OF = the signed product does not fit, ZF SF PF of the result,
     /// AF = 0.

@@ -42,7 +42,142 @@ pub unsafe extern "C" fn cond_helper(state: *const CpuState, cc: u32) -> u32 {
     u32::from(r ^ (cc & 1 != 0))
 }
 
+/// The six arithmetic flags of `CpuState` (evaluating its lazy record): for inline code that
+/// changes some flags and keeps the others, when no pending inline flags say what they are.
+///
+/// # Safety
+/// `state` points at the live `CpuState` of the running block.
+pub unsafe extern "C" fn arith_flags_helper(state: *const CpuState) -> u64 {
+    // SAFETY: guaranteed by the caller (native code passes its state pointer).
+    let s = unsafe { &*state };
+    s.rflags() & crane86_x86::flags::ARITH
+}
+
 impl Translator<'_, '_> {
+    /// The six arithmetic flags as they are now (an I64 in RFLAGS positions): computed from
+    /// the pending inline flags exactly as `LazyFlags::arith_flags` would (pure IR, so it
+    /// costs nothing when a later instruction overwrites the flags before a sync), or read
+    /// through [`arith_flags_helper`] when the flags are in `CpuState`.
+    pub(super) fn arith_flags_now(&mut self) -> Value {
+        use crane86_x86::flags::{AF, CF, OF};
+        let Some(f) = self.flags else {
+            let call = self
+                .b
+                .ins()
+                .call_indirect(self.flags_sig, self.flags_fn, &[self.state]);
+            return self.b.inst_results(call)[0];
+        };
+        if f.kind == CcOp::Eflags {
+            return f.res;
+        }
+        let op = f.op as u32;
+        let bits = 8u32 << (op & 3);
+        let res = self.truncate(f.res, bits);
+        let b = self.truncate(f.src, bits);
+        let c = match f.aux {
+            Some(v) => self.b.ins().band_imm_u(v, 1),
+            None => self.b.ins().iconst(types::I64, 0),
+        };
+        let mut fl = self.zsp(res, bits);
+        let sign = 1i64 << (bits - 1);
+        let flag = |t: &mut Self, cond: Value, bit: u64| {
+            let x = t.b.ins().uextend(types::I64, cond);
+            t.b.ins().ishl_imm_u(x, i64::from(bit.trailing_zeros()))
+        };
+        let or = |t: &mut Self, fl: Value, x: Value| t.b.ins().bor(fl, x);
+        match op & !3 {
+            4 | 8 | 12 | 16 => {
+                let add = op & !3 <= 8;
+                // The first operand, back from the result.
+                let a = if add {
+                    let x = self.b.ins().isub(res, b);
+                    self.b.ins().isub(x, c)
+                } else {
+                    let x = self.b.ins().iadd(res, b);
+                    self.b.ins().iadd(x, c)
+                };
+                let a = self.truncate(a, bits);
+                let (strict, inclusive) = if add {
+                    (
+                        self.b.ins().icmp(IntCC::UnsignedLessThan, res, a),
+                        self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, res, a),
+                    )
+                } else {
+                    (
+                        self.b.ins().icmp(IntCC::UnsignedLessThan, a, b),
+                        self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, a, b),
+                    )
+                };
+                let no_carry_in = self.b.ins().icmp_imm_u(IntCC::Equal, c, 0);
+                let carry = self.b.ins().select(no_carry_in, strict, inclusive);
+                let x = flag(self, carry, CF);
+                fl = or(self, fl, x);
+                let (p, q) = if add {
+                    (self.b.ins().bxor(a, res), self.b.ins().bxor(b, res))
+                } else {
+                    (self.b.ins().bxor(a, b), self.b.ins().bxor(a, res))
+                };
+                let o = self.b.ins().band(p, q);
+                let o = self.b.ins().band_imm_u(o, sign);
+                let o = self.b.ins().icmp_imm_u(IntCC::NotEqual, o, 0);
+                let x = flag(self, o, OF);
+                fl = or(self, fl, x);
+                let ab = self.b.ins().bxor(a, b);
+                let abr = self.b.ins().bxor(ab, res);
+                let af = self.b.ins().band_imm_u(abr, AF as i64);
+                fl = or(self, fl, af);
+            }
+            20 => {}
+            24 | 28 => {
+                let inc = op & !3 == 24;
+                fl = or(self, fl, c); // the preserved CF
+                let at = if inc { sign } else { sign - 1 };
+                let o = self.b.ins().icmp_imm_u(IntCC::Equal, res, at);
+                let x = flag(self, o, OF);
+                fl = or(self, fl, x);
+                let low = self.b.ins().band_imm_u(res, 0xF);
+                let a = self
+                    .b
+                    .ins()
+                    .icmp_imm_u(IntCC::Equal, low, if inc { 0 } else { 0xF });
+                let x = flag(self, a, AF);
+                fl = or(self, fl, x);
+            }
+            _ => unreachable!("inline flag records use validated CcOp values"),
+        }
+        fl
+    }
+
+    /// ZF, SF and PF of `res` (`bits` wide, zero-extended) in RFLAGS positions.
+    pub(super) fn zsp(&mut self, res: Value, bits: u32) -> Value {
+        let z = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
+        let z = self.b.ins().uextend(types::I64, z);
+        let z = self.b.ins().ishl_imm_u(z, 6);
+        let s = self.b.ins().ushr_imm_u(res, i64::from(bits - 1));
+        let s = self.b.ins().band_imm_u(s, 1);
+        let s = self.b.ins().ishl_imm_u(s, 7);
+        let low = self.b.ins().band_imm_u(res, 0xFF);
+        let pop = self.b.ins().popcnt(low);
+        let odd = self.b.ins().band_imm_u(pop, 1);
+        let pf = self.b.ins().bxor_imm_u(odd, 1);
+        let pf = self.b.ins().ishl_imm_u(pf, 2);
+        let zs = self.b.ins().bor(z, s);
+        self.b.ins().bor(zs, pf)
+    }
+
+    /// Make `fl` (the six arithmetic flags, RFLAGS positions) the pending flags.
+    pub(super) fn set_materialized(&mut self, fl: Value, bits: u32) {
+        self.flags = Some(PendingFlags {
+            op: CcOp::Eflags,
+            res: fl,
+            src: fl,
+            a: fl,
+            bits,
+            kind: CcOp::Eflags,
+            aux: None,
+        });
+    }
+
     /// A direct JMP, or a Jcc whose condition the pending inline flags decide, in 64-bit
     /// code: RIP becomes the target (or the fall-through). Returns false (nothing emitted)
     /// for anything else.
@@ -282,8 +417,24 @@ impl Translator<'_, '_> {
         self.b.ins().store(trusted(), aux, self.state, LAZY_AUX);
     }
 
-    /// Pending materialized flags: ZF SF PF of `res` (`bits` wide), CF and OF from the
-    /// I64 0/1 values `cf` and `of`, and the constant bits `fixed` (AF or 0).
+    /// The six arithmetic flags (an I64) with ZF SF PF of `res` (`bits` wide), CF and OF
+    /// from the I64 0/1 values `cf` and `of`, and the constant bits `fixed` (AF or 0).
+    pub(super) fn flags_value(
+        &mut self,
+        res: Value,
+        bits: u32,
+        cf: Value,
+        of: Value,
+        fixed: u64,
+    ) -> Value {
+        let zsp = self.zsp(res, bits);
+        let fl = self.b.ins().bor_imm_u(cf, fixed as i64);
+        let fl = self.b.ins().bor(fl, zsp);
+        let of = self.b.ins().ishl_imm_u(of, 11);
+        self.b.ins().bor(fl, of)
+    }
+
+    /// Pending materialized flags, as [`Self::flags_value`] computes them.
     pub(super) fn materialized_flags(
         &mut self,
         res: Value,
@@ -292,27 +443,7 @@ impl Translator<'_, '_> {
         of: Value,
         fixed: u64,
     ) {
-        let z = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
-        let z = self.b.ins().uextend(types::I64, z);
-        let s = self.b.ins().ushr_imm_u(res, i64::from(bits - 1));
-        let sf = self.b.ins().band_imm_u(s, 1);
-        let low = self.b.ins().band_imm_u(res, 0xFF);
-        let pop = self.b.ins().popcnt(low);
-        let odd = self.b.ins().band_imm_u(pop, 1);
-        let pf = self.b.ins().bxor_imm_u(odd, 1);
-        let mut fl = self.b.ins().bor_imm_u(cf, fixed as i64);
-        for (bit, at) in [(pf, 2), (z, 6), (sf, 7), (of, 11)] {
-            let x = self.b.ins().ishl_imm_u(bit, at);
-            fl = self.b.ins().bor(fl, x);
-        }
-        self.flags = Some(PendingFlags {
-            op: CcOp::Eflags,
-            res: fl,
-            src: fl,
-            a: fl,
-            bits,
-            kind: CcOp::Eflags,
-            aux: None,
-        });
+        let fl = self.flags_value(res, bits, cf, of, fixed);
+        self.set_materialized(fl, bits);
     }
 }

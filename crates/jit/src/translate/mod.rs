@@ -112,6 +112,24 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             let n = i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F };
             (n != 0 && n < bits).then_some(Inline::Shift)
         }
+        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+            if reg(0)
+                && wide(0)
+                && i.op_kind(1) == OpKind::Register
+                && i.op1_register() == Register::CL =>
+        {
+            Some(Inline::ShiftCl)
+        }
+        Mnemonic::Rol | Mnemonic::Ror if reg_any(0) && i.op_kind(1) == OpKind::Immediate8 => {
+            // A masked count of 0 leaves the flags alone: the interpreter's.
+            let n = i.immediate(1)
+                & if i.op_register(0).size() == 8 {
+                    0x3F
+                } else {
+                    0x1F
+                };
+            (n != 0).then_some(Inline::Rotate)
+        }
         _ if is_setcc(i.mnemonic()) && reg_any(0) => Some(Inline::Setcc),
         _ if is_cmovcc(i.mnemonic()) && reg(0) && wide(0) && reg(1) => Some(Inline::Cmov),
         Mnemonic::Mov if mem_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Store),
@@ -198,6 +216,10 @@ pub enum Inline {
     Extend,
     /// SHL/SAL/SHR/SAR of a register by an immediate (flags computed, materialized at sync).
     Shift,
+    /// SHL/SAL/SHR/SAR r32/r64 by CL (a zero count keeps the flags from before).
+    ShiftCl,
+    /// ROL/ROR of a register by an immediate (CF and OF change, the other flags stay).
+    Rotate,
     /// SETcc of a register.
     Setcc,
     /// CMOVcc r32/r64, r32/r64.
@@ -351,6 +373,9 @@ pub struct Translator<'a, 'b> {
     ctx: Value,
     state: Value,
     step_sig: ir::SigRef,
+    /// [`flags::arith_flags_helper`] and its signature.
+    flags_sig: ir::SigRef,
+    flags_fn: Value,
     step_fn: Value,
     cond_fn: Value,
     vars: [Variable; 16],
@@ -410,6 +435,13 @@ impl<'a, 'b> Translator<'a, 'b> {
             .ins()
             .load(ptr, trusted(), ctx, offset_of!(BlockCtx, state) as i32);
         let step_sig = b.import_signature(step_signature(ptr, call_conv));
+        let mut sig = Signature::new(call_conv);
+        sig.params.push(AbiParam::new(ptr));
+        sig.returns.push(AbiParam::new(types::I64));
+        let flags_sig = b.import_signature(sig);
+        let flags_fn = b
+            .ins()
+            .iconst(ptr, flags::arith_flags_helper as *const () as i64);
         let step_fn = b.ins().iconst(ptr, helper as i64);
         let cond_fn = b.ins().iconst(ptr, cond as i64);
         let vars = std::array::from_fn(|_| b.declare_var(types::I64));
@@ -428,6 +460,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             ctx,
             state,
             step_sig,
+            flags_sig,
+            flags_fn,
             step_fn,
             cond_fn,
             vars,
@@ -814,6 +848,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.write_reg(i.op_register(0), v);
             }
             Inline::Shift => self.shift(i),
+            Inline::ShiftCl => self.shift_cl(i),
+            Inline::Rotate => self.rotate(i),
             Inline::Imul => self.imul(i),
             Inline::Unary => self.unary(i),
             Inline::Setcc => {
