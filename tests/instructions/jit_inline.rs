@@ -453,10 +453,9 @@ fn zero_count_shift_keeps_the_flags_of_every_producer() {
         .iter()
         .flat_map(|&(a, b)| a.to_le_bytes().into_iter().chain(b.to_le_bytes()))
         .collect();
-    let mut combos = 0u64;
     let mut results = Vec::new();
     for engine in EngineKind::emulators() {
-        combos = 0;
+        let mut combos = 0u64;
         let code = assemble(Mode::Long64, |a| {
             a.mov(rdi, DATA_BASE).unwrap();
             for op in 0..11 {
