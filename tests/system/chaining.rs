@@ -274,3 +274,120 @@ fn rewritten_chained_successor_runs_its_new_code() {
         }
     }
 }
+
+/// A block that branches back to its own start, in three variants: registers only (with a
+/// flag consumer in the body), with inline loads and stores through the TLB, and with an
+/// instruction the JIT leaves to the interpreter (registers reloaded after it).
+fn self_loop(variant: u32) -> impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError> {
+    move |a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 5000)?;
+        a.xor(eax, eax)?;
+        a.mov(edx, 7)?;
+        a.mov(rsi, CODE_BASE + 0x8000)?;
+        a.xor(r8d, r8d)?;
+        a.set_label(&mut top)?;
+        a.add(eax, ecx)?;
+        if variant == 2 {
+            a.add(edx, r8d)?; // R8 from the interpreter-run BSF of the pass before
+        }
+        a.cmp(eax, 0x10_0000)?;
+        a.setb(bl)?;
+        a.imul_3(edx, edx, 3)?;
+        a.xor(edx, eax)?;
+        a.rol(edx, 5)?;
+        match variant {
+            1 => {
+                a.mov(qword_ptr(rsi), rdx)?;
+                a.add(rdx, qword_ptr(rsi + 4))?;
+                a.mov(dword_ptr(rsi + 8), eax)?;
+            }
+            2 => a.bsf(r8d, edx)?,
+            _ => {}
+        }
+        a.sub(ecx, 1)?;
+        a.jnz(top)?;
+        a.hlt()?;
+        Ok(vec![])
+    }
+}
+
+/// A self-looping block iterates inside its native code: the state matches the interpreter,
+/// also when the run is cut into 37-instruction slices (each slice exact), and the passes
+/// count as native chaining.
+#[test]
+fn self_loop_matches_the_interpreter_in_any_slicing() {
+    for variant in 0..3 {
+        let (mut want, _) = guest(EngineKind::Interp, Mode::Long64, self_loop(variant));
+        want.run_to_halt();
+        let (mut whole, _) = guest(EngineKind::Jit, Mode::Long64, self_loop(variant));
+        whole.run_to_halt();
+        assert_eq!(summary(&whole.cpu), summary(&want.cpu), "variant {variant}");
+        assert_eq!(
+            whole.read_u64(CODE_BASE + 0x8000),
+            want.read_u64(CODE_BASE + 0x8000),
+            "variant {variant}: memory"
+        );
+        let native = stat(&whole, "chained transitions (native)");
+        assert!(native >= 4900, "variant {variant}: {native} native passes");
+        let (mut got, _) = guest(EngineKind::Jit, Mode::Long64, self_loop(variant));
+        let slice = 37;
+        loop {
+            let before = got.engine.instructions();
+            let exit = got
+                .engine
+                .run(&mut got.cpu, &mut got.mem, got.plat.as_mut(), slice);
+            let ran = got.engine.instructions() - before;
+            match exit {
+                EngineExit::Budget => assert_eq!(ran, slice, "variant {variant}"),
+                EngineExit::Halted => break,
+                other => panic!("variant {variant}: unexpected exit {other:?}"),
+            }
+        }
+        assert_eq!(
+            summary(&got.cpu),
+            summary(&want.cpu),
+            "variant {variant} sliced"
+        );
+    }
+}
+
+/// A port write inside a self-looping block that raises an interrupt leaves the loop: the
+/// interrupt is taken right after the OUT (a port write ends its block), as in the
+/// interpreter.
+#[test]
+fn interrupt_raised_inside_a_self_loop_is_taken_after_the_port_write() {
+    for engine in [EngineKind::Interp, EngineKind::Jit] {
+        let (mut g, labels) = guest(engine, Mode::Long64, |a| {
+            let mut top = a.create_label();
+            let mut handler = a.create_label();
+            a.xor(ebx, ebx)?;
+            a.mov(ecx, 100_000)?;
+            a.sti()?;
+            a.set_label(&mut top)?;
+            a.add(eax, 1)?;
+            a.mov(edx, 0)?;
+            a.cmp(ecx, 40_000)?;
+            a.sete(dl)?;
+            a.shl(edx, 7)?; // DX = 0x80 when ECX is 40000, else 0
+            a.out(dx, al)?;
+            a.sub(ecx, 1)?;
+            a.jnz(top)?;
+            a.hlt()?;
+            a.set_label(&mut handler)?;
+            a.mov(ebx, ecx)?;
+            a.hlt()?;
+            Ok(vec![handler])
+        });
+        g.set_gate(0x20, labels[0], 0);
+        g.plat = Box::new(LateIrq {
+            raise: Rc::new(Cell::new(false)),
+            acked: false,
+        });
+        g.run_to_halt();
+        assert_eq!(g.cpu.gpr[3] as u32, 40_000, "{engine}: ECX in the handler");
+        if engine == EngineKind::Jit {
+            assert!(stat(&g, "chained transitions (native)") > 1000, "{engine}");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! copy of what translation needs from a block, so it can be compiled on another thread.
 
 use crate::perf_map;
-use crate::translate::Translator;
+use crate::translate::{Chain, Translator};
 use crane86_interp::block::BLOCK_LINKS;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, Type, UserFuncName};
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
@@ -38,6 +38,8 @@ pub struct Compiled {
     pub code: usize,
     pub insns: u32,
     pub inlined: u32,
+    /// Host code bytes.
+    pub bytes: u32,
     pub time: Duration,
 }
 
@@ -61,8 +63,13 @@ fn host_isa() -> OwnedTargetIsa {
         .expect("crane86 jit: host ISA flags")
 }
 
-fn new_module() -> JITModule {
-    JITModule::new(JITBuilder::with_isa(host_isa(), default_libcall_names()))
+/// A module; `for_blocks`: with the code memory of [`crate::code_memory`].
+fn new_module(for_blocks: bool) -> JITModule {
+    let mut builder = JITBuilder::with_isa(host_isa(), default_libcall_names());
+    if for_blocks {
+        crate::code_memory::configure(&mut builder);
+    }
+    JITModule::new(builder)
 }
 
 /// The signature of every native block: `(ctx)`, tail calling convention, so that a block can
@@ -85,7 +92,7 @@ pub struct Entry {
 
 impl Entry {
     pub fn new() -> Entry {
-        let mut module = new_module();
+        let mut module = new_module(false);
         let ptr = module.target_config().pointer_type();
         let mut ctx = module.make_context();
         ctx.func.signature.call_conv = module.target_config().default_call_conv;
@@ -156,7 +163,7 @@ pub struct Backend {
 
 impl Default for Backend {
     fn default() -> Self {
-        let module = new_module();
+        let module = new_module(true);
         let ctx = module.make_context();
         Backend {
             module: Some(module),
@@ -187,10 +194,35 @@ impl Backend {
             // SAFETY: the caller's guarantee.
             unsafe { m.free_memory() };
         }
-        self.module = Some(new_module());
+        self.module = Some(new_module(true));
     }
 
+    /// Translate `job`. A panic inside Cranelift (a translator bug, which guest code may
+    /// trigger) is caught and reported as a failed translation: the block stays
+    /// interpreted.
     pub fn compile(&mut self, job: &Job) -> Result<Compiled, String> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.compile_inner(job))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                // The contexts may be half-used: start them afresh.
+                if let Some(m) = self.module.as_mut() {
+                    self.ctx = m.make_context();
+                }
+                self.builder_ctx = FunctionBuilderContext::new();
+                Err(format!(
+                    "Cranelift panicked on the block at {:#x}: {why}",
+                    job.rip
+                ))
+            }
+        }
+    }
+
+    fn compile_inner(&mut self, job: &Job) -> Result<Compiled, String> {
         let start = Instant::now();
         let Some(module) = self.module.as_mut() else {
             return Err("no translation module".to_string());
@@ -209,7 +241,12 @@ impl Backend {
                 crate::context::step_helper as *const () as usize,
                 crate::translate::cond_helper as *const () as usize,
             );
-            t.block(&job.insns, job.bits, job.links.as_ref());
+            let chain = job.links.map(|links| Chain {
+                links,
+                rip: job.rip,
+                paddr: job.paddr,
+            });
+            t.block(&job.insns, job.bits, chain.as_ref());
             let n = t.inlined;
             b.finalize(frontend);
             n
@@ -255,6 +292,7 @@ impl Backend {
             code: code as usize,
             insns: job.insns.len() as u32,
             inlined,
+            bytes: size,
             time: start.elapsed(),
         })
     }

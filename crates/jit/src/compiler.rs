@@ -40,13 +40,15 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// Block entries before a block is compiled (the default; see [`Compiler::hot_threshold`]).
-/// Linux boot + workload wall time on the 2-core dev machine by threshold, compiling in the
-/// vCPU thread: 16: 82.3 s, 64: 80.3 s, 256: 77.2 s, 1024: 76.4 s (translation time 8.4 /
-/// 6.5 / 3.7 / 2.1 s); 256 keeps most of the gain without delaying short-lived programs
-/// much.
+/// Linux boot + workload wall time on the 2-core dev machine by threshold, compiling on the
+/// background thread: 16: 28.1 s, 64: 21.9 s, 128: 20.6 s, 256: 19.8 s, 512: 20.3 s,
+/// 1024: 20.3 s, 4096: 23.1 s (translation time 15.1 / 8.9 / 7.1 / 5.7 / 4.8 / 3.6 / 2.0 s:
+/// a low threshold floods the queue, and hot blocks wait behind lukewarm ones).
 pub const HOT_THRESHOLD: u32 = 256;
-/// Translations per module before the module is dropped and a fresh one started.
+/// Translations per module before the module is dropped and a fresh one started ...
 pub const MAX_MODULE_BLOCKS: u64 = 40_000;
+/// ... or host code bytes (half the code region of [`crate::code_memory`]).
+pub const MAX_MODULE_BYTES: u64 = 256 << 20;
 
 /// Where blocks are compiled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +72,8 @@ pub struct JitStats {
     /// Translations that arrived after their block had left the cache.
     pub translations_discarded: u64,
     pub native_block_runs: u64,
+    /// Guest instructions retired in native blocks (inline or through the step helper).
+    pub native_instructions: u64,
     /// Native block runs entered from the previous native block (block chaining) ...
     pub chained_transitions: u64,
     /// ... of which native code entered by itself (a tail call, no return to Rust) ...
@@ -91,8 +95,10 @@ pub struct Compiler {
     translations: Translations,
     /// The translation module's generation (bumped by every reset).
     generation: u64,
-    /// Translations made or asked for in this generation.
+    /// Translations made or asked for in this generation, and the code bytes of those
+    /// finished.
     module_blocks: u64,
+    module_bytes: u64,
     /// Blocks whose translation the background thread has not delivered yet, by job id.
     pending: HashMap<u64, Weak<Block>>,
     next_job: u64,
@@ -145,6 +151,7 @@ impl Compiler {
             translations,
             generation: 0,
             module_blocks: 0,
+            module_bytes: 0,
             pending: HashMap::new(),
             next_job: 0,
             needs_block_flush: false,
@@ -158,6 +165,7 @@ impl Compiler {
     pub fn reset(&mut self) {
         self.generation += 1;
         self.module_blocks = 0;
+        self.module_bytes = 0;
         self.pending.clear();
         self.needs_block_flush = false;
         self.unlinked = None;
@@ -183,7 +191,7 @@ impl Compiler {
     /// `block` just became hot: translate it now, or queue it. Returns the code if it is
     /// ready.
     fn translate(&mut self, block: &Rc<Block>, bits: u32) -> Option<NativeBlock> {
-        if self.module_blocks >= MAX_MODULE_BLOCKS {
+        if self.module_blocks >= MAX_MODULE_BLOCKS || self.module_bytes >= MAX_MODULE_BYTES {
             // Full: the next run starts a fresh module with an empty block cache.
             self.needs_block_flush = true;
             return None;
@@ -228,6 +236,7 @@ impl Compiler {
                 self.stats.insns_translated += u64::from(c.insns);
                 self.stats.insns_inlined += u64::from(c.inlined);
                 self.stats.translation_time += c.time;
+                self.module_bytes += u64::from(c.bytes);
                 NativeBlock::new(c.code as *mut u8)
             }
             Err(why) => {
@@ -330,6 +339,7 @@ impl Tier for Compiler {
                 chained: 0,
                 exit: None,
             };
+            let before = cpu.stats.instructions;
             // SAFETY: `code` was compiled for `cur` (with the code size `bits` is now: the
             // block key, which chaining checks, contains it) by this compiler's live module
             // (a reset clears every block's `native` first), and `enter` is that module's
@@ -339,6 +349,7 @@ impl Tier for Compiler {
             // enters successors through links of `epoch`, whose blocks the cache still holds,
             // under the same conditions as this loop (see `Translator::chain_exit`).
             unsafe { (self.entry.enter)(&mut ctx as *mut BlockCtx as *mut c_void, code.as_ptr()) };
+            self.stats.native_instructions += cpu.stats.instructions - before;
             self.stats.chained_transitions += ctx.chained;
             self.stats.native_chained_transitions += ctx.chained;
             self.stats.native_block_runs += ctx.chained;

@@ -14,10 +14,12 @@
 //! | [`context`]   | what native code and Rust share: the block context, the step helper, when to leave a chain |
 //! | [`translate`] | block → Cranelift IR: inline forms, register variables, lazy-flags write-back, the chaining exit |
 //! | [`backend`]   | the Cranelift module, the host ISA settings, the entry trampoline, compiling a job |
+//! | [`code_memory`] | the region translated code is written to |
 //! | [`worker`]    | the background compile thread |
 //! | [`profile`], [`perf_map`] | diagnostics: helper calls by instruction form; a perf map of translated code |
 
 pub mod backend;
+pub mod code_memory;
 pub mod compiler;
 pub mod context;
 pub mod perf_map;

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Jcc mnemonics in condition-code order (0 = O ... 15 = G, as `Cpu::cond` numbers them).
-const JCC: [Mnemonic; 16] = {
+pub(super) const JCC: [Mnemonic; 16] = {
     use Mnemonic::*;
     [
         Jo, Jno, Jb, Jae, Je, Jne, Jbe, Ja, Js, Jns, Jp, Jnp, Jl, Jge, Jle, Jg,

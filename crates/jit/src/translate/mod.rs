@@ -23,7 +23,9 @@
 //!
 //! Files: this one has the selection of inline forms, the translator's register and sync
 //! machinery and the block loop; `flags.rs` conditions and flag write-back; `memory.rs` the
-//! TLB fast path and effective addresses; `alu.rs` the ALU ops, shifts and IMUL.
+//! TLB fast path and effective addresses; `alu.rs` the ALU ops, shifts and IMUL; `exit.rs`
+//! how a block ends: entering its successor (chaining) or, for a block that branches to its
+//! own start, iterating inside the function.
 
 use crate::backend::block_signature;
 use crate::context::BlockCtx;
@@ -41,6 +43,7 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use std::mem::{offset_of, size_of};
 
 mod alu;
+mod exit;
 mod flags;
 mod memory;
 
@@ -418,6 +421,20 @@ fn trusted() -> MemFlagsData {
     MemFlagsData::trusted()
 }
 
+/// A load of memory that does not change while native code runs (the block context's
+/// pointers and limits): pure for Cranelift, so repeated loads merge.
+fn fixed() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly().with_can_move()
+}
+
+/// What a block's exit needs to enter its successor itself: the addresses of the block's
+/// link cells (`Block::links`) and the block's RIP and physical address.
+pub struct Chain {
+    pub links: [usize; BLOCK_LINKS],
+    pub rip: u64,
+    pub paddr: u64,
+}
+
 impl<'a, 'b> Translator<'a, 'b> {
     pub fn new(
         b: &'a mut FunctionBuilder<'b>,
@@ -433,7 +450,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let ctx = b.block_params(entry)[0];
         let state = b
             .ins()
-            .load(ptr, trusted(), ctx, offset_of!(BlockCtx, state) as i32);
+            .load(ptr, fixed(), ctx, offset_of!(BlockCtx, state) as i32);
         let step_sig = b.import_signature(step_signature(ptr, call_conv));
         let mut sig = Signature::new(call_conv);
         sig.params.push(AbiParam::new(ptr));
@@ -526,17 +543,23 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.switch_to_block(next);
     }
 
-    /// Emit block `insns` (code size `bits`) and finish the function. `links` are the
-    /// addresses of the block's link cells, for native chaining at its exit.
-    pub fn block(
-        &mut self,
-        insns: &[Instruction],
-        bits: u32,
-        links: Option<&[usize; BLOCK_LINKS]>,
-    ) {
+    /// Emit block `insns` (code size `bits`) and finish the function, with native chaining
+    /// at its exit when `chain` is given.
+    pub fn block(&mut self, insns: &[Instruction], bits: u32, chain: Option<&Chain>) {
+        let header = match (bits, chain) {
+            (64, Some(_)) => self.loop_header(insns),
+            _ => None,
+        };
+        let mut looped = false;
         for (k, i) in insns.iter().enumerate() {
             if bits == 64 && self.branch(i) {
                 self.inlined += 1;
+                if k + 1 == insns.len() {
+                    if let Some(h) = &header {
+                        self.back_edge(h, insns.len());
+                        looped = true;
+                    }
+                }
                 continue;
             }
             match inline_kind(i, bits) {
@@ -564,149 +587,20 @@ impl<'a, 'b> Translator<'a, 'b> {
                 }
             }
         }
+        if let (Some(h), false) = (&header, looped) {
+            // The branch back went to the interpreter after all: the head has no back edge.
+            self.b.seal_block(h.block);
+        }
         self.sync();
         let exit = self.exit;
         self.b.ins().jump(exit, &[]);
         self.b.seal_block(exit);
         self.b.switch_to_block(exit);
-        if let (64, Some(links)) = (bits, links) {
-            self.chain_exit(links);
+        if let (64, Some(chain)) = (bits, chain) {
+            self.chain_exit(chain);
         } else {
             self.b.ins().return_(&[]);
         }
-    }
-
-    /// The block's exit with native chaining: unless the step helper asked for the run loop
-    /// ([`BlockCtx::stop`]), look up the successor the way the run loop would (the block key
-    /// of the RIP now, through the TLB's fetch entry, compared with the block's links of the
-    /// current epoch), check that it fits the budget, and tail-call its native code.
-    /// Anything else returns to the run loop, which does the same with its slow paths.
-    /// (64-bit code only: there the linear address is RIP.)
-    fn chain_exit(&mut self, links: &[usize; BLOCK_LINKS]) {
-        let i64t = types::I64;
-        let ret = self.b.create_block();
-        let stop = self.b.ins().load(
-            types::I32,
-            trusted(),
-            self.ctx,
-            offset_of!(BlockCtx, stop) as i32,
-        );
-        let lookup = self.b.create_block();
-        self.b.ins().brif(stop, ret, &[], lookup, &[]);
-        self.b.seal_block(lookup);
-        self.b.switch_to_block(lookup);
-        let rip = self.b.ins().load(i64t, trusted(), self.state, RIP);
-        let vpn = self.b.ins().ushr_imm_u(rip, 12);
-        let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
-        let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
-        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
-        let entry = self.b.ins().iadd(tlb, slot_off);
-        let tag = self.b.ins().load(
-            i64t,
-            trusted(),
-            entry,
-            offset_of!(TlbEntry, fetch_tag) as i32,
-        );
-        let page = self.b.ins().band_imm_s(rip, !0xFFFi64);
-        let hit = self.b.ins().icmp(IntCC::Equal, tag, page);
-        let mapped = self.b.create_block();
-        self.b.ins().brif(hit, mapped, &[], ret, &[]);
-        self.b.seal_block(mapped);
-        self.b.switch_to_block(mapped);
-        let paddr_page = self.b.ins().load(
-            i64t,
-            trusted(),
-            entry,
-            offset_of!(TlbEntry, paddr_page) as i32,
-        );
-        let low = self.b.ins().band_imm_u(rip, 0xFFF);
-        let paddr = self.b.ins().bor(paddr_page, low);
-        let epoch = self.b.ins().load(
-            i64t,
-            trusted(),
-            self.ctx,
-            offset_of!(BlockCtx, epoch) as i32,
-        );
-        let tail_sig = self.b.import_signature(block_signature(self.ptr));
-        for (k, &link) in links.iter().enumerate() {
-            let at = self.b.ins().iconst(self.ptr, link as i64);
-            let field = |t: &mut Self, ty: Type, offset: usize| {
-                t.b.ins().load(ty, trusted(), at, offset as i32)
-            };
-            let l_epoch = field(self, i64t, offset_of!(Link, epoch));
-            let l_paddr = field(self, i64t, offset_of!(Link, key.paddr));
-            let l_rip = field(self, i64t, offset_of!(Link, key.rip));
-            let l_bits = field(self, types::I32, offset_of!(Link, key.bits));
-            let same_epoch = self.b.ins().icmp(IntCC::Equal, l_epoch, epoch);
-            let same_paddr = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
-            let same_rip = self.b.ins().icmp(IntCC::Equal, l_rip, rip);
-            let same_bits = self.b.ins().icmp_imm_u(IntCC::Equal, l_bits, 64);
-            let m = self.b.ins().band(same_epoch, same_paddr);
-            let m = self.b.ins().band(m, same_rip);
-            let m = self.b.ins().band(m, same_bits);
-            let take = self.b.create_block();
-            let next = if k + 1 == links.len() {
-                ret
-            } else {
-                self.b.create_block()
-            };
-            self.b.ins().brif(m, take, &[], next, &[]);
-            self.b.seal_block(take);
-            self.b.switch_to_block(take);
-            let len = self
-                .b
-                .ins()
-                .uload32(trusted(), at, offset_of!(Link, len) as i32);
-            let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
-            let retired = self.b.ins().load(i64t, trusted(), counter, 0);
-            let after = self.b.ins().iadd(retired, len);
-            let limit = self.b.ins().load(
-                i64t,
-                trusted(),
-                self.ctx,
-                offset_of!(BlockCtx, limit) as i32,
-            );
-            let fits = self
-                .b
-                .ins()
-                .icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
-            let enter = self.b.create_block();
-            self.b.ins().brif(fits, enter, &[], ret, &[]);
-            self.b.seal_block(enter);
-            self.b.switch_to_block(enter);
-            // A link of a live epoch always has code (`link` stores it with the target).
-            let code = field(self, self.ptr, offset_of!(Link, code));
-            let target = field(self, self.ptr, offset_of!(Link, target));
-            self.b.ins().store(
-                trusted(),
-                target,
-                self.ctx,
-                offset_of!(BlockCtx, block) as i32,
-            );
-            let chained = self.b.ins().load(
-                i64t,
-                trusted(),
-                self.ctx,
-                offset_of!(BlockCtx, chained) as i32,
-            );
-            let chained = self.b.ins().iadd_imm_s(chained, 1);
-            self.b.ins().store(
-                trusted(),
-                chained,
-                self.ctx,
-                offset_of!(BlockCtx, chained) as i32,
-            );
-            self.b
-                .ins()
-                .return_call_indirect(tail_sig, code, &[self.ctx]);
-            if k + 1 < links.len() {
-                self.b.seal_block(next);
-                self.b.switch_to_block(next);
-            }
-        }
-        self.b.seal_block(ret);
-        self.b.switch_to_block(ret);
-        self.b.ins().return_(&[]);
     }
 
     /// Write back everything inline code holds: dirty registers, the pending flags record,
@@ -747,11 +641,12 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
     }
 
-    /// A pointer field of [`BlockCtx`].
+    /// A pointer field of [`BlockCtx`] that stays the same while native code runs (loaded
+    /// once, however often it is used).
     fn ctx_ptr(&mut self, offset: usize) -> Value {
         self.b
             .ins()
-            .load(self.ptr, trusted(), self.ctx, offset as i32)
+            .load(self.ptr, fixed(), self.ctx, offset as i32)
     }
 
     /// The full 64-bit value of GPR `k`.
@@ -918,7 +813,24 @@ mod tests {
             None,
             "count beyond a 16-bit operand"
         ); // shr cx,14h
-        assert_eq!(inline_kind(&decode(&[0xD3, 0xE0]), 64), None, "shl eax,cl");
+        assert_eq!(
+            inline_kind(&decode(&[0xD3, 0xE0]), 64),
+            Some(Inline::ShiftCl)
+        ); // shl eax,cl
+        assert_eq!(
+            inline_kind(&decode(&[0x66, 0xD3, 0xE0]), 64),
+            None,
+            "16-bit shift by CL"
+        ); // shl ax,cl
+        assert_eq!(
+            inline_kind(&decode(&[0xC1, 0xC1, 0x0C]), 64),
+            Some(Inline::Rotate)
+        ); // rol ecx,0Ch
+        assert_eq!(
+            inline_kind(&decode(&[0xC0, 0xC1, 0x20]), 64),
+            None,
+            "rol cl,20h: masked count 0"
+        );
         assert_eq!(
             inline_kind(&decode(&[0x0F, 0x92, 0xC0]), 64),
             Some(Inline::Setcc)

@@ -121,6 +121,10 @@ impl Engine for JitEngine {
                 ),
             ),
             ("native block runs", j.native_block_runs.to_string()),
+            (
+                "instructions in native blocks",
+                j.native_instructions.to_string(),
+            ),
             ("chained transitions", j.chained_transitions.to_string()),
             (
                 "chained transitions (native)",

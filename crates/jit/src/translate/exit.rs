@@ -1,0 +1,278 @@
+//! How a translated block ends: [`Translator::chain_exit`] enters the successor block
+//! itself (a tail call through the block's links), and a block whose last instruction
+//! branches back to its own start loops inside its function ([`Translator::loop_header`],
+//! [`Translator::back_edge`]) with the guest registers staying in host registers.
+
+use super::*;
+use iced_x86::InstructionInfoFactory;
+
+/// The loop head of a self-looping block and what the translator assumes there.
+pub(super) struct LoopHeader {
+    pub(super) block: ir::Block,
+    /// The block's start (the branch target).
+    start: u64,
+    /// GPRs the block uses: cached (and treated as dirty) at the head.
+    used: [bool; 16],
+}
+
+impl Translator<'_, '_> {
+    /// The block's exit with native chaining: unless the step helper asked for the run loop
+    /// ([`BlockCtx::stop`]), look up the successor the way the run loop would (the block key
+    /// of the RIP now, through the TLB's fetch entry, compared with the block's links of the
+    /// current epoch), check that it fits the budget, and tail-call its native code.
+    /// Anything else returns to the run loop, which does the same with its slow paths.
+    /// (64-bit code only: there the linear address is RIP.) A successor in the block's own
+    /// page needs no TLB lookup: that page still maps where it did when the block was
+    /// entered (only a helper-run instruction could change that, and it stops the chain).
+    pub(super) fn chain_exit(&mut self, chain: &Chain) {
+        let links = &chain.links;
+        let i64t = types::I64;
+        let ret = self.b.create_block();
+        let stop = self.b.ins().load(
+            types::I32,
+            trusted(),
+            self.ctx,
+            offset_of!(BlockCtx, stop) as i32,
+        );
+        let lookup = self.b.create_block();
+        self.b.ins().brif(stop, ret, &[], lookup, &[]);
+        self.b.seal_block(lookup);
+        self.b.switch_to_block(lookup);
+        let rip = self.b.ins().load(i64t, trusted(), self.state, RIP);
+        let low = self.b.ins().band_imm_u(rip, 0xFFF);
+        let page = self.b.ins().band_imm_s(rip, !0xFFFi64);
+        let own = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::Equal, page, (chain.rip & !0xFFF) as i64);
+        let mapped = self.b.create_block();
+        let lookup_tlb = self.b.create_block();
+        self.b.append_block_param(mapped, i64t);
+        let own_paddr = self.b.ins().iconst(i64t, (chain.paddr & !0xFFF) as i64);
+        let own_paddr = self.b.ins().bor(own_paddr, low);
+        self.b
+            .ins()
+            .brif(own, mapped, &[own_paddr.into()], lookup_tlb, &[]);
+        self.b.seal_block(lookup_tlb);
+        self.b.switch_to_block(lookup_tlb);
+        let vpn = self.b.ins().ushr_imm_u(rip, 12);
+        let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
+        let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
+        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
+        let entry = self.b.ins().iadd(tlb, slot_off);
+        let tag = self.b.ins().load(
+            i64t,
+            trusted(),
+            entry,
+            offset_of!(TlbEntry, fetch_tag) as i32,
+        );
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, page);
+        let tlb_mapped = self.b.create_block();
+        self.b.ins().brif(hit, tlb_mapped, &[], ret, &[]);
+        self.b.seal_block(tlb_mapped);
+        self.b.switch_to_block(tlb_mapped);
+        let paddr_page = self.b.ins().load(
+            i64t,
+            trusted(),
+            entry,
+            offset_of!(TlbEntry, paddr_page) as i32,
+        );
+        let tlb_paddr = self.b.ins().bor(paddr_page, low);
+        self.b.ins().jump(mapped, &[tlb_paddr.into()]);
+        self.b.seal_block(mapped);
+        self.b.switch_to_block(mapped);
+        let paddr = self.b.block_params(mapped)[0];
+        let epoch = self
+            .b
+            .ins()
+            .load(i64t, fixed(), self.ctx, offset_of!(BlockCtx, epoch) as i32);
+        let tail_sig = self.b.import_signature(block_signature(self.ptr));
+        for (k, &link) in links.iter().enumerate() {
+            let at = self.b.ins().iconst(self.ptr, link as i64);
+            let field = |t: &mut Self, ty: Type, offset: usize| {
+                t.b.ins().load(ty, trusted(), at, offset as i32)
+            };
+            let l_epoch = field(self, i64t, offset_of!(Link, epoch));
+            let l_paddr = field(self, i64t, offset_of!(Link, key.paddr));
+            let l_rip = field(self, i64t, offset_of!(Link, key.rip));
+            let l_bits = field(self, types::I32, offset_of!(Link, key.bits));
+            let same_epoch = self.b.ins().icmp(IntCC::Equal, l_epoch, epoch);
+            let same_paddr = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
+            let same_rip = self.b.ins().icmp(IntCC::Equal, l_rip, rip);
+            let same_bits = self.b.ins().icmp_imm_u(IntCC::Equal, l_bits, 64);
+            let m = self.b.ins().band(same_epoch, same_paddr);
+            let m = self.b.ins().band(m, same_rip);
+            let m = self.b.ins().band(m, same_bits);
+            let take = self.b.create_block();
+            let next = if k + 1 == links.len() {
+                ret
+            } else {
+                self.b.create_block()
+            };
+            self.b.ins().brif(m, take, &[], next, &[]);
+            self.b.seal_block(take);
+            self.b.switch_to_block(take);
+            let len = self
+                .b
+                .ins()
+                .uload32(trusted(), at, offset_of!(Link, len) as i32);
+            let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
+            let retired = self.b.ins().load(i64t, trusted(), counter, 0);
+            let after = self.b.ins().iadd(retired, len);
+            let limit =
+                self.b
+                    .ins()
+                    .load(i64t, fixed(), self.ctx, offset_of!(BlockCtx, limit) as i32);
+            let fits = self
+                .b
+                .ins()
+                .icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
+            let enter = self.b.create_block();
+            self.b.ins().brif(fits, enter, &[], ret, &[]);
+            self.b.seal_block(enter);
+            self.b.switch_to_block(enter);
+            // A link of a live epoch always has code (`link` stores it with the target).
+            let code = field(self, self.ptr, offset_of!(Link, code));
+            let target = field(self, self.ptr, offset_of!(Link, target));
+            self.b.ins().store(
+                trusted(),
+                target,
+                self.ctx,
+                offset_of!(BlockCtx, block) as i32,
+            );
+            let chained = self.b.ins().load(
+                i64t,
+                trusted(),
+                self.ctx,
+                offset_of!(BlockCtx, chained) as i32,
+            );
+            let chained = self.b.ins().iadd_imm_s(chained, 1);
+            self.b.ins().store(
+                trusted(),
+                chained,
+                self.ctx,
+                offset_of!(BlockCtx, chained) as i32,
+            );
+            self.b
+                .ins()
+                .return_call_indirect(tail_sig, code, &[self.ctx]);
+            if k + 1 < links.len() {
+                self.b.seal_block(next);
+                self.b.switch_to_block(next);
+            }
+        }
+        self.b.seal_block(ret);
+        self.b.switch_to_block(ret);
+        self.b.ins().return_(&[]);
+    }
+
+    /// For a block whose last instruction is a direct branch to its start: load every GPR
+    /// the block uses, and open the loop head that [`Self::back_edge`] jumps back to. At the
+    /// head those registers are cached and counted as dirty (the first pass only stores
+    /// back values equal to memory), RIP is the block's start, and the flags are in
+    /// `CpuState`.
+    pub(super) fn loop_header(&mut self, insns: &[Instruction]) -> Option<LoopHeader> {
+        let (first, last) = (insns.first()?, insns.last()?);
+        let start = first.ip();
+        let inline_branch = last.mnemonic() == Mnemonic::Jmp
+            || cc_number(last).is_some_and(|cc| flags::JCC[cc as usize] == last.mnemonic());
+        if !inline_branch
+            || last.op_count() != 1
+            || last.op0_kind() != OpKind::NearBranch64
+            || last.near_branch_target() != start
+        {
+            return None;
+        }
+        let mut used = [false; 16];
+        let mut info = InstructionInfoFactory::new();
+        for i in insns {
+            for r in info.info(i).used_registers() {
+                if let Some(k) = gpr_index(r.register().full_register()) {
+                    used[k] = true;
+                }
+            }
+        }
+        for (k, &u) in used.iter().enumerate() {
+            if u {
+                self.gpr(k);
+                self.dirty[k] = true;
+            }
+        }
+        let rip = self.b.ins().iconst(types::I64, start as i64);
+        self.b.def_var(self.rip_var, rip);
+        self.rip_pending = true;
+        self.retired_pending = true;
+        self.tlb_pending = true;
+        let block = self.b.create_block();
+        self.b.ins().jump(block, &[]);
+        self.b.switch_to_block(block);
+        Some(LoopHeader { block, start, used })
+    }
+
+    /// After the block's last instruction (the inline branch to its start): when the branch
+    /// goes back, the step helper did not ask for the run loop, and another pass fits the
+    /// budget, jump to the loop head with the registers still in their variables (the
+    /// flags are stored; RIP and the retired count stay pending). Otherwise go on to the
+    /// block's exit. `len` is the block's length in instructions.
+    pub(super) fn back_edge(&mut self, h: &LoopHeader, len: usize) {
+        let saved = self.tracked();
+        let rip = self.b.use_var(self.rip_var);
+        let taken = self.b.ins().icmp_imm_u(IntCC::Equal, rip, h.start as i64);
+        let check = self.b.create_block();
+        let leave = self.b.create_block();
+        self.b.ins().brif(taken, check, &[], leave, &[]);
+        self.b.seal_block(check);
+        self.b.switch_to_block(check);
+        let stop = self.b.ins().load(
+            types::I32,
+            trusted(),
+            self.ctx,
+            offset_of!(BlockCtx, stop) as i32,
+        );
+        let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
+        let retired = self.b.ins().load(types::I64, trusted(), counter, 0);
+        let pending = self.b.use_var(self.retired_var);
+        let after = self.b.ins().iadd(retired, pending);
+        let after = self.b.ins().iadd_imm_s(after, len as i64);
+        let limit = self.b.ins().load(
+            types::I64,
+            fixed(),
+            self.ctx,
+            offset_of!(BlockCtx, limit) as i32,
+        );
+        let fits = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
+        let go_on = self.b.ins().icmp_imm_u(IntCC::Equal, stop, 0);
+        let again = self.b.ins().band(go_on, fits);
+        let back = self.b.create_block();
+        self.b.ins().brif(again, back, &[], leave, &[]);
+        self.b.seal_block(back);
+        self.b.seal_block(leave);
+        self.b.switch_to_block(back);
+        for (k, &u) in h.used.iter().enumerate() {
+            if u {
+                self.gpr(k);
+            }
+        }
+        self.flush_flags();
+        let chained = self.b.ins().load(
+            types::I64,
+            trusted(),
+            self.ctx,
+            offset_of!(BlockCtx, chained) as i32,
+        );
+        let chained = self.b.ins().iadd_imm_s(chained, 1);
+        self.b.ins().store(
+            trusted(),
+            chained,
+            self.ctx,
+            offset_of!(BlockCtx, chained) as i32,
+        );
+        self.b.ins().jump(h.block, &[]);
+        self.b.seal_block(h.block);
+        self.b.switch_to_block(leave);
+        self.restore(saved);
+    }
+}
