@@ -24,7 +24,9 @@ impl Translator<'_, '_> {
     /// (64-bit code only: there the linear address is RIP.) A successor in the block's own
     /// page needs no TLB lookup: that page still maps where it did when the block was
     /// entered (only a helper-run instruction could change that, and it stops the chain).
-    pub(super) fn chain_exit(&mut self, chain: &Chain) {
+    /// `rip` is the RIP after the block (already stored); `targets`, when known, every value
+    /// it can have (then the page test happens at translation time).
+    pub(super) fn chain_exit(&mut self, chain: &Chain, rip: Value, targets: Option<&[u64]>) {
         let links = &chain.links;
         let i64t = types::I64;
         let ret = self.b.create_block();
@@ -38,47 +40,26 @@ impl Translator<'_, '_> {
         self.b.ins().brif(stop, ret, &[], lookup, &[]);
         self.b.seal_block(lookup);
         self.b.switch_to_block(lookup);
-        let rip = self.b.ins().load(i64t, trusted(), self.state, RIP);
         let low = self.b.ins().band_imm_u(rip, 0xFFF);
         let page = self.b.ins().band_imm_s(rip, !0xFFFi64);
-        let own = self
-            .b
-            .ins()
-            .icmp_imm_u(IntCC::Equal, page, (chain.rip & !0xFFF) as i64);
+        let own_page = chain.rip & !0xFFF;
         let mapped = self.b.create_block();
-        let lookup_tlb = self.b.create_block();
         self.b.append_block_param(mapped, i64t);
         let own_paddr = self.b.ins().iconst(i64t, (chain.paddr & !0xFFF) as i64);
         let own_paddr = self.b.ins().bor(own_paddr, low);
-        self.b
-            .ins()
-            .brif(own, mapped, &[own_paddr.into()], lookup_tlb, &[]);
-        self.b.seal_block(lookup_tlb);
-        self.b.switch_to_block(lookup_tlb);
-        let vpn = self.b.ins().ushr_imm_u(rip, 12);
-        let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
-        let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
-        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
-        let entry = self.b.ins().iadd(tlb, slot_off);
-        let tag = self.b.ins().load(
-            i64t,
-            trusted(),
-            entry,
-            offset_of!(TlbEntry, fetch_tag) as i32,
-        );
-        let hit = self.b.ins().icmp(IntCC::Equal, tag, page);
-        let tlb_mapped = self.b.create_block();
-        self.b.ins().brif(hit, tlb_mapped, &[], ret, &[]);
-        self.b.seal_block(tlb_mapped);
-        self.b.switch_to_block(tlb_mapped);
-        let paddr_page = self.b.ins().load(
-            i64t,
-            trusted(),
-            entry,
-            offset_of!(TlbEntry, paddr_page) as i32,
-        );
-        let tlb_paddr = self.b.ins().bor(paddr_page, low);
-        self.b.ins().jump(mapped, &[tlb_paddr.into()]);
+        let all_own = targets.is_some_and(|t| t.iter().all(|&r| r & !0xFFF == own_page));
+        if all_own {
+            self.b.ins().jump(mapped, &[own_paddr.into()]);
+        } else {
+            let own = self.b.ins().icmp_imm_u(IntCC::Equal, page, own_page as i64);
+            let lookup_tlb = self.b.create_block();
+            self.b
+                .ins()
+                .brif(own, mapped, &[own_paddr.into()], lookup_tlb, &[]);
+            self.b.seal_block(lookup_tlb);
+            self.b.switch_to_block(lookup_tlb);
+            self.tlb_successor(rip, page, low, mapped, ret);
+        }
         self.b.seal_block(mapped);
         self.b.switch_to_block(mapped);
         let paddr = self.b.block_params(mapped)[0];
@@ -164,6 +145,43 @@ impl Translator<'_, '_> {
         self.b.seal_block(ret);
         self.b.switch_to_block(ret);
         self.b.ins().return_(&[]);
+    }
+
+    /// The physical address of a successor RIP in another page, through the TLB's fetch
+    /// entry: to `mapped` with it, or to `miss` (the run loop walks the page tables).
+    fn tlb_successor(
+        &mut self,
+        rip: Value,
+        page: Value,
+        low: Value,
+        mapped: ir::Block,
+        miss: ir::Block,
+    ) {
+        let i64t = types::I64;
+        let vpn = self.b.ins().ushr_imm_u(rip, 12);
+        let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
+        let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
+        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
+        let entry = self.b.ins().iadd(tlb, slot_off);
+        let tag = self.b.ins().load(
+            i64t,
+            trusted(),
+            entry,
+            offset_of!(TlbEntry, fetch_tag) as i32,
+        );
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, page);
+        let tlb_mapped = self.b.create_block();
+        self.b.ins().brif(hit, tlb_mapped, &[], miss, &[]);
+        self.b.seal_block(tlb_mapped);
+        self.b.switch_to_block(tlb_mapped);
+        let paddr_page = self.b.ins().load(
+            i64t,
+            trusted(),
+            entry,
+            offset_of!(TlbEntry, paddr_page) as i32,
+        );
+        let tlb_paddr = self.b.ins().bor(paddr_page, low);
+        self.b.ins().jump(mapped, &[tlb_paddr.into()]);
     }
 
     /// For a block whose last instruction is a direct branch to its start: load every GPR

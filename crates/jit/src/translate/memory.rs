@@ -251,7 +251,7 @@ impl Translator<'_, '_> {
             8
         };
         if addr_bits == 4 && base != Register::RIP {
-            a = self.b.ins().band_imm_u(a, 0xFFFF_FFFF);
+            a = self.truncate(a, 32);
         }
         a
     }

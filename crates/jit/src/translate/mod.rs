@@ -285,6 +285,25 @@ fn is_cmovcc(m: Mnemonic) -> bool {
     )
 }
 
+/// Every RIP the end of a block whose last instruction is `last` can leave with, when they
+/// are known at translation time: a direct JMP or CALL goes to its target, a Jcc to its
+/// target or the next instruction; RET and indirect branches (which leave through the
+/// helper, stopping the chain, unless inline RET) are not known; anything else falls
+/// through (the helper leaves the block whenever RIP is not the next instruction).
+fn exit_targets(last: &Instruction) -> Option<Vec<u64>> {
+    let direct = last.op_count() == 1 && last.op0_kind() == OpKind::NearBranch64;
+    match last.flow_control() {
+        iced_x86::FlowControl::UnconditionalBranch | iced_x86::FlowControl::Call if direct => {
+            Some(vec![last.near_branch_target()])
+        }
+        iced_x86::FlowControl::ConditionalBranch if direct => {
+            Some(vec![last.near_branch_target(), last.next_ip()])
+        }
+        iced_x86::FlowControl::Next => Some(vec![last.next_ip()]),
+        _ => None,
+    }
+}
+
 /// A memory operand the inline TLB path handles: 64-bit addressing (GPR base/index or
 /// RIP-relative), any segment (FS/GS add their base).
 fn mem_simple(i: &Instruction) -> bool {
@@ -591,16 +610,28 @@ impl<'a, 'b> Translator<'a, 'b> {
             // The branch back went to the interpreter after all: the head has no back edge.
             self.b.seal_block(h.block);
         }
+        // Helper calls that leave the block go to `exit` and return (the helper stopped the
+        // chain); the end of the block may enter the successor.
+        let rip = self.rip_pending.then(|| self.b.use_var(self.rip_var));
         self.sync();
+        match (bits, chain, insns.last()) {
+            (64, Some(chain), Some(last)) => {
+                let rip = match rip {
+                    Some(v) => v,
+                    None => self.b.ins().load(types::I64, trusted(), self.state, RIP),
+                };
+                let targets = exit_targets(last);
+                self.chain_exit(chain, rip, targets.as_deref());
+            }
+            _ => {
+                let exit = self.exit;
+                self.b.ins().jump(exit, &[]);
+            }
+        }
         let exit = self.exit;
-        self.b.ins().jump(exit, &[]);
         self.b.seal_block(exit);
         self.b.switch_to_block(exit);
-        if let (64, Some(chain)) = (bits, chain) {
-            self.chain_exit(chain);
-        } else {
-            self.b.ins().return_(&[]);
-        }
+        self.b.ins().return_(&[]);
     }
 
     /// Write back everything inline code holds: dirty registers, the pending flags record,
@@ -685,12 +716,17 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.truncate(v, bits)
     }
 
+    /// `v` zero-extended from its low `bits` (a narrowing and widening pair: one `mov r32`
+    /// or `movzx` on x86-64, where an AND with 0xFFFF_FFFF would need a constant in memory).
     fn truncate(&mut self, v: Value, bits: u32) -> Value {
-        if bits < 64 {
-            self.b.ins().band_imm_u(v, mask_of(bits) as i64)
-        } else {
-            v
-        }
+        let ty = match bits {
+            8 => types::I8,
+            16 => types::I16,
+            32 => types::I32,
+            _ => return v,
+        };
+        let narrow = self.b.ins().ireduce(ty, v);
+        self.b.ins().uextend(types::I64, narrow)
     }
 
     /// Write a register operand: 32-bit writes zero-extend, 8/16-bit writes merge into the
