@@ -1,7 +1,8 @@
 //! The JIT's inline forms against the interpreter: one long-mode program (translated on its
 //! first run under `EngineKind::Jit`) of flag producers — shifts by immediate of every size
 //! (counts 1, 2, width - 1 and others, AH..BH included), 8/16/32/64-bit CMP/TEST/ADD/SUB/
-//! logic ops, NOT/NEG/INC/DEC, ALU ops with a memory source and CMP/TEST of memory, IMUL
+//! logic ops, NOT/NEG/INC/DEC, ALU ops with a memory source or destination and CMP/TEST of
+//! memory, IMUL
 //! with two and three operands, ADC/SBB (carry-in from inline or stored flags), ROL/ROR by
 //! an immediate and SHL/SHR/SAR by CL (counts 0, 1, width - 1, width and beyond) after
 //! inline or stored flags —
@@ -131,7 +132,13 @@ fn plain_producer(a: &mut CodeAssembler, r: &mut Rng, kind: u64) {
     if kind == 5 {
         // Memory operands: [RAX] holds RCX.
         let k = r.next() as i32;
-        match r.below(12) {
+        match r.below(18) {
+            12 => a.add(qword_ptr(rax), rbx),
+            13 => a.sub(dword_ptr(rax + 1), k),
+            14 => a.xor(byte_ptr(rax + 2), bh),
+            15 => a.or(word_ptr(rax + 4), cx),
+            16 => a.and(qword_ptr(rax + 3), k),
+            17 => a.add(byte_ptr(rax + 6), k as i8 as i32),
             0 => a.cmp(ebx, dword_ptr(rax)),
             1 => a.cmp(bl, byte_ptr(rax)),
             2 => a.test(word_ptr(rax), bx),

@@ -1,5 +1,5 @@
 //! Inline memory access: the softmmu TLB fast path with the interpreter as the slow path
-//! (loads, stores, load + ALU, PUSH/POP, CALL/RET), and effective addresses.
+//! (loads, stores, load + ALU, ALU to memory, PUSH/POP, CALL/RET), and effective addresses.
 
 use super::*;
 
@@ -37,7 +37,7 @@ impl Translator<'_, '_> {
         }
         // Store data is read before the branch, so both paths see the same register state.
         let data = match kind {
-            Inline::Store => Some(self.operand(i, 1, 8 * size)),
+            Inline::Store | Inline::Rmw => Some(self.operand(i, 1, 8 * size)),
             Inline::Push => Some(self.operand(i, 0, 64)),
             Inline::Call => Some(self.b.ins().iconst(types::I64, i.next_ip() as i64)),
             _ => None,
@@ -49,7 +49,9 @@ impl Translator<'_, '_> {
         let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
         let entry = self.b.ins().iadd(tlb, slot_off);
         let tag_at = match kind {
-            Inline::Store | Inline::Push | Inline::Call => offset_of!(TlbEntry, write_tag),
+            Inline::Store | Inline::Rmw | Inline::Push | Inline::Call => {
+                offset_of!(TlbEntry, write_tag)
+            }
             _ => offset_of!(TlbEntry, read_tag),
         };
         let tag = self
@@ -88,6 +90,27 @@ impl Translator<'_, '_> {
         // The RIP after the instruction (a RET's is the loaded return address).
         let mut next = None;
         match kind {
+            Inline::Rmw => {
+                // A writable entry is readable too.
+                let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
+                let v = if size == 8 {
+                    v
+                } else {
+                    self.b.ins().uextend(types::I64, v)
+                };
+                let bits = 8 * size;
+                self.alu_values(i, bits, v, data.expect("ALU source"));
+                let f = self.flags.expect("ALU flags");
+                let res = if size == 8 {
+                    f.res
+                } else {
+                    self.b.ins().ireduce(ty, f.res)
+                };
+                self.b.ins().store(MemFlagsData::new(), res, host, 0);
+                self.b.def_var(self.flag_vars[0], f.res);
+                self.b.def_var(self.flag_vars[1], f.src);
+                self.b.def_var(self.flag_vars[2], f.a);
+            }
             Inline::Store | Inline::Push | Inline::Call => {
                 let v = data.expect("store data");
                 let v = if size == 8 {
@@ -184,7 +207,9 @@ impl Translator<'_, '_> {
             self.b.ins().iconst(types::I64, i.next_ip() as i64)
         };
         self.b.def_var(self.rip_var, rip);
-        let pending = after.flags.filter(|_| kind == Inline::LoadAlu);
+        let pending = after
+            .flags
+            .filter(|_| matches!(kind, Inline::LoadAlu | Inline::Rmw));
         if let Some(f) = pending {
             // The interpreter's lazy record of the same op: the operands back from it.
             let res = self

@@ -3,7 +3,8 @@
 //! included), NOT/NEG/INC/DEC, MOVZX/MOVSX/MOVSXD, SHL/SHR/SAR by an immediate, IMUL,
 //! SETcc, CMOVcc and NOP;
 //! through the TLB fast path MOV loads and stores of every size, ALU ops with a memory
-//! source, CMP/TEST of memory, PUSH, POP, CALL rel32 and RET; direct JMP and every Jcc) or
+//! source, CMP/TEST of memory, ADD/SUB/AND/OR/XOR to memory, PUSH, POP, CALL rel32 and RET;
+//! ROL/ROR by an immediate, SHL/SHR/SAR r32/r64 by CL; direct JMP and every Jcc) or
 //! becomes a call to the interpreter's per-instruction step
 //! ([`crate::context::step_helper`]), which owns the semantics of everything else: faults,
 //! flags, platform actions, leaving the block.
@@ -150,6 +151,11 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         Mnemonic::Cmp | Mnemonic::Test if mem_any(0) && (reg_any(1) || imm_any(1)) => {
             Some(Inline::LoadAlu)
         }
+        Mnemonic::Add | Mnemonic::Sub | Mnemonic::And | Mnemonic::Or | Mnemonic::Xor
+            if mem_any(0) && (reg_any(1) || imm_any(1)) =>
+        {
+            Some(Inline::Rmw)
+        }
         Mnemonic::Imul
             if reg(0)
                 && wide(0)
@@ -211,6 +217,8 @@ pub enum Inline {
     Load,
     /// MOV [mem], r32/r64/imm: likewise.
     Store,
+    /// ADD/SUB/AND/OR/XOR [mem], r/imm: a load and a store through the TLB's write entry.
+    Rmw,
     /// PUSH r64 / PUSH imm (64-bit operand size): a store at RSP - 8.
     Push,
     /// POP r64: a load at RSP.
@@ -585,6 +593,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 Some(
                     kind @ (Inline::Load
                     | Inline::Store
+                    | Inline::Rmw
                     | Inline::Push
                     | Inline::Pop
                     | Inline::LoadAlu
@@ -801,6 +810,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             }
             Inline::Load
             | Inline::Store
+            | Inline::Rmw
             | Inline::Push
             | Inline::Pop
             | Inline::LoadAlu
@@ -903,7 +913,7 @@ mod tests {
         let cmp_mem = inline_kind(&decode(&[0x48, 0x3B, 0x70, 0x28]), 64); // cmp rsi,[rax+28h]
         assert_eq!(cmp_mem, Some(Inline::LoadAlu));
         let add_rmw = inline_kind(&decode(&[0x01, 0x43, 0x7C]), 64); // add [rbx+7Ch],eax
-        assert_eq!(add_rmw, None, "read-modify-write forms use the helper");
+        assert_eq!(add_rmw, Some(Inline::Rmw));
         let imul = inline_kind(&decode(&[0x49, 0x0F, 0xAF, 0xC5]), 64); // imul rax,r13
         assert_eq!(imul, Some(Inline::Imul));
         let not = inline_kind(&decode(&[0x41, 0xF7, 0xD1]), 64); // not r9d
