@@ -553,3 +553,53 @@ fn zero_count_shift_keeps_the_flags_of_every_producer() {
         }
     }
 }
+
+/// JMP through memory (a jump table filled by the guest): the targets run as in the
+/// interpreter, and a non-canonical table entry is a #GP on the JMP, with the registers from
+/// before it.
+#[test]
+fn jump_through_memory_matches_the_interpreter() {
+    let table = DATA_BASE + 0x1_0000;
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            let mut top = a.create_label();
+            let mut t0 = a.create_label();
+            let mut t1 = a.create_label();
+            let mut done = a.create_label();
+            a.mov(rsi, table).unwrap();
+            a.lea(rax, ptr(t0)).unwrap();
+            a.mov(qword_ptr(rsi), rax).unwrap();
+            a.lea(rax, ptr(t1)).unwrap();
+            a.mov(qword_ptr(rsi + 8), rax).unwrap();
+            a.mov(rax, 0x8000_0000_0000_0000u64).unwrap();
+            a.mov(qword_ptr(rsi + 16), rax).unwrap();
+            a.mov(ecx, 301).unwrap();
+            a.xor(ebx, ebx).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.mov(eax, ecx).unwrap();
+            a.and(eax, 1).unwrap();
+            a.jmp(qword_ptr(rsi + rax * 8)).unwrap();
+            a.set_label(&mut t0).unwrap();
+            a.add(ebx, 1).unwrap();
+            a.sub(ecx, 1).unwrap();
+            a.jnz(top).unwrap();
+            a.jmp(done).unwrap();
+            a.set_label(&mut t1).unwrap();
+            a.add(ebx, 100).unwrap();
+            a.sub(ecx, 1).unwrap();
+            a.jnz(top).unwrap();
+            a.set_label(&mut done).unwrap();
+            a.mov(eax, 2).unwrap();
+            a.mov(edx, 7).unwrap();
+            a.jmp(qword_ptr(rsi + rax * 8)).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_eq!(exception(&g), Some(13), "{engine}");
+        assert_eq!(g.cpu.gpr[RBX], 150 + 151 * 100, "{engine}: RBX");
+        assert_eq!(g.cpu.gpr[RDX], 7, "{engine}");
+        out.push((g.cpu.gpr, faulting_offset(&g, true)));
+    }
+    assert_eq!(out[0], out[1]);
+}

@@ -131,9 +131,9 @@ impl Translator<'_, '_> {
                     (_, true) => self.b.ins().sextend(types::I64, v),
                     (_, false) => self.b.ins().uextend(types::I64, v),
                 };
-                if let (Inline::Ret, Some(sp)) = (kind, rsp) {
-                    // A non-canonical return address is the interpreter's #GP (with RSP
-                    // unchanged): to the slow path, which has seen nothing of this path.
+                if matches!(kind, Inline::Ret | Inline::JmpMem) {
+                    // A non-canonical target is the interpreter's #GP (with RSP unchanged):
+                    // to the slow path, which has seen nothing of this path.
                     let shl = self.b.ins().ishl_imm_u(v, 16);
                     let sx = self.b.ins().sshr_imm_u(shl, 16);
                     let canonical = self.b.ins().icmp(IntCC::Equal, sx, v);
@@ -141,8 +141,10 @@ impl Translator<'_, '_> {
                     self.b.ins().brif(canonical, cont, &[], slow, &[]);
                     self.b.seal_block(cont);
                     self.b.switch_to_block(cont);
-                    let up = self.b.ins().iadd_imm_s(sp, 8);
-                    self.set_gpr(RSP, up);
+                    if let Some(sp) = rsp {
+                        let up = self.b.ins().iadd_imm_s(sp, 8);
+                        self.set_gpr(RSP, up);
+                    }
                     next = Some(v);
                 } else if let (Inline::Pop, Some(sp)) = (kind, rsp) {
                     // POP RSP leaves the popped value: RSP is written first.
@@ -161,7 +163,7 @@ impl Translator<'_, '_> {
                     self.b.def_var(self.flag_vars[0], f.res);
                     self.b.def_var(self.flag_vars[1], f.src);
                     self.b.def_var(self.flag_vars[2], f.a);
-                } else if kind != Inline::Ret {
+                } else if !matches!(kind, Inline::Ret | Inline::JmpMem) {
                     self.write_reg(i.op_register(0), v);
                 }
             }
@@ -197,7 +199,7 @@ impl Translator<'_, '_> {
                 self.b.def_var(self.vars[k], v);
             }
         }
-        let rip = if kind == Inline::Ret {
+        let rip = if matches!(kind, Inline::Ret | Inline::JmpMem) {
             self.b.ins().load(types::I64, trusted(), self.state, RIP)
         } else if kind == Inline::Call {
             self.b

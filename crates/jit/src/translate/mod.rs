@@ -187,6 +187,7 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             Some(Inline::Call)
         }
         Mnemonic::Ret if i.code() == Code::Retnq => Some(Inline::Ret),
+        Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && mem_any(0) => Some(Inline::JmpMem),
         Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
         Mnemonic::Add
         | Mnemonic::Sub
@@ -246,6 +247,8 @@ pub enum Inline {
     Call,
     /// RET (near, 64-bit, no immediate): a load at RSP, RIP from it.
     Ret,
+    /// JMP qword [mem]: a load through the TLB fast path into RIP.
+    JmpMem,
 }
 
 fn is_setcc(m: Mnemonic) -> bool {
@@ -598,7 +601,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                     | Inline::Pop
                     | Inline::LoadAlu
                     | Inline::Call
-                    | Inline::Ret),
+                    | Inline::Ret
+                    | Inline::JmpMem),
                 ) => {
                     self.memory(i, k, kind);
                     self.inlined += 1;
@@ -815,7 +819,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             | Inline::Pop
             | Inline::LoadAlu
             | Inline::Call
-            | Inline::Ret => {
+            | Inline::Ret
+            | Inline::JmpMem => {
                 unreachable!("memory forms go through memory()")
             }
         }
