@@ -47,6 +47,7 @@ mod alu;
 mod exit;
 mod flags;
 mod memory;
+mod sse;
 
 use flags::cc_number;
 pub use flags::cond_helper;
@@ -91,6 +92,9 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             && matches!(i.memory_size().size(), 1 | 2 | 4 | 8)
             && mem_simple(i)
     };
+    if let Some(k) = sse::sse_kind(i) {
+        return Some(Inline::Sse(k));
+    }
     match i.mnemonic() {
         Mnemonic::Nop => Some(Inline::Nop),
         Mnemonic::Mov if reg_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Mov),
@@ -249,6 +253,8 @@ pub enum Inline {
     Ret,
     /// JMP qword [mem]: a load through the TLB fast path into RIP.
     JmpMem,
+    /// An SSE2 integer form between registers (see `sse.rs`).
+    Sse(sse::Sse),
 }
 
 fn is_setcc(m: Mnemonic) -> bool {
@@ -607,6 +613,10 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.memory(i, k, kind);
                     self.inlined += 1;
                 }
+                Some(Inline::Sse(kind)) => {
+                    self.sse(i, k, kind);
+                    self.inlined += 1;
+                }
                 Some(kind) => {
                     self.inline(i, kind);
                     self.inlined += 1;
@@ -820,8 +830,9 @@ impl<'a, 'b> Translator<'a, 'b> {
             | Inline::LoadAlu
             | Inline::Call
             | Inline::Ret
-            | Inline::JmpMem => {
-                unreachable!("memory forms go through memory()")
+            | Inline::JmpMem
+            | Inline::Sse(_) => {
+                unreachable!("memory and SSE forms have their own translation")
             }
         }
     }
