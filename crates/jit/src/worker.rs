@@ -41,28 +41,49 @@ impl Worker {
             .spawn(move || {
                 // The module is made here: a JIT module stays on the thread that owns it.
                 let mut backend = Backend::default();
-                for request in inbox {
-                    match request {
-                        Request::Compile {
-                            id,
-                            generation,
-                            job,
-                        } => {
-                            let result = backend.compile(&job);
-                            if outbox
-                                .send(Done {
-                                    id,
-                                    generation,
-                                    result,
-                                })
-                                .is_err()
-                            {
-                                break;
+                // Jobs waiting, compiled newest first: a block that just became hot is
+                // likely running now, while older ones may have cooled off.
+                let mut queue: Vec<(u64, u64, Job)> = Vec::new();
+                loop {
+                    let first = if queue.is_empty() {
+                        match inbox.recv() {
+                            Ok(r) => Some(r),
+                            Err(_) => break,
+                        }
+                    } else {
+                        None
+                    };
+                    for request in first.into_iter().chain(inbox.try_iter()) {
+                        match request {
+                            Request::Compile {
+                                id,
+                                generation,
+                                job,
+                            } => {
+                                queue.push((id, generation, job));
+                            }
+                            Request::Reset { .. } => {
+                                // Jobs of the old module would only be dropped by the tier.
+                                queue.clear();
+                                // SAFETY: the tier sends a reset only once no block can run
+                                // code of the old module (its block cache was cleared first).
+                                unsafe { backend.reset() };
                             }
                         }
-                        // SAFETY: the tier sends a reset only once no block can run code of
-                        // the old module (its block cache was cleared first).
-                        Request::Reset { .. } => unsafe { backend.reset() },
+                    }
+                    let Some((id, generation, job)) = queue.pop() else {
+                        continue;
+                    };
+                    let result = backend.compile(&job);
+                    if outbox
+                        .send(Done {
+                            id,
+                            generation,
+                            result,
+                        })
+                        .is_err()
+                    {
+                        break;
                     }
                 }
             })?;
