@@ -391,3 +391,50 @@ fn interrupt_raised_inside_a_self_loop_is_taken_after_the_port_write() {
         }
     }
 }
+
+/// The default JIT compiles on a background thread while the block is interpreted: a long
+/// loop ends in the interpreter's state, and most of it ran as native code once the
+/// translations arrived.
+#[test]
+fn background_compilation_matches_the_interpreter() {
+    let program = |a: &mut CodeAssembler| {
+        let mut top = a.create_label();
+        let mut odd = a.create_label();
+        let mut join = a.create_label();
+        a.mov(ecx, 1_000_000)?;
+        a.xor(eax, eax)?;
+        a.xor(edx, edx)?;
+        a.set_label(&mut top)?;
+        a.test(ecx, 1)?;
+        a.jnz(odd)?;
+        a.add(eax, ecx)?;
+        a.jmp(join)?;
+        a.set_label(&mut odd)?;
+        a.xor(edx, eax)?;
+        a.set_label(&mut join)?;
+        a.sub(ecx, 1)?;
+        a.jnz(top)?;
+        a.hlt()?;
+        Ok(vec![])
+    };
+    let (mut want, _) = guest(EngineKind::Interp, Mode::Long64, program);
+    want.run_to_halt();
+    let (mut got, _) = guest(EngineKind::Jit, Mode::Long64, program);
+    got.engine = EngineKind::Jit.create().expect("the default jit");
+    got.run_to_halt();
+    assert_eq!(summary(&got.cpu), summary(&want.cpu));
+    let translation = got
+        .engine
+        .stats()
+        .into_iter()
+        .find(|(n, _)| *n == "translation time")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    assert!(translation.contains("background"), "{translation}");
+    let native = stat(&got, "instructions in native blocks");
+    let total = got.engine.instructions();
+    assert!(
+        native > total / 2,
+        "{native} of {total} instructions native"
+    );
+}

@@ -117,3 +117,64 @@ impl Drop for Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions};
+
+    fn job(bytes: &[u8]) -> Job {
+        let insns = Decoder::with_ip(64, bytes, 0x1000, DecoderOptions::NONE)
+            .into_iter()
+            .collect();
+        Job {
+            insns,
+            bits: 64,
+            rip: 0x1000,
+            paddr: 0x1000,
+            links: None,
+        }
+    }
+
+    fn wait(w: &Worker) -> Done {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(d) = w.try_recv() {
+                return d;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no result from the worker"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Jobs come back with their id and generation, compiled; after a reset the worker
+    /// compiles into the new module.
+    #[test]
+    fn compiles_jobs_and_survives_a_reset() {
+        let w = Worker::spawn().expect("thread");
+        // add rax, rbx; xor ecx, ecx; jmp $
+        let bytes = [0x48, 0x01, 0xD8, 0x31, 0xC9, 0xEB, 0xFE];
+        assert!(w.send(Request::Compile {
+            id: 7,
+            generation: 0,
+            job: job(&bytes),
+        }));
+        let d = wait(&w);
+        assert_eq!((d.id, d.generation), (7, 0));
+        let c = d.result.expect("compiled");
+        assert_eq!((c.insns, c.inlined), (3, 3));
+        assert!(c.code != 0 && c.bytes > 0);
+        assert!(w.send(Request::Reset { generation: 1 }));
+        assert!(w.send(Request::Compile {
+            id: 8,
+            generation: 1,
+            job: job(&bytes),
+        }));
+        let d = wait(&w);
+        assert_eq!((d.id, d.generation), (8, 1));
+        assert!(d.result.is_ok());
+    }
+}
