@@ -2,7 +2,7 @@
 //! first run under `EngineKind::Jit`) of flag producers — shifts by immediate of every size
 //! (counts 1, 2, width - 1 and others, AH..BH included), 8/16/32/64-bit CMP/TEST/ADD/SUB/
 //! logic ops, NOT/NEG/INC/DEC, ALU ops with a memory source or destination and CMP/TEST of
-//! memory, IMUL
+//! memory, BSF/BSR, IMUL
 //! with two and three operands, ADC/SBB (carry-in from inline or stored flags), ROL/ROR by
 //! an immediate and SHL/SHR/SAR by CL (counts 0, 1, width - 1, width and beyond) after
 //! inline or stored flags —
@@ -164,11 +164,16 @@ fn plain_producer(a: &mut CodeAssembler, r: &mut Rng, kind: u64) {
     }
     if kind == 6 {
         let k = r.next() as i32;
-        match r.below(4) {
+        match r.below(8) {
             0 => a.imul_2(rbx, rcx),
             1 => a.imul_2(ebx, ecx),
             2 => a.imul_3(rbx, rcx, k),
-            _ => a.imul_3(ebx, ecx, k as i8 as i32),
+            3 => a.imul_3(ebx, ecx, k as i8 as i32),
+            // A zero source keeps the destination (all of it) and sets only ZF.
+            4 => a.bsf(ebx, ecx),
+            5 => a.bsf(rbx, rcx),
+            6 => a.bsr(ebx, ecx),
+            _ => a.bsr(rbx, rcx),
         }
         .unwrap();
         return;
@@ -602,4 +607,62 @@ fn jump_through_memory_matches_the_interpreter() {
         out.push((g.cpu.gpr, faulting_offset(&g, true)));
     }
     assert_eq!(out[0], out[1]);
+}
+
+/// BSF/BSR against the interpreter on the sources that matter: zero (the destination keeps
+/// all 64 bits, only ZF is set), single low and high bits, all ones, for both widths.
+#[test]
+fn bit_scans_match_the_interpreter() {
+    let sources = [
+        0u64,
+        1,
+        2,
+        0x8000_0000,
+        0x1_0000_0000,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+        0x0F0F_0000,
+    ];
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            for &src in &sources {
+                for op in 0..4 {
+                    a.mov(rcx, src).unwrap();
+                    a.mov(rbx, 0xDEAD_BEEF_1234_5678u64).unwrap();
+                    a.cmp(ecx, 3).unwrap(); // flags from before that must all be replaced
+                    match op {
+                        0 => a.bsf(ebx, ecx),
+                        1 => a.bsf(rbx, rcx),
+                        2 => a.bsr(ebx, ecx),
+                        _ => a.bsr(rbx, rcx),
+                    }
+                    .unwrap();
+                    a.pushfq().unwrap();
+                    a.pop(rax).unwrap();
+                    a.mov(qword_ptr(rdi), rax).unwrap();
+                    a.mov(qword_ptr(rdi + 8), rbx).unwrap();
+                    a.add(rdi, 16).unwrap();
+                }
+            }
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, "bit scans");
+        let n = sources.len() as u64 * 4;
+        let mem: Vec<u64> = (0..2 * n).map(|k| g.read_u64(DATA_BASE + 8 * k)).collect();
+        // A zero source left the marker in place.
+        assert_eq!(mem[1], 0xDEAD_BEEF_1234_5678, "{engine}: BSF of 0");
+        out.push(mem);
+    }
+    for (k, (a, b)) in out[0].iter().zip(&out[1]).enumerate() {
+        assert_eq!(
+            a,
+            b,
+            "case {} ({}): {a:#x} vs {b:#x}",
+            k / 2,
+            ["rflags", "rbx"][k % 2]
+        );
+    }
 }

@@ -153,6 +153,33 @@ impl Translator<'_, '_> {
         self.write_reg(r, res);
     }
 
+    /// BSF/BSR of a register, as `ops::bits` does them: a zero source sets ZF (the other
+    /// arithmetic flags clear) and leaves the destination alone (all 64 bits); otherwise
+    /// the index of the lowest (highest) set bit, ZF clear, SF and PF of the index.
+    pub(super) fn bit_scan(&mut self, i: &Instruction) {
+        use crane86_x86::flags::ZF;
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let src = self.operand(i, 1, bits);
+        let (k, _) = gpr_part(r).expect("a GPR");
+        let old = self.gpr(k);
+        let index = if i.mnemonic() == Mnemonic::Bsf {
+            self.b.ins().ctz(src)
+        } else {
+            let lead = self.b.ins().clz(src);
+            let top = self.b.ins().iconst(types::I64, 63);
+            self.b.ins().isub(top, lead)
+        };
+        let zero = self.b.ins().icmp_imm_u(IntCC::Equal, src, 0);
+        let zsp = self.zsp(index, bits);
+        let found = self.b.ins().band_imm_s(zsp, !(ZF as i64));
+        let zf = self.b.ins().iconst(types::I64, ZF as i64);
+        let fl = self.b.ins().select(zero, zf, found);
+        self.set_materialized(fl, bits);
+        let v = self.b.ins().select(zero, old, index);
+        self.set_gpr(k, v);
+    }
+
     /// IMUL r, r (two operands) or IMUL r, r, imm (32/64-bit), with the interpreter's flags
     /// (`ops::muldiv`): CF = OF = the signed product does not fit, ZF SF PF of the result,
     /// AF = 0.

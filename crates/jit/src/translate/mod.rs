@@ -191,6 +191,7 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             Some(Inline::Call)
         }
         Mnemonic::Ret if i.code() == Code::Retnq => Some(Inline::Ret),
+        Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && reg(1) => Some(Inline::BitScan),
         Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && mem_any(0) => Some(Inline::JmpMem),
         Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
         Mnemonic::Add
@@ -253,6 +254,8 @@ pub enum Inline {
     Ret,
     /// JMP qword [mem]: a load through the TLB fast path into RIP.
     JmpMem,
+    /// BSF/BSR r32/r64, r32/r64.
+    BitScan,
     /// An SSE2 integer form between registers (see `sse.rs`).
     Sse(sse::Sse),
 }
@@ -804,6 +807,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             Inline::Shift => self.shift(i),
             Inline::ShiftCl => self.shift_cl(i),
             Inline::Rotate => self.rotate(i),
+            Inline::BitScan => self.bit_scan(i),
             Inline::Imul => self.imul(i),
             Inline::Unary => self.unary(i),
             Inline::Setcc => {
