@@ -54,6 +54,24 @@ fn branchy_loop(a: &mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError> {
     Ok(vec![])
 }
 
+/// Run `g` to its HLT in runs of `slice` instructions, each of which must retire exactly
+/// `slice` (the last one at most that).
+fn run_in_slices(g: &mut TestGuest, slice: u64, what: &str) {
+    loop {
+        let before = g.engine.instructions();
+        let exit = g.engine.run(&mut g.cpu, &mut g.mem, g.plat.as_mut(), slice);
+        let ran = g.engine.instructions() - before;
+        match exit {
+            EngineExit::Budget => assert_eq!(ran, slice, "{what}"),
+            EngineExit::Halted => {
+                assert!(ran <= slice, "{what}");
+                break;
+            }
+            other => panic!("{what}: unexpected exit {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn chained_loop_matches_the_interpreter() {
     for mode in Mode::ALL {
@@ -80,22 +98,7 @@ fn chaining_stops_exactly_at_the_budget() {
         let (mut want, _) = guest(EngineKind::Interp, mode, branchy_loop);
         want.run_to_halt();
         let (mut got, _) = guest(EngineKind::Jit, mode, branchy_loop);
-        let slice = 37;
-        loop {
-            let before = got.engine.instructions();
-            let exit = got
-                .engine
-                .run(&mut got.cpu, &mut got.mem, got.plat.as_mut(), slice);
-            let ran = got.engine.instructions() - before;
-            match exit {
-                EngineExit::Budget => assert_eq!(ran, slice, "{mode:?}"),
-                EngineExit::Halted => {
-                    assert!(ran <= slice, "{mode:?}");
-                    break;
-                }
-                other => panic!("{mode:?}: unexpected exit {other:?}"),
-            }
-        }
+        run_in_slices(&mut got, 37, &format!("{mode:?}"));
         assert_eq!(summary(&got.cpu), summary(&want.cpu), "{mode:?}");
         assert!(stat(&got, "chained transitions") > 0, "{mode:?}");
     }
@@ -170,13 +173,20 @@ fn interrupted_loop(
         a.hlt()?;
         Ok(vec![handler])
     });
-    g.set_gate(0x20, labels[0], 0);
+    let raise = late_irq(&mut g, labels[0]);
+    (g, raise)
+}
+
+/// Give `g` a [`LateIrq`] platform whose vector 0x20 goes to `handler`; returns the flag
+/// that raises it.
+fn late_irq(g: &mut TestGuest, handler: u64) -> Rc<Cell<bool>> {
+    g.set_gate(0x20, handler, 0);
     let raise = Rc::new(Cell::new(false));
     g.plat = Box::new(LateIrq {
         raise: raise.clone(),
         acked: false,
     });
-    (g, raise)
+    raise
 }
 
 /// An interrupt raised between two runs of a chained loop is taken before the next
@@ -331,19 +341,7 @@ fn self_loop_matches_the_interpreter_in_any_slicing() {
         let native = stat(&whole, "chained transitions (native)");
         assert!(native >= 4900, "variant {variant}: {native} native passes");
         let (mut got, _) = guest(EngineKind::Jit, Mode::Long64, self_loop(variant));
-        let slice = 37;
-        loop {
-            let before = got.engine.instructions();
-            let exit = got
-                .engine
-                .run(&mut got.cpu, &mut got.mem, got.plat.as_mut(), slice);
-            let ran = got.engine.instructions() - before;
-            match exit {
-                EngineExit::Budget => assert_eq!(ran, slice, "variant {variant}"),
-                EngineExit::Halted => break,
-                other => panic!("variant {variant}: unexpected exit {other:?}"),
-            }
-        }
+        run_in_slices(&mut got, 37, &format!("variant {variant}"));
         assert_eq!(
             summary(&got.cpu),
             summary(&want.cpu),
@@ -379,11 +377,7 @@ fn interrupt_raised_inside_a_self_loop_is_taken_after_the_port_write() {
             a.hlt()?;
             Ok(vec![handler])
         });
-        g.set_gate(0x20, labels[0], 0);
-        g.plat = Box::new(LateIrq {
-            raise: Rc::new(Cell::new(false)),
-            acked: false,
-        });
+        late_irq(&mut g, labels[0]);
         g.run_to_halt();
         assert_eq!(g.cpu.gpr[3] as u32, 40_000, "{engine}: ECX in the handler");
         if engine == EngineKind::Jit {

@@ -13,7 +13,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Module};
+use cranelift_module::{default_libcall_names, FuncId, Module};
 use iced_x86::Instruction;
 use std::ffi::c_void;
 use std::time::{Duration, Instant};
@@ -72,6 +72,17 @@ fn new_module(for_blocks: bool) -> JITModule {
     JITModule::new(builder)
 }
 
+/// Declare and compile the function in `ctx` (errors as text).
+fn define(module: &mut JITModule, ctx: &mut Context) -> Result<FuncId, String> {
+    let id = module
+        .declare_anonymous_function(&ctx.func.signature)
+        .map_err(|e| e.to_string())?;
+    module
+        .define_function(id, ctx)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(id)
+}
+
 /// The signature of every native block: `(ctx)`, tail calling convention, so that a block can
 /// end by tail-calling its successor (`return_call_indirect`) with a constant stack.
 pub fn block_signature(ptr: Type) -> Signature {
@@ -111,21 +122,12 @@ impl Entry {
             b.ins().return_(&[]);
             b.finalize(module.target_config());
         }
-        let built = module
-            .declare_anonymous_function(&ctx.func.signature)
-            .map_err(|e| e.to_string())
-            .and_then(|id| {
-                module
-                    .define_function(id, &mut ctx)
-                    .map(|()| id)
-                    .map_err(|e| format!("{e:?}"))
-            })
-            .and_then(|id| {
-                module
-                    .finalize_definitions()
-                    .map(|()| id)
-                    .map_err(|e| e.to_string())
-            });
+        let built = define(&mut module, &mut ctx).and_then(|id| {
+            module
+                .finalize_definitions()
+                .map(|()| id)
+                .map_err(|e| e.to_string())
+        });
         let id = built.unwrap_or_else(|e| panic!("crane86 jit: the entry trampoline failed: {e}"));
         let code = module.get_finalized_function(id);
         // SAFETY: `code` is the function just defined with the `EnterFn` signature in the
@@ -253,15 +255,7 @@ impl Backend {
         };
         let dump = dump_requested(job.rip);
         self.ctx.set_disasm(dump);
-        let result = module
-            .declare_anonymous_function(&self.ctx.func.signature)
-            .map_err(|e| e.to_string())
-            .and_then(|id| {
-                module
-                    .define_function(id, &mut self.ctx)
-                    .map(|()| id)
-                    .map_err(|e| format!("{e:?}"))
-            });
+        let result = define(module, &mut self.ctx);
         let size = self
             .ctx
             .compiled_code()

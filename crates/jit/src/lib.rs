@@ -33,6 +33,39 @@ use crane86_devices::Platform;
 use crane86_interp::{Interpreter, RunExit};
 use crane86_memory::PhysMem;
 use crane86_x86::CpuState;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// A diagnostic switched on by an environment variable set to `1` (read on first use).
+pub(crate) struct EnvSwitch {
+    var: &'static str,
+    /// 0: not read yet, 1: off, 2: on.
+    state: AtomicU8,
+}
+
+impl EnvSwitch {
+    pub(crate) const fn new(var: &'static str) -> EnvSwitch {
+        EnvSwitch {
+            var,
+            state: AtomicU8::new(0),
+        }
+    }
+
+    pub(crate) fn on(&self) -> bool {
+        match self.state.load(Ordering::Relaxed) {
+            0 => {
+                let on = std::env::var(self.var).is_ok_and(|v| v == "1");
+                self.state.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+                on
+            }
+            s => s == 2,
+        }
+    }
+
+    /// Off from now on (the diagnostic cannot work).
+    pub(crate) fn turn_off(&self) {
+        self.state.store(1, Ordering::Relaxed);
+    }
+}
 
 /// One vCPU's JIT engine.
 #[derive(Default)]

@@ -2,23 +2,17 @@
 //! code), one line per translated block named by its guest RIP and physical address, so host
 //! profiles attribute the time inside translated code to guest code.
 
+use crate::EnvSwitch;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
-static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
 static FILE: Mutex<Option<BufWriter<File>>> = Mutex::new(None);
 
+static SWITCH: EnvSwitch = EnvSwitch::new("CRANE86_PERF_MAP");
+
 pub fn enabled() -> bool {
-    match STATE.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("CRANE86_PERF_MAP").is_ok_and(|v| v == "1");
-            STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
-        }
-        s => s == 2,
-    }
+    SWITCH.on()
 }
 
 /// One translated block: its code address and size, and the guest RIP and physical address
@@ -31,7 +25,7 @@ pub fn record(code: *const u8, size: u32, rip: u64, paddr: u64) {
             Ok(f) => *file = Some(BufWriter::new(f)),
             Err(e) => {
                 tracing::warn!(%path, error = %e, "jit: cannot write the perf map");
-                STATE.store(1, Ordering::Relaxed);
+                SWITCH.turn_off();
                 return;
             }
         }

@@ -2,25 +2,20 @@
 //! iced `Code`, weighted by execution) and print the most frequent ones to stderr when the
 //! compiler is dropped. The measurement that picks the next inline forms.
 
+use crate::EnvSwitch;
 use iced_x86::{Code, Formatter, Instruction, NasmFormatter};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 const CODES: usize = 8192;
-static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
 static COUNTS: [AtomicU64; CODES] = [const { AtomicU64::new(0) }; CODES];
 /// One decoded example of each code (for the printout).
 static EXAMPLES: Mutex<Vec<Option<Instruction>>> = Mutex::new(Vec::new());
 
+static SWITCH: EnvSwitch = EnvSwitch::new("CRANE86_JIT_PROFILE");
+
 pub fn enabled() -> bool {
-    match STATE.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("CRANE86_JIT_PROFILE").is_ok_and(|v| v == "1");
-            STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
-        }
-        s => s == 2,
-    }
+    SWITCH.on()
 }
 
 pub fn count(i: &Instruction) {

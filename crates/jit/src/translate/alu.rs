@@ -238,7 +238,7 @@ impl Translator<'_, '_> {
             (res, kind, v, one, Some(cf))
         };
         let res = self.truncate(res, bits);
-        self.flags = Some(PendingFlags {
+        self.tracked.flags = Some(PendingFlags {
             op: CcOp::sized(kind, bits),
             res,
             src,
@@ -267,7 +267,7 @@ impl Translator<'_, '_> {
                 (self.b.ins().isub(s, c), CcOp::Sbb8)
             };
             let res = self.truncate(res, bits);
-            self.flags = Some(PendingFlags {
+            self.tracked.flags = Some(PendingFlags {
                 op: CcOp::sized(kind, bits),
                 res,
                 src: bv,
@@ -301,7 +301,7 @@ impl Translator<'_, '_> {
         } else {
             bv
         };
-        self.flags = Some(PendingFlags {
+        self.tracked.flags = Some(PendingFlags {
             op: CcOp::sized(kind, bits),
             res,
             src,

@@ -30,12 +30,7 @@ impl Translator<'_, '_> {
         let links = &chain.links;
         let i64t = types::I64;
         let ret = self.b.create_block();
-        let stop = self.b.ins().load(
-            types::I32,
-            trusted(),
-            self.ctx,
-            offset_of!(BlockCtx, stop) as i32,
-        );
+        let stop = self.stop_flag();
         let lookup = self.b.create_block();
         self.b.ins().brif(stop, ret, &[], lookup, &[]);
         self.b.seal_block(lookup);
@@ -97,17 +92,7 @@ impl Translator<'_, '_> {
                 .b
                 .ins()
                 .uload32(trusted(), at, offset_of!(Link, len) as i32);
-            let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
-            let retired = self.b.ins().load(i64t, trusted(), counter, 0);
-            let after = self.b.ins().iadd(retired, len);
-            let limit =
-                self.b
-                    .ins()
-                    .load(i64t, fixed(), self.ctx, offset_of!(BlockCtx, limit) as i32);
-            let fits = self
-                .b
-                .ins()
-                .icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
+            let fits = self.fits_budget(len);
             let enter = self.b.create_block();
             self.b.ins().brif(fits, enter, &[], ret, &[]);
             self.b.seal_block(enter);
@@ -121,19 +106,7 @@ impl Translator<'_, '_> {
                 self.ctx,
                 offset_of!(BlockCtx, block) as i32,
             );
-            let chained = self.b.ins().load(
-                i64t,
-                trusted(),
-                self.ctx,
-                offset_of!(BlockCtx, chained) as i32,
-            );
-            let chained = self.b.ins().iadd_imm_s(chained, 1);
-            self.b.ins().store(
-                trusted(),
-                chained,
-                self.ctx,
-                offset_of!(BlockCtx, chained) as i32,
-            );
+            self.count_native_entry();
             self.b
                 .ins()
                 .return_call_indirect(tail_sig, code, &[self.ctx]);
@@ -213,14 +186,14 @@ impl Translator<'_, '_> {
         for (k, &u) in used.iter().enumerate() {
             if u {
                 self.gpr(k);
-                self.dirty[k] = true;
+                self.tracked.dirty[k] = true;
             }
         }
         let rip = self.b.ins().iconst(types::I64, start as i64);
         self.b.def_var(self.rip_var, rip);
-        self.rip_pending = true;
-        self.retired_pending = true;
-        self.tlb_pending = true;
+        self.tracked.rip_pending = true;
+        self.tracked.retired_pending = true;
+        self.tracked.tlb_pending = true;
         let block = self.b.create_block();
         self.b.ins().jump(block, &[]);
         self.b.switch_to_block(block);
@@ -233,7 +206,7 @@ impl Translator<'_, '_> {
     /// flags are stored; RIP and the retired count stay pending). Otherwise go on to the
     /// block's exit. `len` is the block's length in instructions.
     pub(super) fn back_edge(&mut self, h: &LoopHeader, len: usize) {
-        let saved = self.tracked();
+        let saved = self.tracked;
         let rip = self.b.use_var(self.rip_var);
         let taken = self.b.ins().icmp_imm_u(IntCC::Equal, rip, h.start as i64);
         let check = self.b.create_block();
@@ -241,27 +214,11 @@ impl Translator<'_, '_> {
         self.b.ins().brif(taken, check, &[], leave, &[]);
         self.b.seal_block(check);
         self.b.switch_to_block(check);
-        let stop = self.b.ins().load(
-            types::I32,
-            trusted(),
-            self.ctx,
-            offset_of!(BlockCtx, stop) as i32,
-        );
-        let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
-        let retired = self.b.ins().load(types::I64, trusted(), counter, 0);
+        let stop = self.stop_flag();
+        // The retired count is still pending in its variable here.
         let pending = self.b.use_var(self.retired_var);
-        let after = self.b.ins().iadd(retired, pending);
-        let after = self.b.ins().iadd_imm_s(after, len as i64);
-        let limit = self.b.ins().load(
-            types::I64,
-            fixed(),
-            self.ctx,
-            offset_of!(BlockCtx, limit) as i32,
-        );
-        let fits = self
-            .b
-            .ins()
-            .icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
+        let more = self.b.ins().iadd_imm_s(pending, len as i64);
+        let fits = self.fits_budget(more);
         let go_on = self.b.ins().icmp_imm_u(IntCC::Equal, stop, 0);
         let again = self.b.ins().band(go_on, fits);
         let back = self.b.create_block();
@@ -275,22 +232,45 @@ impl Translator<'_, '_> {
             }
         }
         self.flush_flags();
-        let chained = self.b.ins().load(
-            types::I64,
-            trusted(),
-            self.ctx,
-            offset_of!(BlockCtx, chained) as i32,
-        );
-        let chained = self.b.ins().iadd_imm_s(chained, 1);
-        self.b.ins().store(
-            trusted(),
-            chained,
-            self.ctx,
-            offset_of!(BlockCtx, chained) as i32,
-        );
+        self.count_native_entry();
         self.b.ins().jump(h.block, &[]);
         self.b.seal_block(h.block);
         self.b.switch_to_block(leave);
-        self.restore(saved);
+        self.tracked = saved;
+    }
+
+    /// [`BlockCtx::stop`] (nonzero: the step helper asked for the run loop).
+    fn stop_flag(&mut self) -> Value {
+        self.b.ins().load(
+            types::I32,
+            trusted(),
+            self.ctx,
+            offset_of!(BlockCtx, stop) as i32,
+        )
+    }
+
+    /// Whether `more` instructions (an I64) after the retired count in memory stay within
+    /// the slice budget ([`BlockCtx::limit`]).
+    fn fits_budget(&mut self, more: Value) -> Value {
+        let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
+        let retired = self.b.ins().load(types::I64, trusted(), counter, 0);
+        let after = self.b.ins().iadd(retired, more);
+        let limit = self.b.ins().load(
+            types::I64,
+            fixed(),
+            self.ctx,
+            offset_of!(BlockCtx, limit) as i32,
+        );
+        self.b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, after, limit)
+    }
+
+    /// Count one block entered by native code itself ([`BlockCtx::chained`]).
+    fn count_native_entry(&mut self) {
+        let at = offset_of!(BlockCtx, chained) as i32;
+        let n = self.b.ins().load(types::I64, trusted(), self.ctx, at);
+        let n = self.b.ins().iadd_imm_s(n, 1);
+        self.b.ins().store(trusted(), n, self.ctx, at);
     }
 }

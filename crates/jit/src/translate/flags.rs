@@ -60,7 +60,7 @@ impl Translator<'_, '_> {
     /// through [`arith_flags_helper`] when the flags are in `CpuState`.
     pub(super) fn arith_flags_now(&mut self) -> Value {
         use crane86_x86::flags::{AF, CF, OF};
-        let Some(f) = self.flags else {
+        let Some(f) = self.tracked.flags else {
             let call = self
                 .b
                 .ins()
@@ -167,7 +167,7 @@ impl Translator<'_, '_> {
 
     /// Make `fl` (the six arithmetic flags, RFLAGS positions) the pending flags.
     pub(super) fn set_materialized(&mut self, fl: Value, bits: u32) {
-        self.flags = Some(PendingFlags {
+        self.tracked.flags = Some(PendingFlags {
             op: CcOp::Eflags,
             res: fl,
             src: fl,
@@ -208,9 +208,9 @@ impl Translator<'_, '_> {
         let n = self.b.use_var(self.retired_var);
         let n = self.b.ins().iadd_imm_s(n, 1);
         self.b.def_var(self.retired_var, n);
-        self.retired_pending = true;
+        self.tracked.retired_pending = true;
         self.b.def_var(self.rip_var, rip);
-        self.rip_pending = true;
+        self.tracked.rip_pending = true;
         true
     }
 
@@ -218,7 +218,7 @@ impl Translator<'_, '_> {
     /// it, otherwise by calling [`cond_helper`] after storing the pending flags (registers
     /// stay in their variables).
     pub(super) fn cond_value(&mut self, cc: u8) -> Value {
-        if let Some(f) = self.flags {
+        if let Some(f) = self.tracked.flags {
             if let Some(v) = self.condition(JCC[cc as usize], f) {
                 return v;
             }
@@ -391,7 +391,7 @@ impl Translator<'_, '_> {
 
     /// Store the pending flags (a lazy record, or materialized flags into RFLAGS).
     pub(super) fn flush_flags(&mut self) {
-        let Some(f) = self.flags.take() else {
+        let Some(f) = self.tracked.flags.take() else {
             return;
         };
         if f.kind == CcOp::Eflags {

@@ -42,7 +42,7 @@ impl Translator<'_, '_> {
             Inline::Call => Some(self.b.ins().iconst(types::I64, i.next_ip() as i64)),
             _ => None,
         };
-        let before = self.tracked();
+        let before = self.tracked;
         let vpn = self.b.ins().ushr_imm_u(lin, 12);
         let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
         let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
@@ -100,7 +100,7 @@ impl Translator<'_, '_> {
                 };
                 let bits = 8 * size;
                 self.alu_values(i, bits, v, data.expect("ALU source"));
-                let f = self.flags.expect("ALU flags");
+                let f = self.tracked.flags.expect("ALU flags");
                 let res = if size == 8 {
                     f.res
                 } else {
@@ -159,7 +159,7 @@ impl Translator<'_, '_> {
                         (self.operand(i, 0, bits), v)
                     };
                     self.alu_values(i, bits, a, b);
-                    let f = self.flags.expect("ALU flags");
+                    let f = self.tracked.flags.expect("ALU flags");
                     self.b.def_var(self.flag_vars[0], f.res);
                     self.b.def_var(self.flag_vars[1], f.src);
                     self.b.def_var(self.flag_vars[2], f.a);
@@ -171,7 +171,7 @@ impl Translator<'_, '_> {
         let n = self.b.use_var(self.tlb_var);
         let n = self.b.ins().iadd_imm_s(n, 1);
         self.b.def_var(self.tlb_var, n);
-        self.tlb_pending = true;
+        self.tracked.tlb_pending = true;
         match (kind, next) {
             (Inline::Call, _) => self.retire(i.near_branch_target()),
             (_, Some(rip)) => {
@@ -180,25 +180,14 @@ impl Translator<'_, '_> {
             }
             _ => self.retire(i.next_ip()),
         }
-        let after = self.tracked();
+        let after = self.tracked;
         self.b.ins().jump(merge, &[]);
 
         // Slow path: the state from before, synced; the interpreter runs the instruction;
         // then every register the fast path leaves cached is reloaded.
         self.b.seal_block(slow);
         self.b.switch_to_block(slow);
-        self.restore(before);
-        self.sync();
-        self.call_step(index);
-        for k in 0..16 {
-            if after.cached[k] {
-                let v = self
-                    .b
-                    .ins()
-                    .load(types::I64, trusted(), self.state, gpr_offset(k));
-                self.b.def_var(self.vars[k], v);
-            }
-        }
+        self.interpreter_path(before, &after, index);
         let rip = if matches!(kind, Inline::Ret | Inline::JmpMem) {
             self.b.ins().load(types::I64, trusted(), self.state, RIP)
         } else if kind == Inline::Call {
@@ -237,9 +226,9 @@ impl Translator<'_, '_> {
         self.b.switch_to_block(merge);
         // Registers reloaded on the slow path equal memory there; keeping the fast path's
         // dirty marks only costs a redundant store. RIP is pending on both.
-        self.restore(after);
+        self.tracked = after;
         if let Some(f) = pending {
-            self.flags = Some(PendingFlags {
+            self.tracked.flags = Some(PendingFlags {
                 res: self.b.use_var(self.flag_vars[0]),
                 src: self.b.use_var(self.flag_vars[1]),
                 a: self.b.use_var(self.flag_vars[2]),

@@ -421,20 +421,14 @@ pub struct Translator<'a, 'b> {
     step_fn: Value,
     cond_fn: Value,
     vars: [Variable; 16],
-    /// The variable holds the register's current value.
-    cached: [bool; 16],
-    /// The variable is newer than `CpuState`.
-    dirty: [bool; 16],
-    flags: Option<PendingFlags>,
+    /// What the translation has pending at the current point (compile-time state).
+    tracked: Tracked,
     /// Inline instructions retired since the last sync (a runtime value, so the two paths of
     /// an inline memory access can merge), and the RIP after them.
     retired_var: Variable,
-    retired_pending: bool,
     /// Inline TLB lookups since the last sync (for the TLB statistics), likewise.
     tlb_var: Variable,
-    tlb_pending: bool,
     rip_var: Variable,
-    rip_pending: bool,
     /// The pending flags' `res`, `src` and `a` of an inline load + ALU op, merged from its
     /// fast and slow paths.
     flag_vars: [Variable; 3],
@@ -444,13 +438,16 @@ pub struct Translator<'a, 'b> {
     pub inlined: u32,
 }
 
-/// The compile-time half of the translator's state, saved around an inline memory access
-/// whose slow path must see the state from before it.
-#[derive(Clone, Copy)]
+/// The compile-time half of the translator's state, saved around an inline form whose slow
+/// path must see the state from before it.
+#[derive(Clone, Copy, Default)]
 struct Tracked {
+    /// The variable holds the register's current value.
     cached: [bool; 16],
+    /// The variable is newer than `CpuState`.
     dirty: [bool; 16],
     flags: Option<PendingFlags>,
+    /// `retired_var`, `tlb_var` and `rip_var` hold values not yet written back.
     retired_pending: bool,
     tlb_pending: bool,
     rip_pending: bool,
@@ -521,39 +518,14 @@ impl<'a, 'b> Translator<'a, 'b> {
             step_fn,
             cond_fn,
             vars,
-            cached: [false; 16],
-            dirty: [false; 16],
-            flags: None,
+            tracked: Tracked::default(),
             retired_var,
-            retired_pending: false,
             tlb_var,
-            tlb_pending: false,
             rip_var,
-            rip_pending: false,
             flag_vars,
             exit,
             inlined: 0,
         }
-    }
-
-    fn tracked(&self) -> Tracked {
-        Tracked {
-            cached: self.cached,
-            dirty: self.dirty,
-            flags: self.flags,
-            retired_pending: self.retired_pending,
-            tlb_pending: self.tlb_pending,
-            rip_pending: self.rip_pending,
-        }
-    }
-
-    fn restore(&mut self, t: Tracked) {
-        self.cached = t.cached;
-        self.dirty = t.dirty;
-        self.flags = t.flags;
-        self.retired_pending = t.retired_pending;
-        self.tlb_pending = t.tlb_pending;
-        self.rip_pending = t.rip_pending;
     }
 
     /// One more inline instruction retired, with RIP `next` after it.
@@ -561,10 +533,10 @@ impl<'a, 'b> Translator<'a, 'b> {
         let n = self.b.use_var(self.retired_var);
         let n = self.b.ins().iadd_imm_s(n, 1);
         self.b.def_var(self.retired_var, n);
-        self.retired_pending = true;
+        self.tracked.retired_pending = true;
         let rip = self.b.ins().iconst(types::I64, next as i64);
         self.b.def_var(self.rip_var, rip);
-        self.rip_pending = true;
+        self.tracked.rip_pending = true;
     }
 
     /// Call the interpreter for instruction `index`; on "leave" go to the exit. Everything
@@ -628,7 +600,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 None => {
                     self.sync();
                     self.call_step(k);
-                    self.cached = [false; 16];
+                    self.tracked.cached = [false; 16];
                 }
             }
         }
@@ -638,7 +610,10 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         // Helper calls that leave the block go to `exit` and return (the helper stopped the
         // chain); the end of the block may enter the successor.
-        let rip = self.rip_pending.then(|| self.b.use_var(self.rip_var));
+        let rip = self
+            .tracked
+            .rip_pending
+            .then(|| self.b.use_var(self.rip_var));
         self.sync();
         match (bits, chain, insns.last()) {
             (64, Some(chain), Some(last)) => {
@@ -664,37 +639,55 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// RIP and the retired count.
     fn sync(&mut self) {
         for k in 0..16 {
-            if self.dirty[k] {
+            if self.tracked.dirty[k] {
                 let v = self.b.use_var(self.vars[k]);
                 self.b.ins().store(trusted(), v, self.state, gpr_offset(k));
-                self.dirty[k] = false;
+                self.tracked.dirty[k] = false;
             }
         }
         self.flush_flags();
-        if self.rip_pending {
+        if self.tracked.rip_pending {
             let v = self.b.use_var(self.rip_var);
             self.b.ins().store(trusted(), v, self.state, RIP);
-            self.rip_pending = false;
+            self.tracked.rip_pending = false;
         }
-        if self.retired_pending {
-            let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
-            let old = self.b.ins().load(types::I64, trusted(), counter, 0);
-            let n = self.b.use_var(self.retired_var);
-            let new = self.b.ins().iadd(old, n);
-            self.b.ins().store(trusted(), new, counter, 0);
-            let zero = self.b.ins().iconst(types::I64, 0);
-            self.b.def_var(self.retired_var, zero);
-            self.retired_pending = false;
+        if self.tracked.retired_pending {
+            self.flush_count(self.retired_var, offset_of!(BlockCtx, retired));
+            self.tracked.retired_pending = false;
         }
-        if self.tlb_pending {
-            let counter = self.ctx_ptr(offset_of!(BlockCtx, tlb_accesses));
-            let old = self.b.ins().load(types::I64, trusted(), counter, 0);
-            let n = self.b.use_var(self.tlb_var);
-            let new = self.b.ins().iadd(old, n);
-            self.b.ins().store(trusted(), new, counter, 0);
-            let zero = self.b.ins().iconst(types::I64, 0);
-            self.b.def_var(self.tlb_var, zero);
-            self.tlb_pending = false;
+        if self.tracked.tlb_pending {
+            self.flush_count(self.tlb_var, offset_of!(BlockCtx, tlb_accesses));
+            self.tracked.tlb_pending = false;
+        }
+    }
+
+    /// Add the count in `var` to the counter the [`BlockCtx`] pointer at `field` points at,
+    /// and start `var` again from 0.
+    fn flush_count(&mut self, var: Variable, field: usize) {
+        let counter = self.ctx_ptr(field);
+        let old = self.b.ins().load(types::I64, trusted(), counter, 0);
+        let n = self.b.use_var(var);
+        let new = self.b.ins().iadd(old, n);
+        self.b.ins().store(trusted(), new, counter, 0);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(var, zero);
+    }
+
+    /// The slow path of an inline form: back to the compile-time state `before`, sync it,
+    /// let the interpreter run instruction `index`, then reload the registers the fast path
+    /// (ending in `after`) leaves cached, so that both paths can merge.
+    fn interpreter_path(&mut self, before: Tracked, after: &Tracked, index: usize) {
+        self.tracked = before;
+        self.sync();
+        self.call_step(index);
+        for k in 0..16 {
+            if after.cached[k] {
+                let v = self
+                    .b
+                    .ins()
+                    .load(types::I64, trusted(), self.state, gpr_offset(k));
+                self.b.def_var(self.vars[k], v);
+            }
         }
     }
 
@@ -708,21 +701,21 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// The full 64-bit value of GPR `k`.
     fn gpr(&mut self, k: usize) -> Value {
-        if !self.cached[k] {
+        if !self.tracked.cached[k] {
             let v = self
                 .b
                 .ins()
                 .load(types::I64, trusted(), self.state, gpr_offset(k));
             self.b.def_var(self.vars[k], v);
-            self.cached[k] = true;
+            self.tracked.cached[k] = true;
         }
         self.b.use_var(self.vars[k])
     }
 
     fn set_gpr(&mut self, k: usize, v: Value) {
         self.b.def_var(self.vars[k], v);
-        self.cached[k] = true;
-        self.dirty[k] = true;
+        self.tracked.cached[k] = true;
+        self.tracked.dirty[k] = true;
     }
 
     /// Operand `n` (a GPR of any size or an immediate) at `bits` width, zero-extended.

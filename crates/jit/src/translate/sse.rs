@@ -83,7 +83,7 @@ impl Translator<'_, '_> {
     /// Instruction `index` (`i`, of inline form `kind`): inline when SSE is usable, else the
     /// interpreter (which raises #UD or #NM).
     pub(super) fn sse(&mut self, i: &Instruction, index: usize, kind: Sse) {
-        let before = self.tracked();
+        let before = self.tracked;
         let c0 = self.b.ins().load(
             types::I64,
             trusted(),
@@ -111,30 +111,19 @@ impl Translator<'_, '_> {
         self.b.switch_to_block(fast);
         self.sse_body(i, kind);
         self.retire(i.next_ip());
-        let after = self.tracked();
+        let after = self.tracked;
         self.b.ins().jump(merge, &[]);
 
         // The interpreter raises the fault (it leaves the block); nothing returns here
         // unless the check and the interpreter disagree, in which case its result stands.
         self.b.switch_to_block(slow);
-        self.restore(before);
-        self.sync();
-        self.call_step(index);
-        for k in 0..16 {
-            if after.cached[k] {
-                let v = self
-                    .b
-                    .ins()
-                    .load(types::I64, trusted(), self.state, gpr_offset(k));
-                self.b.def_var(self.vars[k], v);
-            }
-        }
+        self.interpreter_path(before, &after, index);
         let rip = self.b.ins().iconst(types::I64, i.next_ip() as i64);
         self.b.def_var(self.rip_var, rip);
         self.b.ins().jump(merge, &[]);
         self.b.seal_block(merge);
         self.b.switch_to_block(merge);
-        self.restore(after);
+        self.tracked = after;
     }
 
     fn sse_body(&mut self, i: &Instruction, kind: Sse) {
