@@ -3,11 +3,15 @@
 //! GPRs, runs a random sequence of register PXOR/PAND/PANDN/POR, PCMPEQB/W/D, PADD/PSUB of
 //! every lane width, register moves, PMOVMSKB and MOVD/MOVQ both ways (with ALU ops on the
 //! GPRs in between, so that register values flow between the two files), and stores every
-//! XMM and GPR after each group; both engines must leave the same memory. Then the faults:
-//! with CR0.TS set the first inline form is #NM, with CR4.OSFXSR clear #UD, each on the
-//! instruction itself.
+//! XMM and GPR after each group; both engines must leave the same memory. Likewise the
+//! memory forms: random loads, stores and lane operations of every width on a buffer that
+//! straddles a page boundary (aligned forms at multiples of 16, the others anywhere, so
+//! some accesses cross the page and take the slow path). Then the faults: with CR0.TS set
+//! the first inline form is #NM, with CR4.OSFXSR clear #UD, and a misaligned MOVAPS or
+//! PCMPEQB m128 is #GP, each on the instruction itself.
 
 use crate::common::*;
+use iced_x86::{Code, Instruction, MemoryOperand, Register};
 
 const GROUPS: u64 = 120;
 /// CR4.OSFXSR (the test guests start without it).
@@ -49,6 +53,138 @@ fn one_form(a: &mut CodeAssembler, r: &mut Rng) {
         0 => a.add(rbx, rax).unwrap(),
         1 => a.xor(rcx, rdx).unwrap(),
         _ => a.sub(rsi, rbx).unwrap(),
+    }
+}
+
+/// A buffer of 256 bytes whose middle is a page boundary.
+const BUF: u64 = DATA_BASE + 0x3000 - 128;
+/// Where the memory-form test stores the XMM registers after each group.
+const OUT: u64 = DATA_BASE + 0x8000;
+
+fn one_memory_form(a: &mut CodeAssembler, r: &mut Rng) {
+    let k = r.below(8);
+    let x = xmm(k);
+    let x_reg = [
+        Register::XMM0,
+        Register::XMM1,
+        Register::XMM2,
+        Register::XMM3,
+        Register::XMM4,
+        Register::XMM5,
+        Register::XMM6,
+        Register::XMM7,
+    ][k as usize];
+    // Any offset for the unaligned forms (the widest access still inside the buffer), a
+    // multiple of 16 for the aligned ones; the base is R9, sometimes with R10 as index.
+    let any = r.below(256 - 16) as i32;
+    let at16 = (r.below(16) * 16) as i32;
+    let indexed = r.below(2) == 0;
+    let m = |off: i32| {
+        if indexed {
+            r9 + r10 * 2 + (off - 32)
+        } else {
+            r9 + off
+        }
+    };
+    let raw = |a: &mut CodeAssembler, code: Code, load: bool, off: i32| {
+        let mem = if indexed {
+            MemoryOperand::with_base_index_scale_displ_size(
+                Register::R9,
+                Register::R10,
+                2,
+                i64::from(off - 32),
+                1,
+            )
+        } else {
+            MemoryOperand::with_base_displ(Register::R9, i64::from(off))
+        };
+        let i = if load {
+            Instruction::with2(code, x_reg, mem)
+        } else {
+            Instruction::with2(code, mem, x_reg)
+        };
+        a.add_instruction(i.unwrap())
+    };
+    match r.below(24) {
+        0 => a.movdqu(x, xmmword_ptr(m(any))),
+        1 => a.movups(x, xmmword_ptr(m(any))),
+        2 => a.movdqa(x, xmmword_ptr(m(at16))),
+        3 => a.movaps(x, xmmword_ptr(m(at16))),
+        4 => a.movd(x, dword_ptr(m(any))),
+        5 => raw(a, Code::Movq_xmm_rm64, true, any),
+        6 => raw(a, Code::Movq_xmm_xmmm64, true, any),
+        7 => a.movss(x, dword_ptr(m(any))),
+        8 => a.movsd_2(x, qword_ptr(m(any))),
+        9 => a.movdqu(xmmword_ptr(m(any)), x),
+        10 => a.movups(xmmword_ptr(m(any)), x),
+        11 => a.movdqa(xmmword_ptr(m(at16)), x),
+        12 => a.movaps(xmmword_ptr(m(at16)), x),
+        13 => a.movntdq(xmmword_ptr(m(at16)), x),
+        14 => a.movd(dword_ptr(m(any)), x),
+        15 => raw(a, Code::Movq_rm64_xmm, false, any),
+        16 => raw(a, Code::Movq_xmmm64_xmm, false, any),
+        17 => a.movss(dword_ptr(m(any)), x),
+        18 => a.movsd_2(qword_ptr(m(any)), x),
+        19 => a.pcmpeqb(x, xmmword_ptr(m(at16))),
+        20 => a.pxor(x, xmmword_ptr(m(at16))),
+        21 => a.paddd(x, xmmword_ptr(m(at16))),
+        22 => a.psubq(x, xmmword_ptr(m(at16))),
+        _ => a.pandn(x, xmmword_ptr(m(at16))),
+    }
+    .unwrap();
+}
+
+#[test]
+fn inline_sse_memory_forms_match_the_interpreter() {
+    let mut seed = Rng(0x5DEE_CE66_D1CE_4E5B);
+    let seeds: Vec<u8> = (0..(16 * 8 + 256) / 8)
+        .flat_map(|_| seed.next().to_le_bytes())
+        .collect();
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let mut r = Rng(0x2F1B_34C9_8A07_11D3);
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(r8, SEED).unwrap();
+            a.mov(r9, BUF).unwrap();
+            a.mov(r10, 16u64).unwrap();
+            a.mov(rdi, OUT).unwrap();
+            for k in 0..8 {
+                a.movdqu(xmm(k), xmmword_ptr(r8 + 16 * k as i32)).unwrap();
+            }
+            for _ in 0..GROUPS {
+                for _ in 0..4 {
+                    one_memory_form(a, &mut r);
+                }
+                for k in 0..8 {
+                    a.movdqu(xmmword_ptr(rdi + 16 * k as i32), xmm(k)).unwrap();
+                }
+                a.add(rdi, 128).unwrap();
+            }
+        });
+        assert!(code.len() < STUBS as usize, "program overlaps the stubs");
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.cpu.cr4 |= OSFXSR;
+        g.write(SEED, &seeds[..128]);
+        g.write(BUF, &seeds[128..]);
+        g.run_to_halt();
+        assert_no_exception(&g, "inline SSE memory forms");
+        let out: Vec<u64> = (0..GROUPS * 16).map(|k| g.read_u64(OUT + 8 * k)).collect();
+        let buf: Vec<u64> = (0..32).map(|k| g.read_u64(BUF + 8 * k)).collect();
+        results.push((engine, out, buf));
+    }
+    let (e0, out0, buf0) = &results[0];
+    for (e, out, buf) in &results[1..] {
+        for (k, (a, b)) in out0.iter().zip(out).enumerate() {
+            assert_eq!(
+                a,
+                b,
+                "group {} XMM{} {}: {e0} {a:#x} vs {e} {b:#x}",
+                k / 16,
+                k % 16 / 2,
+                if k % 2 == 0 { "low" } else { "high" }
+            );
+        }
+        assert_eq!(buf0, buf, "{e0} vs {e}: the buffer");
     }
 }
 
@@ -110,34 +246,105 @@ fn inline_sse_forms_match_the_interpreter() {
 }
 
 /// With CR0.TS set an inline SSE form raises #NM, with CR4.OSFXSR clear #UD, on the
-/// instruction itself and with the registers from before it.
+/// instruction itself and with the registers from before it; a register form, a load and
+/// a store each.
 #[test]
 fn inline_sse_forms_fault_like_the_interpreter() {
+    type Form = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+    let forms: [(&str, Form); 3] = [
+        ("pxor xmm1, xmm2", |a| a.pxor(xmm1, xmm2)),
+        ("movdqu xmm1, [rdi]", |a| a.movdqu(xmm1, xmmword_ptr(rdi))),
+        ("movq [rdi], xmm1", |a| a.movq(qword_ptr(rdi), xmm1)),
+    ];
     for (bit_in_cr0, want) in [(true, 7u8), (false, 6u8)] {
+        for (name, form) in forms {
+            let mut out = Vec::new();
+            for engine in EngineKind::emulators() {
+                let code = assemble(Mode::Long64, |a| {
+                    if bit_in_cr0 {
+                        a.mov(rax, cr0).unwrap();
+                        a.or(rax, 8).unwrap(); // TS
+                        a.mov(cr0, rax).unwrap();
+                    } else {
+                        a.mov(rax, cr4).unwrap();
+                        a.and(rax, !(1i32 << 9)).unwrap(); // OSFXSR
+                        a.mov(cr4, rax).unwrap();
+                    }
+                    a.mov(edi, DATA_BASE as u32).unwrap();
+                    // The page in the TLB, so the inline form's own check decides.
+                    a.mov(dword_ptr(rdi + 64), eax).unwrap();
+                    a.mov(ebx, 5).unwrap();
+                    a.add(ebx, 1).unwrap();
+                    form(a).unwrap();
+                    a.mov(ebx, 9).unwrap();
+                });
+                let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+                g.cpu.cr4 |= OSFXSR;
+                g.run_to_halt();
+                assert_eq!(exception(&g), Some(want), "{engine} {name}");
+                assert_eq!(g.cpu.gpr[RBX], 6, "{engine} {name}");
+                out.push(faulting_offset(&g, false));
+            }
+            assert_eq!(out[0], out[1], "{name}: faulting instruction");
+        }
+    }
+}
+
+/// A 16-byte SSE access that needs alignment raises #GP(0) at a misaligned address, on
+/// the instruction, with nothing stored; the unaligned forms at the same address do not.
+#[test]
+fn misaligned_sse_memory_forms_fault_like_the_interpreter() {
+    type Form = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+    let forms: [(&str, Form, bool); 4] = [
+        (
+            "movaps xmm1, [rdi+8]",
+            |a| a.movaps(xmm1, xmmword_ptr(rdi + 8)),
+            true,
+        ),
+        (
+            "movdqa [rdi+8], xmm1",
+            |a| a.movdqa(xmmword_ptr(rdi + 8), xmm1),
+            true,
+        ),
+        (
+            "pcmpeqb xmm1, [rdi+8]",
+            |a| a.pcmpeqb(xmm1, xmmword_ptr(rdi + 8)),
+            true,
+        ),
+        (
+            "movdqu [rdi+8], xmm1",
+            |a| a.movdqu(xmmword_ptr(rdi + 8), xmm1),
+            false,
+        ),
+    ];
+    for (name, form, faults) in forms {
         let mut out = Vec::new();
         for engine in EngineKind::emulators() {
             let code = assemble(Mode::Long64, |a| {
-                if bit_in_cr0 {
-                    a.mov(rax, cr0).unwrap();
-                    a.or(rax, 8).unwrap(); // TS
-                    a.mov(cr0, rax).unwrap();
-                } else {
-                    a.mov(rax, cr4).unwrap();
-                    a.and(rax, !(1i32 << 9)).unwrap(); // OSFXSR
-                    a.mov(cr4, rax).unwrap();
-                }
-                a.mov(ebx, 5).unwrap();
-                a.add(ebx, 1).unwrap();
-                a.pxor(xmm1, xmm2).unwrap();
+                a.mov(edi, DATA_BASE as u32).unwrap();
+                // The page in the TLB, so the inline form's own check decides.
+                a.mov(dword_ptr(rdi + 64), eax).unwrap();
+                a.pcmpeqb(xmm1, xmm1).unwrap(); // all ones
+                a.mov(ebx, 6).unwrap();
+                form(a).unwrap();
                 a.mov(ebx, 9).unwrap();
             });
             let mut g = guest(engine, Mode::Long64, &code, &[], 0);
             g.cpu.cr4 |= OSFXSR;
             g.run_to_halt();
-            assert_eq!(exception(&g), Some(want), "{engine}");
-            assert_eq!(g.cpu.gpr[RBX], 6, "{engine}");
-            out.push(faulting_offset(&g, false));
+            let stored = g.read_u64(DATA_BASE + 8);
+            if faults {
+                assert_eq!(exception(&g), Some(13), "{engine} {name}");
+                assert_eq!(g.cpu.gpr[RBX], 6, "{engine} {name}");
+                assert_eq!(stored, 0, "{engine} {name}: nothing stored");
+                out.push(faulting_offset(&g, true));
+            } else {
+                assert_no_exception(&g, name);
+                assert_eq!(stored, u64::MAX, "{engine} {name}");
+            }
         }
-        assert_eq!(out[0], out[1], "faulting instruction");
+        if faults {
+            assert_eq!(out[0], out[1], "{name}: faulting instruction");
+        }
     }
 }

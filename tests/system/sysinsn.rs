@@ -297,6 +297,9 @@ fn msr_round_trips() {
                 wrmsr_imm(a, 0x174, 0x08)?; // SYSENTER_CS
                 a.rdmsr()?;
                 save(a)?;
+                a.mov(ecx, 0x10A)?; // ARCH_CAPABILITIES
+                a.rdmsr()?;
+                save(a)?;
                 a.hlt()?;
                 Ok(vec![])
             });
@@ -312,6 +315,9 @@ fn msr_round_trips() {
             );
             assert_eq!(r(4), 0x8_0006, "{tag}: MTRR");
             assert_eq!(r(5), 8, "{tag}: SYSENTER_CS");
+            // RDCL_NO, SSB_NO, MDS_NO, PSCHANGE_MC_NO, TAA_NO, SBDR_SSDP_NO, FBSDP_NO,
+            // PSDP_NO, BHI_NO, PBRSB_NO, GDS_NO, RFDS_NO, ITS_NO; not IBRS_ALL or RSBA.
+            assert_eq!(r(6), 0x4000_0000_0D10_E171, "{tag}: ARCH_CAPABILITIES");
             assert_eq!(g.cpu.msr.star, 0x0023_0010_1234_5678, "{tag}");
         }
     }
@@ -321,12 +327,13 @@ fn msr_round_trips() {
 fn msr_faults() {
     for engine in EngineKind::emulators() {
         // (MSR, value, mode): unknown MSR, reserved EFER bit, invalid PAT type, MTRRCAP
-        // write, non-canonical LSTAR, LME change with paging on.
-        let cases: [(u32, u64, Mode); 6] = [
+        // write, ARCH_CAPABILITIES write, non-canonical LSTAR, LME change with paging on.
+        let cases: [(u32, u64, Mode); 7] = [
             (0x1234, 0, Mode::Protected32),
             (0xC000_0080, 1 << 3, Mode::Protected32),
             (0x277, 0x02, Mode::Protected32),
             (0xFE, 0, Mode::Protected32),
+            (0x10A, 0, Mode::Protected32),
             (0xC000_0082, 0x8000_0000_0000, Mode::Long64),
             (0xC000_0080, 0, Mode::Long64),
         ];

@@ -3,6 +3,10 @@
 //! vanishing), with every feature bit also required in `KVM_GET_SUPPORTED_CPUID` (what this
 //! host and KVM can actually run).
 //!
+//! IA32_ARCH_CAPABILITIES (CPUID.7:EDX[29]) stays when KVM supports it, and KVM answers the
+//! MSR itself with the host's value: under KVM the guest runs on the host CPU's speculation,
+//! so crane86's "immune to all" value (`crane86_x86::cpuid::ARCH_CAPABILITIES`) does not apply.
+//!
 //! Removed on top of the intersection:
 //! - TSC-deadline (CPUID.1:ECX[24]): with the interrupt controller in userspace KVM keeps
 //!   IA32_TSC_DEADLINE itself and never tells crane86's LAPIC, so a guest that armed it

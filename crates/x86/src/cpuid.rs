@@ -71,7 +71,63 @@ pub mod ebx7 {
     pub const ERMS: u32 = 1 << 9;
 }
 
-/// Feature set of the CPU model. Later issues extend it as the FPU/SSE land.
+/// CPUID.7.0:EDX features.
+pub mod edx7 {
+    /// IA32_ARCH_CAPABILITIES (MSR 0x10A) exists; its value is [`super::ARCH_CAPABILITIES`].
+    pub const ARCH_CAPABILITIES: u32 = 1 << 29;
+}
+
+/// The IA32_ARCH_CAPABILITIES value of the emulated CPU: it executes nothing speculatively
+/// and has no fill, store or load buffers shared between privilege levels, so it is immune
+/// to every transient-execution attack these bits name, and says so. A guest kernel then
+/// leaves out the mitigations that cost on every kernel entry (page-table isolation's CR3
+/// switches, buffer clearing with VERW, indirect-branch thunks for ITS). Under KVM the guest
+/// runs on the host CPU, so that engine leaves this MSR to KVM, which reports the host's.
+pub const ARCH_CAPABILITIES: u64 = arch_cap::RDCL_NO
+    | arch_cap::SSB_NO
+    | arch_cap::MDS_NO
+    | arch_cap::PSCHANGE_MC_NO
+    | arch_cap::TAA_NO
+    | arch_cap::SBDR_SSDP_NO
+    | arch_cap::FBSDP_NO
+    | arch_cap::PSDP_NO
+    | arch_cap::BHI_NO
+    | arch_cap::PBRSB_NO
+    | arch_cap::GDS_NO
+    | arch_cap::RFDS_NO
+    | arch_cap::ITS_NO;
+
+/// IA32_ARCH_CAPABILITIES bits (Intel SDM vol. 4, table 2-2).
+pub mod arch_cap {
+    /// Not susceptible to rogue data cache load (Meltdown).
+    pub const RDCL_NO: u64 = 1 << 0;
+    /// Not susceptible to speculative store bypass.
+    pub const SSB_NO: u64 = 1 << 4;
+    /// Not susceptible to microarchitectural data sampling.
+    pub const MDS_NO: u64 = 1 << 5;
+    /// No machine check on a page-size change without a TLB invalidation.
+    pub const PSCHANGE_MC_NO: u64 = 1 << 6;
+    /// Not susceptible to TSX asynchronous abort.
+    pub const TAA_NO: u64 = 1 << 8;
+    /// Not susceptible to shared-buffers data read / sideband stale data propagator.
+    pub const SBDR_SSDP_NO: u64 = 1 << 13;
+    /// Not susceptible to fill-buffer stale data propagator.
+    pub const FBSDP_NO: u64 = 1 << 14;
+    /// Not susceptible to primary stale data propagator.
+    pub const PSDP_NO: u64 = 1 << 15;
+    /// Not susceptible to branch history injection.
+    pub const BHI_NO: u64 = 1 << 20;
+    /// Not susceptible to post-barrier return stack buffer predictions.
+    pub const PBRSB_NO: u64 = 1 << 24;
+    /// Not susceptible to gather data sampling.
+    pub const GDS_NO: u64 = 1 << 26;
+    /// Not susceptible to register file data sampling.
+    pub const RFDS_NO: u64 = 1 << 27;
+    /// Not susceptible to indirect target selection.
+    pub const ITS_NO: u64 = 1 << 62;
+}
+
+/// Feature set of the CPU model: the feature words of CPUID leaves 1, 7 and 0x80000001.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuModel {
     pub edx1: u32,
@@ -79,6 +135,7 @@ pub struct CpuModel {
     pub ext_edx: u32,
     pub ext_ecx: u32,
     pub ebx7: u32,
+    pub edx7: u32,
 }
 
 impl Default for CpuModel {
@@ -119,6 +176,7 @@ impl Default for CpuModel {
             ext_edx: ext1::EDX_SYSCALL | ext1::EDX_NX | ext1::EDX_RDTSCP | ext1::EDX_LM,
             ext_ecx: ext1::ECX_LAHF_LM | ext1::ECX_ABM,
             ebx7: ebx7::BMI1 | ebx7::ERMS,
+            edx7: edx7::ARCH_CAPABILITIES,
         }
     }
 }
@@ -149,7 +207,7 @@ pub fn cpuid(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u8, osxsave: bo
             let ebx = (8 << 8) | (1 << 16) | (u32::from(apic_id) << 24);
             [SIGNATURE, ebx, ecx, model.edx1]
         }
-        7 if subleaf == 0 => [0, model.ebx7, 0, 0],
+        7 if subleaf == 0 => [0, model.ebx7, 0, model.edx7],
         // XSAVE: the x87 and SSE components in the standard format (legacy region + header,
         // 576 bytes); none of XSAVEOPT/XSAVEC/XGETBV1/XSAVES (sub-leaf 1 is zero).
         0xD if subleaf == 0 && model.ecx1 & ecx1::XSAVE != 0 => {
@@ -186,6 +244,16 @@ mod tests {
             v.extend_from_slice(&w.to_le_bytes());
         }
         assert_eq!(&v, b"GenuineIntel");
+    }
+
+    #[test]
+    fn arch_capabilities_is_advertised_and_claims_no_meltdown_or_mds() {
+        let r = cpuid(&CpuModel::default(), 7, 0, 0, false);
+        assert_ne!(r[3] & edx7::ARCH_CAPABILITIES, 0);
+        assert_ne!(ARCH_CAPABILITIES & arch_cap::RDCL_NO, 0);
+        assert_ne!(ARCH_CAPABILITIES & arch_cap::MDS_NO, 0);
+        // IBRS_ALL (bit 1) would promise IA32_SPEC_CTRL, which is not modelled.
+        assert_eq!(ARCH_CAPABILITIES & (1 << 1), 0);
     }
 
     #[test]

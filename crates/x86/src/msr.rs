@@ -6,6 +6,7 @@ pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
 pub const IA32_TSC_ADJUST: u32 = 0x3B;
 pub const IA32_BIOS_SIGN_ID: u32 = 0x8B;
 pub const IA32_MTRRCAP: u32 = 0xFE;
+pub const IA32_ARCH_CAPABILITIES: u32 = 0x10A;
 pub const IA32_SYSENTER_CS: u32 = 0x174;
 pub const IA32_SYSENTER_ESP: u32 = 0x175;
 pub const IA32_SYSENTER_EIP: u32 = 0x176;

@@ -6,6 +6,7 @@ use crate::cpu::Cpu;
 use crate::exec::Handler;
 use crate::ops::system::require_cpl0;
 use crane86_devices::lapic::IA32_TSC_DEADLINE;
+use crane86_x86::cpuid::{self, edx7};
 use crane86_x86::flags;
 use crane86_x86::msr::*;
 use crane86_x86::regs::efer;
@@ -78,6 +79,9 @@ impl Cpu<'_> {
             IA32_FEATURE_CONTROL => 1,
             IA32_BIOS_SIGN_ID => 0,
             IA32_MTRRCAP => MTRRCAP_VALUE,
+            IA32_ARCH_CAPABILITIES if self.model.edx7 & edx7::ARCH_CAPABILITIES != 0 => {
+                cpuid::ARCH_CAPABILITIES
+            }
             IA32_SYSENTER_CS => m.sysenter_cs,
             IA32_SYSENTER_ESP => m.sysenter_esp,
             IA32_SYSENTER_EIP => m.sysenter_eip,

@@ -1,6 +1,8 @@
 //! Inline memory access: the softmmu TLB fast path with the interpreter as the slow path
-//! (loads, stores, load + ALU, ALU to memory, PUSH/POP, CALL/RET), and effective addresses.
+//! (loads, stores, load + ALU, ALU to memory, PUSH/POP, CALL/RET, the SSE memory forms), and
+//! effective addresses.
 
+use super::sse::{xmm_offset, SseMem};
 use super::*;
 
 impl Translator<'_, '_> {
@@ -17,6 +19,18 @@ impl Translator<'_, '_> {
             8
         } else {
             i.memory_size().size() as u32
+        };
+        let sse = match kind {
+            Inline::SseMem(k) => Some(k),
+            _ => None,
+        };
+        let ty = match (size, sse) {
+            (1, _) => types::I8,
+            (2, _) => types::I16,
+            (4, _) => types::I32,
+            (8, _) => types::I64,
+            (_, Some(SseMem::Lanes(_, lanes))) => lanes,
+            _ => types::I64X2,
         };
         let seg = i.memory_segment();
         let rsp = if stack { Some(self.gpr(RSP)) } else { None };
@@ -40,6 +54,10 @@ impl Translator<'_, '_> {
             Inline::Store | Inline::Rmw => Some(self.operand(i, 1, 8 * size)),
             Inline::Push => Some(self.operand(i, 0, 64)),
             Inline::Call => Some(self.b.ins().iconst(types::I64, i.next_ip() as i64)),
+            Inline::SseMem(SseMem::Store { .. }) => {
+                let at = xmm_offset(i.op_register(1));
+                Some(self.b.ins().load(ty, trusted(), self.state, at))
+            }
             _ => None,
         };
         let before = self.tracked;
@@ -49,9 +67,11 @@ impl Translator<'_, '_> {
         let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
         let entry = self.b.ins().iadd(tlb, slot_off);
         let tag_at = match kind {
-            Inline::Store | Inline::Rmw | Inline::Push | Inline::Call => {
-                offset_of!(TlbEntry, write_tag)
-            }
+            Inline::Store
+            | Inline::Rmw
+            | Inline::Push
+            | Inline::Call
+            | Inline::SseMem(SseMem::Store { .. }) => offset_of!(TlbEntry, write_tag),
             _ => offset_of!(TlbEntry, read_tag),
         };
         let tag = self
@@ -65,7 +85,18 @@ impl Translator<'_, '_> {
         // non-canonical address misses too.
         let last = self.b.ins().iadd_imm_s(lin, i64::from(size - 1));
         let page = self.b.ins().band_imm_s(last, !0xFFFi64);
-        let ok = self.b.ins().icmp(IntCC::Equal, tag, page);
+        let mut ok = self.b.ins().icmp(IntCC::Equal, tag, page);
+        if let Some(k) = sse {
+            // SSE usable, and a 16-byte-aligned address where the form needs one: else the
+            // interpreter raises #UD, #NM or #GP.
+            let usable = self.sse_usable();
+            ok = self.b.ins().band(ok, usable);
+            if k.aligned() {
+                let low = self.b.ins().band_imm_u(lin, 15);
+                let aligned = self.b.ins().icmp_imm_u(IntCC::Equal, low, 0);
+                ok = self.b.ins().band(ok, aligned);
+            }
+        }
         let fast = self.b.create_block();
         let slow = self.b.create_block();
         let merge = self.b.create_block();
@@ -81,15 +112,21 @@ impl Translator<'_, '_> {
             offset_of!(TlbEntry, addend) as i32,
         );
         let host = self.b.ins().iadd(addend, lin);
-        let ty = match size {
-            1 => types::I8,
-            2 => types::I16,
-            4 => types::I32,
-            _ => types::I64,
-        };
         // The RIP after the instruction (a RET's is the loaded return address).
         let mut next = None;
         match kind {
+            Inline::SseMem(SseMem::Store { .. }) => {
+                let v = data.expect("store data");
+                self.b.ins().store(MemFlagsData::new(), v, host, 0);
+            }
+            Inline::SseMem(SseMem::Load { .. }) => {
+                let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
+                self.set_xmm_zero_extended(i.op_register(0), v, size);
+            }
+            Inline::SseMem(SseMem::Lanes(op, lanes)) => {
+                let v = self.b.ins().load(lanes, MemFlagsData::new(), host, 0);
+                self.lanes(op, lanes, i.op_register(0), v);
+            }
             Inline::Rmw => {
                 // A writable entry is readable too.
                 let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);

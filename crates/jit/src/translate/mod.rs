@@ -95,6 +95,9 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
     if let Some(k) = sse::sse_kind(i) {
         return Some(Inline::Sse(k));
     }
+    if let Some(k) = sse::sse_mem_kind(i) {
+        return Some(Inline::SseMem(k));
+    }
     match i.mnemonic() {
         Mnemonic::Nop => Some(Inline::Nop),
         Mnemonic::Mov if reg_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Mov),
@@ -258,6 +261,8 @@ pub enum Inline {
     BitScan,
     /// An SSE2 integer form between registers (see `sse.rs`).
     Sse(sse::Sse),
+    /// An SSE form with a memory operand: through the TLB fast path (see `sse.rs`).
+    SseMem(sse::SseMem),
 }
 
 fn is_setcc(m: Mnemonic) -> bool {
@@ -583,7 +588,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                     | Inline::LoadAlu
                     | Inline::Call
                     | Inline::Ret
-                    | Inline::JmpMem),
+                    | Inline::JmpMem
+                    | Inline::SseMem(_)),
                 ) => {
                     self.memory(i, k, kind);
                     self.inlined += 1;
@@ -828,7 +834,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             | Inline::Call
             | Inline::Ret
             | Inline::JmpMem
-            | Inline::Sse(_) => {
+            | Inline::Sse(_)
+            | Inline::SseMem(_) => {
                 unreachable!("memory and SSE forms have their own translation")
             }
         }

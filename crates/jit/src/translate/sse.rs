@@ -1,10 +1,14 @@
-//! Inline SSE2 integer forms between registers: the string-scanning idiom of libc
-//! (PXOR, PCMPEQB, PMOVMSKB) and its neighbours (PAND/PANDN/POR, PCMPEQW/D, PADD/PSUB of
-//! every lane width, register MOVDQA/MOVDQU/MOVAPS/MOVUPS, MOVD/MOVQ between XMM and GPR).
+//! Inline SSE2 forms: the string-scanning idiom of libc (PXOR, PCMPEQB, PMOVMSKB) and its
+//! neighbours (PAND/PANDN/POR, PCMPEQW/D, PADD/PSUB of every lane width, register
+//! MOVDQA/MOVDQU/MOVAPS/MOVUPS, MOVD/MOVQ between XMM and GPR), and the memory forms of
+//! the moves (MOVDQA/MOVDQU/MOVAPS/MOVUPS/MOVNTDQ, MOVD/MOVQ/MOVSS/MOVSD loads and
+//! stores) and of the lane operations (an aligned m128 source), which `memory.rs` runs
+//! through the TLB fast path.
 //! XMM registers stay in `CpuState` (loaded and stored per instruction: no write-back is
 //! needed around helper calls). Each form first checks what the interpreter's
-//! `simd_begin` checks (CR0.EM and CR0.TS clear, CR4.OSFXSR set); otherwise the
-//! interpreter runs the instruction and raises the fault.
+//! `simd_begin` checks (CR0.EM and CR0.TS clear, CR4.OSFXSR set), and a form that needs
+//! 16-byte alignment checks the address; otherwise the interpreter runs the instruction
+//! and raises the fault.
 
 use super::*;
 use crane86_x86::regs::{cr0, cr4};
@@ -35,28 +39,93 @@ pub enum SseOp {
     Sub,
 }
 
+/// The inline form of an SSE instruction with a memory operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SseMem {
+    /// XMM = [mem] of 4, 8 or 16 bytes, the rest of the register zeroed. `aligned`: a
+    /// 16-byte access that faults unless the address is a multiple of 16.
+    Load { aligned: bool },
+    /// [mem] = the low 4, 8 or 16 bytes of XMM.
+    Store { aligned: bool },
+    /// XMM op= m128 (aligned), as lanes of this type.
+    Lanes(SseOp, Type),
+}
+
+impl SseMem {
+    pub(super) fn aligned(self) -> bool {
+        match self {
+            SseMem::Load { aligned } | SseMem::Store { aligned } => aligned,
+            SseMem::Lanes(..) => true,
+        }
+    }
+}
+
+/// The lane operation of an SSE2 integer instruction.
+fn lane_op(code: Code) -> Option<(SseOp, Type)> {
+    use Code::*;
+    Some(match code {
+        Pxor_xmm_xmmm128 => (SseOp::Xor, types::I64X2),
+        Pand_xmm_xmmm128 => (SseOp::And, types::I64X2),
+        Pandn_xmm_xmmm128 => (SseOp::AndNot, types::I64X2),
+        Por_xmm_xmmm128 => (SseOp::Or, types::I64X2),
+        Pcmpeqb_xmm_xmmm128 => (SseOp::Equal, types::I8X16),
+        Pcmpeqw_xmm_xmmm128 => (SseOp::Equal, types::I16X8),
+        Pcmpeqd_xmm_xmmm128 => (SseOp::Equal, types::I32X4),
+        Paddb_xmm_xmmm128 => (SseOp::Add, types::I8X16),
+        Paddw_xmm_xmmm128 => (SseOp::Add, types::I16X8),
+        Paddd_xmm_xmmm128 => (SseOp::Add, types::I32X4),
+        Paddq_xmm_xmmm128 => (SseOp::Add, types::I64X2),
+        Psubb_xmm_xmmm128 => (SseOp::Sub, types::I8X16),
+        Psubw_xmm_xmmm128 => (SseOp::Sub, types::I16X8),
+        Psubd_xmm_xmmm128 => (SseOp::Sub, types::I32X4),
+        Psubq_xmm_xmmm128 => (SseOp::Sub, types::I64X2),
+        _ => return None,
+    })
+}
+
+/// The inline memory form of `i`, if it has one (64-bit addressing with GPR base and
+/// index, as the other memory forms).
+pub(super) fn sse_mem_kind(i: &Instruction) -> Option<SseMem> {
+    use Code::*;
+    let xmm = |n: u32| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm();
+    let mem = |n: u32| i.op_kind(n) == OpKind::Memory && super::mem_simple(i);
+    let kind = match i.code() {
+        Movdqu_xmm_xmmm128 | Movups_xmm_xmmm128 | Movupd_xmm_xmmm128 | Movd_xmm_rm32
+        | Movq_xmm_rm64 | Movq_xmm_xmmm64 | Movss_xmm_xmmm32 | Movsd_xmm_xmmm64 => {
+            SseMem::Load { aligned: false }
+        }
+        Movdqa_xmm_xmmm128 | Movaps_xmm_xmmm128 | Movapd_xmm_xmmm128 => {
+            SseMem::Load { aligned: true }
+        }
+        Movdqu_xmmm128_xmm | Movups_xmmm128_xmm | Movupd_xmmm128_xmm | Movd_rm32_xmm
+        | Movq_rm64_xmm | Movq_xmmm64_xmm | Movss_xmmm32_xmm | Movsd_xmmm64_xmm => {
+            SseMem::Store { aligned: false }
+        }
+        Movdqa_xmmm128_xmm | Movaps_xmmm128_xmm | Movapd_xmmm128_xmm | Movntdq_m128_xmm
+        | Movntps_m128_xmm | Movntpd_m128_xmm => SseMem::Store { aligned: true },
+        code => {
+            let (op, ty) = lane_op(code)?;
+            SseMem::Lanes(op, ty)
+        }
+    };
+    let operands_ok = match kind {
+        SseMem::Load { .. } | SseMem::Lanes(..) => xmm(0) && mem(1),
+        SseMem::Store { .. } => mem(0) && xmm(1),
+    };
+    let size = i.memory_size().size();
+    (operands_ok && matches!(size, 4 | 8 | 16) && (!kind.aligned() || size == 16)).then_some(kind)
+}
+
 /// The inline form of `i`, if it has one.
 pub(super) fn sse_kind(i: &Instruction) -> Option<Sse> {
     use Code::*;
     let xmm = |n: u32| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm();
     let gpr = |n: u32| i.op_kind(n) == OpKind::Register && gpr_index(i.op_register(n)).is_some();
-    let lanes = |op, ty| Some(Sse::Lanes(op, ty));
     let kind = match i.code() {
-        Pxor_xmm_xmmm128 => lanes(SseOp::Xor, types::I64X2),
-        Pand_xmm_xmmm128 => lanes(SseOp::And, types::I64X2),
-        Pandn_xmm_xmmm128 => lanes(SseOp::AndNot, types::I64X2),
-        Por_xmm_xmmm128 => lanes(SseOp::Or, types::I64X2),
-        Pcmpeqb_xmm_xmmm128 => lanes(SseOp::Equal, types::I8X16),
-        Pcmpeqw_xmm_xmmm128 => lanes(SseOp::Equal, types::I16X8),
-        Pcmpeqd_xmm_xmmm128 => lanes(SseOp::Equal, types::I32X4),
-        Paddb_xmm_xmmm128 => lanes(SseOp::Add, types::I8X16),
-        Paddw_xmm_xmmm128 => lanes(SseOp::Add, types::I16X8),
-        Paddd_xmm_xmmm128 => lanes(SseOp::Add, types::I32X4),
-        Paddq_xmm_xmmm128 => lanes(SseOp::Add, types::I64X2),
-        Psubb_xmm_xmmm128 => lanes(SseOp::Sub, types::I8X16),
-        Psubw_xmm_xmmm128 => lanes(SseOp::Sub, types::I16X8),
-        Psubd_xmm_xmmm128 => lanes(SseOp::Sub, types::I32X4),
-        Psubq_xmm_xmmm128 => lanes(SseOp::Sub, types::I64X2),
+        code if lane_op(code).is_some() => {
+            let (op, ty) = lane_op(code)?;
+            Some(Sse::Lanes(op, ty))
+        }
         Movdqa_xmm_xmmm128 | Movdqu_xmm_xmmm128 | Movaps_xmm_xmmm128 | Movups_xmm_xmmm128
         | Movdqa_xmmm128_xmm | Movdqu_xmmm128_xmm | Movaps_xmmm128_xmm | Movups_xmmm128_xmm => {
             Some(Sse::Copy)
@@ -74,16 +143,15 @@ pub(super) fn sse_kind(i: &Instruction) -> Option<Sse> {
     operands_ok.then_some(kind)
 }
 
-fn xmm_offset(r: Register) -> i32 {
+pub(super) fn xmm_offset(r: Register) -> i32 {
     let k = r as usize - Register::XMM0 as usize;
     (offset_of!(CpuState, fpu) + offset_of!(crane86_x86::FpuState, xmm) + 16 * k) as i32
 }
 
 impl Translator<'_, '_> {
-    /// Instruction `index` (`i`, of inline form `kind`): inline when SSE is usable, else the
-    /// interpreter (which raises #UD or #NM).
-    pub(super) fn sse(&mut self, i: &Instruction, index: usize, kind: Sse) {
-        let before = self.tracked;
+    /// Whether SSE instructions run now (CR0.EM and CR0.TS clear, CR4.OSFXSR set), as a
+    /// boolean value.
+    pub(super) fn sse_usable(&mut self) -> Value {
         let c0 = self.b.ins().load(
             types::I64,
             trusted(),
@@ -100,7 +168,14 @@ impl Translator<'_, '_> {
         let ok4 = self.b.ins().band_imm_u(c4, cr4::OSFXSR as i64);
         let ok0 = self.b.ins().icmp_imm_u(IntCC::Equal, bad0, 0);
         let ok4 = self.b.ins().icmp_imm_u(IntCC::NotEqual, ok4, 0);
-        let ok = self.b.ins().band(ok0, ok4);
+        self.b.ins().band(ok0, ok4)
+    }
+
+    /// Instruction `index` (`i`, of inline form `kind`): inline when SSE is usable, else the
+    /// interpreter (which raises #UD or #NM).
+    pub(super) fn sse(&mut self, i: &Instruction, index: usize, kind: Sse) {
+        let before = self.tracked;
+        let ok = self.sse_usable();
         let fast = self.b.create_block();
         let slow = self.b.create_block();
         let merge = self.b.create_block();
@@ -126,6 +201,38 @@ impl Translator<'_, '_> {
         self.tracked = after;
     }
 
+    /// XMM `dst` op= `b` (a vector of lane type `ty`).
+    pub(super) fn lanes(&mut self, op: SseOp, ty: Type, dst: Register, b: Value) {
+        let at = xmm_offset(dst);
+        let a = self.b.ins().load(ty, trusted(), self.state, at);
+        let ins = self.b.ins();
+        let r = match op {
+            SseOp::Xor => ins.bxor(a, b),
+            SseOp::And => ins.band(a, b),
+            // PANDN: NOT destination AND source.
+            SseOp::AndNot => ins.band_not(b, a),
+            SseOp::Or => ins.bor(a, b),
+            SseOp::Equal => ins.icmp(IntCC::Equal, a, b),
+            SseOp::Add => ins.iadd(a, b),
+            SseOp::Sub => ins.isub(a, b),
+        };
+        self.b.ins().store(trusted(), r, self.state, at);
+    }
+
+    /// XMM `dst` = `v` (32, 64 or 128 bits), the bits above it zeroed.
+    pub(super) fn set_xmm_zero_extended(&mut self, dst: Register, v: Value, bytes: u32) {
+        let at = xmm_offset(dst);
+        self.b.ins().store(trusted(), v, self.state, at);
+        if bytes == 4 {
+            let zero = self.b.ins().iconst(types::I32, 0);
+            self.b.ins().store(trusted(), zero, self.state, at + 4);
+        }
+        if bytes < 16 {
+            let zero = self.b.ins().iconst(types::I64, 0);
+            self.b.ins().store(trusted(), zero, self.state, at + 8);
+        }
+    }
+
     fn sse_body(&mut self, i: &Instruction, kind: Sse) {
         let vec = |t: &mut Self, ty: Type, n: u32| {
             let at = xmm_offset(i.op_register(n));
@@ -133,21 +240,8 @@ impl Translator<'_, '_> {
         };
         match kind {
             Sse::Lanes(op, ty) => {
-                let a = vec(self, ty, 0);
                 let b = vec(self, ty, 1);
-                let ins = self.b.ins();
-                let r = match op {
-                    SseOp::Xor => ins.bxor(a, b),
-                    SseOp::And => ins.band(a, b),
-                    // PANDN: NOT destination AND source.
-                    SseOp::AndNot => ins.band_not(b, a),
-                    SseOp::Or => ins.bor(a, b),
-                    SseOp::Equal => ins.icmp(IntCC::Equal, a, b),
-                    SseOp::Add => ins.iadd(a, b),
-                    SseOp::Sub => ins.isub(a, b),
-                };
-                let at = xmm_offset(i.op_register(0));
-                self.b.ins().store(trusted(), r, self.state, at);
+                self.lanes(op, ty, i.op_register(0), b);
             }
             Sse::Copy => {
                 let v = vec(self, types::I64X2, 1);
