@@ -1,13 +1,14 @@
 //! The JIT's inline forms against the interpreter: one long-mode program (translated on its
 //! first run under `EngineKind::Jit`) of flag producers — shifts by immediate of every size
 //! (counts 1, 2, width - 1 and others, AH..BH included), 8/16/32/64-bit CMP/TEST/ADD/SUB/
-//! logic ops, NOT/NEG/INC/DEC, ALU ops with a memory source or destination and CMP/TEST of
-//! memory, BSF/BSR, IMUL
+//! logic ops, NOT/NEG/INC/DEC, ALU ops (INC/DEC too) with a memory source or destination
+//! and CMP/TEST of memory, BSF/BSR, IMUL
 //! with two and three operands, ADC/SBB (carry-in from inline or stored flags), ROL/ROR by
 //! an immediate and SHL/SHR/SAR by CL (counts 0, 1, width - 1, width and beyond) after
 //! inline or stored flags —
-//! each followed by a flag consumer: SETcc of a low or high byte register, CMOVcc 32/64 (the
-//! 32-bit form zero-extends when the condition is false), or Jcc, for all 16 conditions;
+//! each followed by a flag consumer: SETcc of a low or high byte register, CMOVcc 32/64 from
+//! a register or memory (the 32-bit form zero-extends when the condition is false), or Jcc,
+//! for all 16 conditions;
 //! plus MOVZX/MOVSX/MOVSXD and 8/16-bit MOV between registers and loads and stores of every
 //! size. After every case the flags and the registers involved are stored; both engines
 //! must leave the same memory and registers. Then a precise fault in an inline load + ALU
@@ -134,7 +135,17 @@ fn plain_producer(a: &mut CodeAssembler, r: &mut Rng, kind: u64) {
     if kind == 5 {
         // Memory operands: [RAX] holds RCX.
         let k = r.next() as i32;
-        match r.below(18) {
+        match r.below(22) {
+            // INC/DEC keep the CF of a preceding inline CMP.
+            18 | 19 => {
+                a.cmp(ecx, ebx).unwrap();
+                a.inc(dword_ptr(rax + 1))
+            }
+            20 => {
+                a.cmp(bl, cl).unwrap();
+                a.dec(byte_ptr(rax + 2))
+            }
+            21 => a.inc(word_ptr(rax + 4)),
             12 => a.add(qword_ptr(rax), rbx),
             13 => a.sub(dword_ptr(rax + 1), k),
             14 => a.xor(byte_ptr(rax + 2), bh),
@@ -267,10 +278,14 @@ fn plain_producer(a: &mut CodeAssembler, r: &mut Rng, kind: u64) {
     }
 }
 
-/// One flag consumer of condition `cc`: SETcc DL/DH/R10B, CMOVcc R8(D) <- RSI, or Jcc
-/// (R9 = 2 when not taken).
+/// One flag consumer of condition `cc`: SETcc DL/DH/R10B, CMOVcc R8(D) <- RSI or <- [RAX+1],
+/// or Jcc (R9 = 2 when not taken).
 fn consumer(a: &mut CodeAssembler, r: &mut Rng, cc: u8) {
-    match r.below(3) {
+    match r.below(4) {
+        3 => {
+            let rex = [0x4C, 0x44][r.below(2) as usize]; // cmov r8,[rax+1] / r8d,[rax+1]
+            a.db(&[rex, 0x0F, 0x40 + cc, 0x40, 0x01]).unwrap();
+        }
         0 => {
             let modrm = [0xC2u8, 0xC6][r.below(2) as usize]; // dl, dh
             if r.below(3) == 0 {
@@ -596,6 +611,128 @@ fn jump_through_memory_matches_the_interpreter() {
         out.push((g.cpu.gpr, faulting_offset(&g, true)));
     }
     assert_eq!(out[0], out[1]);
+}
+
+/// CBW/CWDE/CDQE, CWD/CDQ/CQO and BSWAP r32/r64 against the interpreter and against the
+/// values the SDM gives, on accumulators with each sign bit set or clear.
+#[test]
+fn widening_and_byte_swaps_match_the_interpreter() {
+    type Form = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+    let forms: [(&str, Form); 9] = [
+        ("cbw", |a| a.cbw()),
+        ("cwde", |a| a.cwde()),
+        ("cdqe", |a| a.cdqe()),
+        ("cwd", |a| a.cwd()),
+        ("cdq", |a| a.cdq()),
+        ("cqo", |a| a.cqo()),
+        ("bswap eax", |a| a.bswap(eax)),
+        ("bswap rax", |a| a.bswap(rax)),
+        ("bswap r9d", |a| a.bswap(r9d)),
+    ];
+    let values = [
+        0x1122_3344_5566_7780u64,
+        0x1122_3344_5566_0F7F,
+        0x1122_3344_8000_7F00,
+        0x8000_0000_7FFF_FFFF,
+        0x7FFF_FFFF_FFFF_FFFF,
+    ];
+    let junk = 0xDEAD_BEEF_CAFE_F00Du64;
+    for (name, form) in forms {
+        for v in values {
+            let mut out = Vec::new();
+            for engine in EngineKind::emulators() {
+                let code = assemble(Mode::Long64, |a| {
+                    a.mov(rax, v).unwrap();
+                    a.mov(rdx, junk).unwrap();
+                    a.mov(r9, v).unwrap();
+                    form(a).unwrap();
+                });
+                let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+                g.run_to_halt();
+                assert_no_exception(&g, name);
+                out.push((g.cpu.gpr[RAX], g.cpu.gpr[RDX], g.cpu.gpr[9]));
+            }
+            assert_eq!(out[0], out[1], "{name} of {v:#x}: interp vs jit");
+            let (rax_, rdx_, r9_) = out[1];
+            let sx = |v: u64, bits: u32| ((v << (64 - bits)) as i64 >> (64 - bits)) as u64;
+            let sign = |bits: u32| {
+                if v >> (bits - 1) & 1 != 0 {
+                    u64::MAX
+                } else {
+                    0
+                }
+            };
+            let want = match name {
+                "cbw" => (v & !0xFFFF | sx(v, 8) & 0xFFFF, junk, v),
+                "cwde" => (sx(v, 16) & 0xFFFF_FFFF, junk, v),
+                "cdqe" => (sx(v, 32), junk, v),
+                "cwd" => (v, junk & !0xFFFF | sign(16) & 0xFFFF, v),
+                "cdq" => (v, sign(32) & 0xFFFF_FFFF, v),
+                "cqo" => (v, sign(64), v),
+                "bswap eax" => (u64::from((v as u32).swap_bytes()), junk, v),
+                "bswap rax" => (v.swap_bytes(), junk, v),
+                _ => (v, junk, u64::from((v as u32).swap_bytes())),
+            };
+            assert_eq!((rax_, rdx_, r9_), want, "{name} of {v:#x}");
+        }
+    }
+}
+
+/// INC/DEC to memory keep CF and set the other five flags, on the inline path (the page
+/// already in the TLB) and on the slow path (the first touch of the page: the interpreter
+/// runs it and the merge takes the lazy record back, CF included), for each size and the
+/// values at the flag edges; against the interpreter, and CF against the carry set before.
+#[test]
+fn inc_dec_to_memory_keep_cf_on_both_paths() {
+    type Form = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+    let forms: [(&str, Form); 4] = [
+        ("inc byte", |a| a.inc(byte_ptr(rdi))),
+        ("dec word", |a| a.dec(word_ptr(rdi))),
+        ("inc dword", |a| a.inc(dword_ptr(rdi))),
+        ("dec qword", |a| a.dec(qword_ptr(rdi))),
+    ];
+    let page = DATA_BASE + 0x2_0000;
+    for (name, form) in forms {
+        for value in [0u64, 0x7F, 0x80, 0xFFFF, 0x7FFF_FFFF, u64::MAX] {
+            for carry in [false, true] {
+                for warm in [false, true] {
+                    let mut out = Vec::new();
+                    for engine in EngineKind::emulators() {
+                        let code = assemble(Mode::Long64, |a| {
+                            a.mov(rdi, page).unwrap();
+                            if warm {
+                                a.mov(qword_ptr(rdi + 64), rdi).unwrap();
+                            }
+                            a.mov(ecx, u32::from(!carry)).unwrap();
+                            a.cmp(ecx, 1).unwrap(); // CF = (ECX < 1)
+                            form(a).unwrap();
+                            // Inline consumers of the pending record, then all flags.
+                            a.seto(r8b).unwrap();
+                            a.setl(r9b).unwrap();
+                            a.setle(r10b).unwrap();
+                            a.setbe(r11b).unwrap();
+                            a.pushfq().unwrap();
+                            a.pop(rax).unwrap();
+                            a.mov(rbx, qword_ptr(rdi)).unwrap();
+                        });
+                        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+                        g.write(page, &value.to_le_bytes());
+                        g.run_to_halt();
+                        let what =
+                            format!("{engine} {name} of {value:#x}, CF {carry}, warm {warm}");
+                        assert_no_exception(&g, &what);
+                        let flags = g.cpu.gpr[RAX] & (CF | PF | AF | ZF | SF | OF);
+                        assert_eq!(flags & CF != 0, carry, "{what}: CF");
+                        out.push((flags, g.cpu.gpr[RBX], g.cpu.gpr[8..12].to_vec()));
+                    }
+                    assert_eq!(
+                        out[0], out[1],
+                        "{name} of {value:#x}, CF {carry}, warm {warm}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// BSF/BSR against the interpreter on the sources that matter: zero (the destination keeps

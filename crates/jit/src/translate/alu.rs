@@ -222,32 +222,48 @@ impl Translator<'_, '_> {
             self.write_reg(r, res);
             return;
         }
-        let (res, kind, a, src, aux) = if m == Mnemonic::Neg {
+        let res = if m == Mnemonic::Neg {
             let zero = self.b.ins().iconst(types::I64, 0);
             let res = self.b.ins().isub(zero, v);
-            (res, CcOp::Sub8, zero, v, None)
+            let res = self.truncate(res, bits);
+            self.tracked.flags = Some(PendingFlags {
+                op: CcOp::sized(CcOp::Sub8, bits),
+                res,
+                src: v,
+                a: zero,
+                bits,
+                kind: CcOp::Sub8,
+                aux: None,
+            });
+            res
         } else {
-            let cf = self.cond_value(2);
-            let cf = self.b.ins().uextend(types::I64, cf);
-            let one = self.b.ins().iconst(types::I64, 1);
-            let (res, kind) = if m == Mnemonic::Inc {
-                (self.b.ins().iadd_imm_s(v, 1), CcOp::Inc8)
-            } else {
-                (self.b.ins().iadd_imm_s(v, -1), CcOp::Dec8)
-            };
-            (res, kind, v, one, Some(cf))
+            self.inc_dec_values(m == Mnemonic::Inc, bits, v)
+        };
+        self.write_reg(r, res);
+    }
+
+    /// INC (`inc`) or DEC of `v` (`bits` wide): the result, with the flags pending (CF from
+    /// before kept in the record's `aux`, as the interpreter keeps it).
+    pub(super) fn inc_dec_values(&mut self, inc: bool, bits: u32, v: Value) -> Value {
+        let cf = self.cond_value(2);
+        let cf = self.b.ins().uextend(types::I64, cf);
+        let one = self.b.ins().iconst(types::I64, 1);
+        let (res, kind) = if inc {
+            (self.b.ins().iadd_imm_s(v, 1), CcOp::Inc8)
+        } else {
+            (self.b.ins().iadd_imm_s(v, -1), CcOp::Dec8)
         };
         let res = self.truncate(res, bits);
         self.tracked.flags = Some(PendingFlags {
             op: CcOp::sized(kind, bits),
             res,
-            src,
-            a,
+            src: one,
+            a: v,
             bits,
             kind,
-            aux,
+            aux: Some(cf),
         });
-        self.write_reg(r, res);
+        res
     }
 
     pub(super) fn alu(&mut self, i: &Instruction) {

@@ -1,6 +1,6 @@
 //! Inline memory access: the softmmu TLB fast path with the interpreter as the slow path
-//! (loads, stores, load + ALU, ALU to memory, PUSH/POP, CALL/RET, the SSE memory forms), and
-//! effective addresses.
+//! (loads, CMOVcc from memory, stores, load + ALU, ALU and INC/DEC to memory, PUSH/POP,
+//! CALL/RET, JMP [mem], the SSE memory forms), and effective addresses.
 
 use super::sse::{xmm_offset, SseMem};
 use super::*;
@@ -51,7 +51,8 @@ impl Translator<'_, '_> {
         }
         // Store data is read before the branch, so both paths see the same register state.
         let data = match kind {
-            Inline::Store | Inline::Rmw => Some(self.operand(i, 1, 8 * size)),
+            Inline::Store => Some(self.operand(i, 1, 8 * size)),
+            Inline::Rmw if i.op_count() == 2 => Some(self.operand(i, 1, 8 * size)),
             Inline::Push => Some(self.operand(i, 0, 64)),
             Inline::Call => Some(self.b.ins().iconst(types::I64, i.next_ip() as i64)),
             Inline::SseMem(SseMem::Store { .. }) => {
@@ -136,7 +137,11 @@ impl Translator<'_, '_> {
                     self.b.ins().uextend(types::I64, v)
                 };
                 let bits = 8 * size;
-                self.alu_values(i, bits, v, data.expect("ALU source"));
+                match i.mnemonic() {
+                    Mnemonic::Inc => _ = self.inc_dec_values(true, bits, v),
+                    Mnemonic::Dec => _ = self.inc_dec_values(false, bits, v),
+                    _ => self.alu_values(i, bits, v, data.expect("ALU source")),
+                }
                 let f = self.tracked.flags.expect("ALU flags");
                 let res = if size == 8 {
                     f.res
@@ -144,9 +149,7 @@ impl Translator<'_, '_> {
                     self.b.ins().ireduce(ty, f.res)
                 };
                 self.b.ins().store(MemFlagsData::new(), res, host, 0);
-                self.b.def_var(self.flag_vars[0], f.res);
-                self.b.def_var(self.flag_vars[1], f.src);
-                self.b.def_var(self.flag_vars[2], f.a);
+                self.def_flag_vars(f);
             }
             Inline::Store | Inline::Push | Inline::Call => {
                 let v = data.expect("store data");
@@ -197,9 +200,15 @@ impl Translator<'_, '_> {
                     };
                     self.alu_values(i, bits, a, b);
                     let f = self.tracked.flags.expect("ALU flags");
-                    self.b.def_var(self.flag_vars[0], f.res);
-                    self.b.def_var(self.flag_vars[1], f.src);
-                    self.b.def_var(self.flag_vars[2], f.a);
+                    self.def_flag_vars(f);
+                } else if is_cmovcc(i.mnemonic()) {
+                    // A 32-bit destination is zero-extended even when the move does not
+                    // happen.
+                    let cc = cc_number(i).expect("CMOVcc has a condition");
+                    let c = self.cond_value(cc);
+                    let dst = self.operand(i, 0, 8 * size);
+                    let v = self.b.ins().select(c, v, dst);
+                    self.write_reg(i.op_register(0), v);
                 } else if !matches!(kind, Inline::Ret | Inline::JmpMem) {
                     self.write_reg(i.op_register(0), v);
                 }
@@ -249,14 +258,23 @@ impl Translator<'_, '_> {
                 .ins()
                 .load(types::I64, trusted(), self.state, LAZY_SRC);
             let a = match f.kind {
-                CcOp::Sub8 => self.b.ins().iadd(res, src),
-                CcOp::Add8 => self.b.ins().isub(res, src),
+                CcOp::Sub8 | CcOp::Dec8 => self.b.ins().iadd(res, src),
+                CcOp::Add8 | CcOp::Inc8 => self.b.ins().isub(res, src),
                 _ => res,
             };
             let a = self.truncate(a, f.bits);
-            self.b.def_var(self.flag_vars[0], res);
-            self.b.def_var(self.flag_vars[1], src);
-            self.b.def_var(self.flag_vars[2], a);
+            let aux = f.aux.map(|_| {
+                self.b
+                    .ins()
+                    .load(types::I64, trusted(), self.state, LAZY_AUX)
+            });
+            self.def_flag_vars(PendingFlags {
+                res,
+                src,
+                a,
+                aux,
+                ..f
+            });
         }
         self.b.ins().jump(merge, &[]);
         self.b.seal_block(merge);
@@ -269,8 +287,19 @@ impl Translator<'_, '_> {
                 res: self.b.use_var(self.flag_vars[0]),
                 src: self.b.use_var(self.flag_vars[1]),
                 a: self.b.use_var(self.flag_vars[2]),
+                aux: f.aux.map(|_| self.b.use_var(self.flag_vars[3])),
                 ..f
             });
+        }
+    }
+
+    /// The pending flags' values into the variables both paths of a memory form define.
+    fn def_flag_vars(&mut self, f: PendingFlags) {
+        self.b.def_var(self.flag_vars[0], f.res);
+        self.b.def_var(self.flag_vars[1], f.src);
+        self.b.def_var(self.flag_vars[2], f.a);
+        if let Some(aux) = f.aux {
+            self.b.def_var(self.flag_vars[3], aux);
         }
     }
 

@@ -143,6 +143,11 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         }
         _ if is_setcc(i.mnemonic()) && reg_any(0) => Some(Inline::Setcc),
         _ if is_cmovcc(i.mnemonic()) && reg(0) && wide(0) && reg(1) => Some(Inline::Cmov),
+        // The load happens (and may fault) whatever the condition.
+        _ if is_cmovcc(i.mnemonic()) && reg(0) && wide(0) && mem_any(1) => Some(Inline::Load),
+        Mnemonic::Cbw | Mnemonic::Cwde | Mnemonic::Cdqe => Some(Inline::WidenAcc),
+        Mnemonic::Cwd | Mnemonic::Cdq | Mnemonic::Cqo => Some(Inline::SignToDx),
+        Mnemonic::Bswap if reg(0) && wide(0) => Some(Inline::Bswap),
         Mnemonic::Mov if mem_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Store),
         Mnemonic::Add
         | Mnemonic::Sub
@@ -163,6 +168,7 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         {
             Some(Inline::Rmw)
         }
+        Mnemonic::Inc | Mnemonic::Dec if i.op_count() == 1 && mem_any(0) => Some(Inline::Rmw),
         Mnemonic::Imul
             if reg(0)
                 && wide(0)
@@ -226,7 +232,8 @@ pub enum Inline {
     Load,
     /// MOV [mem], r32/r64/imm: likewise.
     Store,
-    /// ADD/SUB/AND/OR/XOR [mem], r/imm: a load and a store through the TLB's write entry.
+    /// ADD/SUB/AND/OR/XOR [mem], r/imm and INC/DEC [mem]: a load and a store through the
+    /// TLB's write entry.
     Rmw,
     /// PUSH r64 / PUSH imm (64-bit operand size): a store at RSP - 8.
     Push,
@@ -259,6 +266,12 @@ pub enum Inline {
     JmpMem,
     /// BSF/BSR r32/r64, r32/r64.
     BitScan,
+    /// CBW/CWDE/CDQE: the accumulator's low half sign-extended into all of it.
+    WidenAcc,
+    /// CWD/CDQ/CQO: DX/EDX/RDX = copies of the accumulator's sign bit.
+    SignToDx,
+    /// BSWAP r32/r64.
+    Bswap,
     /// An SSE2 integer form between registers (see `sse.rs`).
     Sse(sse::Sse),
     /// An SSE form with a memory operand: through the TLB fast path (see `sse.rs`).
@@ -436,7 +449,7 @@ pub struct Translator<'a, 'b> {
     rip_var: Variable,
     /// The pending flags' `res`, `src` and `a` of an inline load + ALU op, merged from its
     /// fast and slow paths.
-    flag_vars: [Variable; 3],
+    flag_vars: [Variable; 4],
     /// The block's exit (every path there has synced).
     exit: ir::Block,
     /// Instructions given inline IR.
@@ -807,6 +820,43 @@ impl<'a, 'b> Translator<'a, 'b> {
             Inline::ShiftCl => self.shift_cl(i),
             Inline::Rotate => self.rotate(i),
             Inline::BitScan => self.bit_scan(i),
+            Inline::WidenAcc | Inline::SignToDx => {
+                // The accumulator's width after the instruction (CBW: 16, CWD: 16, ...).
+                let bits = match i.mnemonic() {
+                    Mnemonic::Cbw | Mnemonic::Cwd => 16,
+                    Mnemonic::Cwde | Mnemonic::Cdq => 32,
+                    _ => 64,
+                };
+                let from = if kind == Inline::WidenAcc {
+                    bits / 2
+                } else {
+                    bits
+                };
+                let acc = self.gpr(0);
+                let up = self.b.ins().ishl_imm_u(acc, i64::from(64 - from));
+                let sx = self.b.ins().sshr_imm_u(up, i64::from(64 - from));
+                let (dst, v) = match (kind, bits) {
+                    (Inline::WidenAcc, 16) => (Register::AX, sx),
+                    (Inline::WidenAcc, 32) => (Register::EAX, sx),
+                    (Inline::WidenAcc, _) => (Register::RAX, sx),
+                    (_, 16) => (Register::DX, self.b.ins().sshr_imm_u(sx, 63)),
+                    (_, 32) => (Register::EDX, self.b.ins().sshr_imm_u(sx, 63)),
+                    _ => (Register::RDX, self.b.ins().sshr_imm_u(sx, 63)),
+                };
+                self.write_reg(dst, v);
+            }
+            Inline::Bswap => {
+                let r = i.op_register(0);
+                let v = self.operand(i, 0, r.size() as u32 * 8);
+                let v = if r.size() == 4 {
+                    let n = self.b.ins().ireduce(types::I32, v);
+                    let n = self.b.ins().bswap(n);
+                    self.b.ins().uextend(types::I64, n)
+                } else {
+                    self.b.ins().bswap(v)
+                };
+                self.write_reg(r, v);
+            }
             Inline::Imul => self.imul(i),
             Inline::Unary => self.unary(i),
             Inline::Setcc => {
