@@ -220,7 +220,7 @@ impl Cpu<'_> {
             // relies on every tag being a canonical page.
             return Ok(paddr);
         }
-        *self.tlb.entry_mut(user, lin) = TlbEntry {
+        let entry = TlbEntry {
             read_tag: page | mmio_flag,
             write_tag,
             fetch_tag: if t.executable {
@@ -234,6 +234,7 @@ impl Cpu<'_> {
             mapping_mask: t.page_size - 1,
             global: t.global,
         };
+        self.tlb.fill(user, lin, entry);
         Ok(paddr)
     }
 
