@@ -957,8 +957,39 @@ mod tests {
         ); // cmove rsi,r10
         assert_eq!(
             inline_kind(&decode(&[0x48, 0x0F, 0x44, 0x33]), 64),
-            None,
+            Some(Inline::Load),
             "cmove rsi,[rbx]"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0xFF, 0x03]), 64),
+            Some(Inline::Rmw),
+            "inc dword [rbx]"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x48, 0x98]), 64),
+            Some(Inline::WidenAcc),
+            "cdqe"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0xC8]), 64),
+            Some(Inline::Bswap),
+            "bswap eax"
+        );
+        // BSWAP of a 16-bit register is undefined: the interpreter's.
+        assert_eq!(
+            inline_kind(&decode(&[0x66, 0x0F, 0xC8]), 64),
+            None,
+            "bswap ax"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0x28, 0x07]), 64),
+            Some(Inline::SseMem(sse::SseMem::Load { aligned: true })),
+            "movaps xmm0,[rdi]"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0xF2, 0x0F, 0x11, 0x07]), 64),
+            Some(Inline::SseMem(sse::SseMem::Store { aligned: false })),
+            "movsd [rdi],xmm0"
         );
         let load = inline_kind(&decode(&[0x48, 0x8B, 0x03]), 64); // mov rax,[rbx]
         assert_eq!(load, Some(Inline::Load));
@@ -988,8 +1019,8 @@ mod tests {
         assert_eq!(imul, Some(Inline::Imul));
         let not = inline_kind(&decode(&[0x41, 0xF7, 0xD1]), 64); // not r9d
         assert_eq!(not, Some(Inline::Unary));
-        let inc_mem = inline_kind(&decode(&[0xFF, 0x03]), 64); // inc dword [rbx]
-        assert_eq!(inc_mem, None, "read-modify-write forms use the helper");
+        let neg_mem = inline_kind(&decode(&[0xF7, 0x1B]), 64); // neg dword [rbx]
+        assert_eq!(neg_mem, None, "NOT/NEG to memory use the helper");
         assert_eq!(
             inline_kind(&decode(&[0x48, 0x8D, 0x44, 0x8B, 0x10]), 64),
             Some(Inline::Lea)
