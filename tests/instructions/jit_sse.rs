@@ -61,19 +61,16 @@ const BUF: u64 = DATA_BASE + 0x3000 - 128;
 /// Where the memory-form test stores the XMM registers after each group.
 const OUT: u64 = DATA_BASE + 0x8000;
 
+/// `words` random 64-bit words from `seed`, as bytes.
+fn random_bytes(seed: u64, words: usize) -> Vec<u8> {
+    let mut r = Rng(seed);
+    (0..words).flat_map(|_| r.next().to_le_bytes()).collect()
+}
+
 fn one_memory_form(a: &mut CodeAssembler, r: &mut Rng) {
     let k = r.below(8);
     let x = xmm(k);
-    let x_reg = [
-        Register::XMM0,
-        Register::XMM1,
-        Register::XMM2,
-        Register::XMM3,
-        Register::XMM4,
-        Register::XMM5,
-        Register::XMM6,
-        Register::XMM7,
-    ][k as usize];
+    let x_reg = Register::XMM0 + k as u32;
     // Any offset for the unaligned forms (the widest access still inside the buffer), a
     // multiple of 16 for the aligned ones; the base is R9, sometimes with R10 as index.
     let any = r.below(256 - 16) as i32;
@@ -136,10 +133,7 @@ fn one_memory_form(a: &mut CodeAssembler, r: &mut Rng) {
 
 #[test]
 fn inline_sse_memory_forms_match_the_interpreter() {
-    let mut seed = Rng(0x5DEE_CE66_D1CE_4E5B);
-    let seeds: Vec<u8> = (0..(16 * 8 + 256) / 8)
-        .flat_map(|_| seed.next().to_le_bytes())
-        .collect();
+    let seeds = random_bytes(0x5DEE_CE66_D1CE_4E5B, (16 * 8 + 256) / 8);
     let mut results = Vec::new();
     for engine in EngineKind::emulators() {
         let mut r = Rng(0x2F1B_34C9_8A07_11D3);
@@ -190,10 +184,7 @@ fn inline_sse_memory_forms_match_the_interpreter() {
 
 #[test]
 fn inline_sse_forms_match_the_interpreter() {
-    let mut seed = Rng(0x2545_F491_4F6C_DD1D);
-    let seeds: Vec<u8> = (0..16 * 8 + 8 * 4)
-        .flat_map(|_| seed.next().to_le_bytes())
-        .collect();
+    let seeds = random_bytes(0x2545_F491_4F6C_DD1D, 16 * 8 + 8 * 4);
     let mut results = Vec::new();
     for engine in EngineKind::emulators() {
         let mut r = Rng(0x9E37_79B9_7F4A_7C15);
