@@ -835,14 +835,17 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let acc = self.gpr(0);
                 let up = self.b.ins().ishl_imm_u(acc, i64::from(64 - from));
                 let sx = self.b.ins().sshr_imm_u(up, i64::from(64 - from));
-                let (dst, v) = match (kind, bits) {
-                    (Inline::WidenAcc, 16) => (Register::AX, sx),
-                    (Inline::WidenAcc, 32) => (Register::EAX, sx),
-                    (Inline::WidenAcc, _) => (Register::RAX, sx),
-                    (_, 16) => (Register::DX, self.b.ins().sshr_imm_u(sx, 63)),
-                    (_, 32) => (Register::EDX, self.b.ins().sshr_imm_u(sx, 63)),
-                    _ => (Register::RDX, self.b.ins().sshr_imm_u(sx, 63)),
+                let (v, acc) = if kind == Inline::WidenAcc {
+                    (sx, [Register::AX, Register::EAX, Register::RAX])
+                } else {
+                    let sign = self.b.ins().sshr_imm_u(sx, 63);
+                    (sign, [Register::DX, Register::EDX, Register::RDX])
                 };
+                let dst = acc[match bits {
+                    16 => 0,
+                    32 => 1,
+                    _ => 2,
+                }];
                 self.write_reg(dst, v);
             }
             Inline::Bswap => {

@@ -122,10 +122,7 @@ pub(super) fn sse_kind(i: &Instruction) -> Option<Sse> {
     let xmm = |n: u32| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm();
     let gpr = |n: u32| i.op_kind(n) == OpKind::Register && gpr_index(i.op_register(n)).is_some();
     let kind = match i.code() {
-        code if lane_op(code).is_some() => {
-            let (op, ty) = lane_op(code)?;
-            Some(Sse::Lanes(op, ty))
-        }
+        code if let Some((op, ty)) = lane_op(code) => Some(Sse::Lanes(op, ty)),
         Movdqa_xmm_xmmm128 | Movdqu_xmm_xmmm128 | Movaps_xmm_xmmm128 | Movups_xmm_xmmm128
         | Movdqa_xmmm128_xmm | Movdqu_xmmm128_xmm | Movaps_xmmm128_xmm | Movups_xmmm128_xmm => {
             Some(Sse::Copy)
