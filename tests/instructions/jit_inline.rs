@@ -792,3 +792,63 @@ fn bit_scans_match_the_interpreter() {
         );
     }
 }
+
+/// A loop whose registers are all live and changed by inline code, with memory accesses
+/// in the middle that take the slow path on every pass (they cross a page boundary, so the
+/// interpreter runs them) next to ones that take the fast path. The slow path reloads only
+/// what its instruction writes, the other registers stay in host registers across it, and
+/// it takes its instruction's retired count back out of the counter the fast path keeps
+/// pending: registers, memory and the retired-instruction count must equal the
+/// interpreter's.
+#[test]
+fn slow_paths_keep_live_registers_and_counts() {
+    // Page-aligned: `PAGE - 4` makes every 8-byte access below cross into the next page.
+    let page_end = DATA_BASE + 0x2_0000 + 0x1000;
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            let mut top = a.create_label();
+            a.mov(rbx, page_end - 4).unwrap();
+            a.mov(rax, 0x0123_4567_89AB_CDEFu64).unwrap();
+            a.mov(qword_ptr(rbx), rax).unwrap();
+            a.mov(qword_ptr(rbx + 8), rax).unwrap();
+            for (k, r) in [rdx, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15]
+                .into_iter()
+                .enumerate()
+            {
+                a.mov(r, 0x1111_1111_1111_1111u64 * (k as u64 + 1)).unwrap();
+            }
+            a.mov(ecx, 150).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.add(r8, rcx).unwrap();
+            a.lea(r9, ptr(r8 + rcx * 2 + 5)).unwrap();
+            a.xor(r10, r9).unwrap();
+            a.add(rdx, r10).unwrap();
+            a.mov(rax, qword_ptr(rbx)).unwrap(); // slow: crosses
+            a.add(r11, rax).unwrap();
+            a.mov(qword_ptr(rbx + 1), r10).unwrap(); // slow: crosses
+            a.add(r12, qword_ptr(rbx + 8)).unwrap(); // fast: inside the next page
+            a.push(r13).unwrap();
+            a.pop(rsi).unwrap();
+            a.add(r13, rsi).unwrap();
+            a.rol(r14, 3).unwrap();
+            a.imul_2(r15, r9).unwrap();
+            a.sub(rdi, qword_ptr(rbx - 2)).unwrap(); // slow: crosses
+            a.inc(qword_ptr(rbx + 2)).unwrap(); // slow: crosses
+            a.sub(ecx, 1).unwrap();
+            a.jnz(top).unwrap();
+            a.hlt().unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, "slow paths");
+        let mem: Vec<u64> = (0..4).map(|k| g.read_u64(page_end - 16 + 8 * k)).collect();
+        out.push((g.cpu.gpr, mem, g.engine.instructions()));
+    }
+    let (want, got) = (&out[0], &out[1]);
+    for k in 0..16 {
+        assert_eq!(got.0[k], want.0[k], "GPR {k}");
+    }
+    assert_eq!(got.1, want.1, "memory");
+    assert_eq!(got.2, want.2, "retired instructions");
+}

@@ -1,13 +1,17 @@
 //! The Cranelift side of the JIT: the host ISA, the module that holds translated blocks
 //! ([`Backend`], dropped whole when full: a JIT module cannot free single functions), the
 //! permanent entry trampoline ([`Entry`]: Rust cannot call the blocks' tail calling
-//! convention), and [`Backend::compile`], which turns a [`Job`] into host code. A job is a
-//! copy of what translation needs from a block, so it can be compiled on another thread.
+//! convention), the helper thunks of each module ([`Helpers`]), and [`Backend::compile`],
+//! which turns a [`Job`] into host code. A job is a copy of what translation needs from a
+//! block, so it can be compiled on another thread.
 
+use crate::context::BlockCtx;
 use crate::perf_map;
 use crate::translate::{Chain, Translator};
 use crane86_interp::block::BLOCK_LINKS;
-use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, Type, UserFuncName};
+use cranelift_codegen::ir::{
+    types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, UserFuncName,
+};
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
@@ -16,6 +20,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Module};
 use iced_x86::Instruction;
 use std::ffi::c_void;
+use std::mem::offset_of;
 use std::time::{Duration, Instant};
 
 /// What translating one block needs (plain data, `Send`).
@@ -61,6 +66,108 @@ fn host_isa() -> OwnedTargetIsa {
         .unwrap_or_else(|e| panic!("crane86 jit: Cranelift has no backend for this host ({e})"));
     isa.finish(settings::Flags::new(flags))
         .expect("crane86 jit: host ISA flags")
+}
+
+/// The Rust helpers native code calls, each entered through a thunk of the translation
+/// module in Cranelift's `preserve_all` convention: the thunk saves every register the
+/// helper (host C convention) may clobber, calls it, and leaves its result in
+/// [`BlockCtx::ret`]. So a call clobbers nothing, and guest values stay in host registers
+/// across the slow paths of inline code instead of being spilled or kept in the
+/// callee-saved registers that every block's prologue would then have to save. A thunk
+/// costs its saves only when it runs (slow paths, helper-run instructions).
+#[derive(Clone, Copy, Debug)]
+pub struct Helpers {
+    /// `(ctx, ctx, index)`: [`crate::context::step_helper`].
+    pub step: usize,
+    /// `(ctx, state, cc)`: [`crate::translate::cond_helper`].
+    pub cond: usize,
+    /// `(ctx, state)`: [`crate::translate::arith_flags_helper`].
+    pub flags: usize,
+}
+
+/// The signature of a helper thunk: `(ctx, helper arguments...)`, no results.
+pub fn thunk_signature(ptr: Type, args: &[Type]) -> Signature {
+    let mut sig = Signature::new(CallConv::PreserveAll);
+    sig.params.push(AbiParam::new(ptr));
+    sig.params.extend(args.iter().map(|&t| AbiParam::new(t)));
+    sig
+}
+
+/// Define the thunk of `helper` (which takes `args` and returns a `ret`) in `module`.
+fn define_thunk(
+    module: &mut JITModule,
+    helper: usize,
+    args: &[Type],
+    ret: Type,
+) -> Result<FuncId, String> {
+    let ptr = module.target_config().pointer_type();
+    let mut ctx = module.make_context();
+    ctx.func.signature = thunk_signature(ptr, args);
+    let mut helper_sig = Signature::new(module.target_config().default_call_conv);
+    helper_sig
+        .params
+        .extend(args.iter().map(|&t| AbiParam::new(t)));
+    helper_sig.returns.push(AbiParam::new(ret));
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let params = b.block_params(entry).to_vec();
+        let sig = b.import_signature(helper_sig);
+        let f = b.ins().iconst(ptr, helper as i64);
+        let call = b.ins().call_indirect(sig, f, &params[1..]);
+        let r = b.inst_results(call)[0];
+        let r = if ret == types::I64 {
+            r
+        } else {
+            b.ins().uextend(types::I64, r)
+        };
+        b.ins().store(
+            MemFlagsData::trusted(),
+            r,
+            params[0],
+            offset_of!(BlockCtx, ret) as i32,
+        );
+        b.ins().return_(&[]);
+        b.finalize(module.target_config());
+    }
+    let id = define(module, &mut ctx)?;
+    module.clear_context(&mut ctx);
+    Ok(id)
+}
+
+/// A translation module with its helper thunks defined and finalized.
+fn new_translation_module() -> (JITModule, Helpers) {
+    let mut module = new_module(true);
+    let ptr = module.target_config().pointer_type();
+    let built = (|| {
+        let step = define_thunk(
+            &mut module,
+            crate::context::step_helper as *const () as usize,
+            &[ptr, types::I32],
+            types::I32,
+        )?;
+        let cond = define_thunk(
+            &mut module,
+            crate::translate::cond_helper as *const () as usize,
+            &[ptr, types::I32],
+            types::I32,
+        )?;
+        let flags = define_thunk(
+            &mut module,
+            crate::translate::arith_flags_helper as *const () as usize,
+            &[ptr],
+            types::I64,
+        )?;
+        module.finalize_definitions().map_err(|e| e.to_string())?;
+        Ok::<_, String>([step, cond, flags])
+    })();
+    let ids = built.unwrap_or_else(|e| panic!("crane86 jit: the helper thunks failed: {e}"));
+    let [step, cond, flags] = ids.map(|id| module.get_finalized_function(id) as usize);
+    (module, Helpers { step, cond, flags })
 }
 
 /// A module; `for_blocks`: with the code memory of [`crate::code_memory`].
@@ -159,16 +266,19 @@ impl Drop for Entry {
 /// The translation module and Cranelift's reusable contexts.
 pub struct Backend {
     module: Option<JITModule>,
+    /// The thunks of `module`.
+    helpers: Helpers,
     ctx: Context,
     builder_ctx: FunctionBuilderContext,
 }
 
 impl Default for Backend {
     fn default() -> Self {
-        let module = new_module(true);
+        let (module, helpers) = new_translation_module();
         let ctx = module.make_context();
         Backend {
             module: Some(module),
+            helpers,
             ctx,
             builder_ctx: FunctionBuilderContext::new(),
         }
@@ -196,7 +306,9 @@ impl Backend {
             // SAFETY: the caller's guarantee.
             unsafe { m.free_memory() };
         }
-        self.module = Some(new_module(true));
+        let (module, helpers) = new_translation_module();
+        self.module = Some(module);
+        self.helpers = helpers;
     }
 
     /// Translate `job`. A panic inside Cranelift (a translator bug, which guest code may
@@ -230,19 +342,12 @@ impl Backend {
             return Err("no translation module".to_string());
         };
         let ptr = module.target_config().pointer_type();
-        let helper_conv = module.target_config().default_call_conv;
         self.ctx.func.signature = block_signature(ptr);
         self.ctx.func.name = UserFuncName::user(0, 0);
         let frontend = module.target_config();
         let inlined = {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.builder_ctx);
-            let mut t = Translator::new(
-                &mut b,
-                ptr,
-                helper_conv,
-                crate::context::step_helper as *const () as usize,
-                crate::translate::cond_helper as *const () as usize,
-            );
+            let mut t = Translator::new(&mut b, ptr, self.helpers);
             let chain = job.links.map(|links| Chain {
                 links,
                 rip: job.rip,

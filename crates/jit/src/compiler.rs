@@ -339,6 +339,7 @@ impl Tier for Compiler {
                 epoch,
                 chained: 0,
                 exit: None,
+                ret: 0,
             };
             let before = cpu.stats.instructions;
             // SAFETY: `code` was compiled for `cur` (with the code size `bits` is now: the
@@ -395,6 +396,18 @@ impl Tier for Compiler {
 /// Make `to` (key `key`, native code `code`) the most recently used successor link of
 /// `from` (both cached blocks of `epoch`).
 fn link(from: &Block, to: &Block, key: BlockKey, code: NativeBlock, epoch: u64) {
+    // What native chaining relies on (see `Translator::chain_exit`): a link joins blocks of
+    // the same code size, and a link into the block's own linear page goes to its own
+    // physical page. (Anything else, say after a CR3 write, is left to the run loop.)
+    let Some(own) = from.key.get() else {
+        return;
+    };
+    let page = |a: u64| a & !0xFFF;
+    if key.bits != own.bits
+        || (page(key.rip) == page(own.rip) && page(key.paddr) != page(own.paddr))
+    {
+        return;
+    }
     let mut carry = Link {
         key,
         code: Some(code),

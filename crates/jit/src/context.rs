@@ -39,6 +39,9 @@ pub struct BlockCtx {
     pub(crate) chained: u64,
     /// Set by the helper when the run must end.
     pub(crate) exit: Option<RunExit>,
+    /// The result of the last helper native code called (through its thunk, see
+    /// [`crate::backend::Helpers`]).
+    pub(crate) ret: u64,
 }
 
 /// Whether the run loop has to look at the machine before the next block: an interrupt

@@ -26,6 +26,12 @@ impl Translator<'_, '_> {
     /// entered (only a helper-run instruction could change that, and it stops the chain).
     /// `rip` is the RIP after the block (already stored); `targets`, when known, every value
     /// it can have (then the page test happens at translation time).
+    ///
+    /// A link's code size needs no test: links join blocks of the same size only (see
+    /// `link` in the compiler), and this block is 64-bit code. When every target is in the
+    /// block's own page, neither does the link's physical address: a link to the own page
+    /// keeps the block's own physical page (`link` makes no other), and that is where the
+    /// own page still maps.
     pub(super) fn chain_exit(&mut self, chain: &Chain, rip: Value, targets: Option<&[u64]>) {
         let links = &chain.links;
         let i64t = types::I64;
@@ -69,16 +75,15 @@ impl Translator<'_, '_> {
                 t.b.ins().load(ty, trusted(), at, offset as i32)
             };
             let l_epoch = field(self, i64t, offset_of!(Link, epoch));
-            let l_paddr = field(self, i64t, offset_of!(Link, key.paddr));
             let l_rip = field(self, i64t, offset_of!(Link, key.rip));
-            let l_bits = field(self, types::I32, offset_of!(Link, key.bits));
             let same_epoch = self.b.ins().icmp(IntCC::Equal, l_epoch, epoch);
-            let same_paddr = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
             let same_rip = self.b.ins().icmp(IntCC::Equal, l_rip, rip);
-            let same_bits = self.b.ins().icmp_imm_u(IntCC::Equal, l_bits, 64);
-            let m = self.b.ins().band(same_epoch, same_paddr);
-            let m = self.b.ins().band(m, same_rip);
-            let m = self.b.ins().band(m, same_bits);
+            let mut m = self.b.ins().band(same_epoch, same_rip);
+            if !all_own {
+                let l_paddr = field(self, i64t, offset_of!(Link, key.paddr));
+                let same_paddr = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
+                m = self.b.ins().band(m, same_paddr);
+            }
             let take = self.b.create_block();
             let next = if k + 1 == links.len() {
                 ret
@@ -131,9 +136,7 @@ impl Translator<'_, '_> {
         miss: ir::Block,
     ) {
         let i64t = types::I64;
-        let vpn = self.b.ins().ushr_imm_u(rip, 12);
-        let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
-        let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
+        let slot_off = self.tlb_slot_offset(rip);
         let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
         let entry = self.b.ins().iadd(tlb, slot_off);
         let tag = self.b.ins().load(
@@ -189,11 +192,10 @@ impl Translator<'_, '_> {
                 self.tracked.dirty[k] = true;
             }
         }
-        let rip = self.b.ins().iconst(types::I64, start as i64);
-        self.b.def_var(self.rip_var, rip);
-        self.tracked.rip_pending = true;
-        self.tracked.retired_pending = true;
-        self.tracked.tlb_pending = true;
+        // Nothing has retired at the block's start, and each pass flushes its counts at the
+        // back edge: none are pending at the head.
+        debug_assert_eq!((self.tracked.retired, self.tracked.tlb_hits), (0, 0));
+        self.tracked.rip = PendingRip::Const(start);
         let block = self.b.create_block();
         self.b.ins().jump(block, &[]);
         self.b.switch_to_block(block);
@@ -203,11 +205,13 @@ impl Translator<'_, '_> {
     /// After the block's last instruction (the inline branch to its start): when the branch
     /// goes back, the step helper did not ask for the run loop, and another pass fits the
     /// budget, jump to the loop head with the registers still in their variables (the
-    /// flags are stored; RIP and the retired count stay pending). Otherwise go on to the
+    /// flags and the pass's counts are stored; RIP stays pending). Otherwise go on to the
     /// block's exit. `len` is the block's length in instructions.
     pub(super) fn back_edge(&mut self, h: &LoopHeader, len: usize) {
         let saved = self.tracked;
-        let rip = self.b.use_var(self.rip_var);
+        let rip = self
+            .pending_rip()
+            .expect("the branch back leaves RIP pending");
         let taken = self.b.ins().icmp_imm_u(IntCC::Equal, rip, h.start as i64);
         let check = self.b.create_block();
         let leave = self.b.create_block();
@@ -215,9 +219,11 @@ impl Translator<'_, '_> {
         self.b.seal_block(check);
         self.b.switch_to_block(check);
         let stop = self.stop_flag();
-        // The retired count is still pending in its variable here.
-        let pending = self.b.use_var(self.retired_var);
-        let more = self.b.ins().iadd_imm_s(pending, len as i64);
+        // The pass's retired count is still pending here.
+        let more = self
+            .b
+            .ins()
+            .iconst(types::I64, i64::from(self.tracked.retired) + len as i64);
         let fits = self.fits_budget(more);
         let go_on = self.b.ins().icmp_imm_u(IntCC::Equal, stop, 0);
         let again = self.b.ins().band(go_on, fits);
@@ -232,6 +238,8 @@ impl Translator<'_, '_> {
             }
         }
         self.flush_flags();
+        self.flush_counts();
+        self.tracked.rip = PendingRip::Const(h.start);
         self.count_native_entry();
         self.b.ins().jump(h.block, &[]);
         self.b.seal_block(h.block);

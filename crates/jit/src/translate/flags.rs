@@ -61,11 +61,7 @@ impl Translator<'_, '_> {
     pub(super) fn arith_flags_now(&mut self) -> Value {
         use crane86_x86::flags::{AF, CF, OF};
         let Some(f) = self.tracked.flags else {
-            let call = self
-                .b
-                .ins()
-                .call_indirect(self.flags_sig, self.flags_fn, &[self.state]);
-            return self.b.inst_results(call)[0];
+            return self.call_helper(self.helpers.flags, &[self.state], types::I64);
         };
         if f.kind == CcOp::Eflags {
             return f.res;
@@ -197,20 +193,15 @@ impl Translator<'_, '_> {
                 _ => return false,
             }
         };
-        let target_v = self.b.ins().iconst(types::I64, target as i64);
-        let rip = match taken {
-            None => target_v,
+        match taken {
+            None => self.retire(target),
             Some(c) => {
+                let target = self.b.ins().iconst(types::I64, target as i64);
                 let fall = self.b.ins().iconst(types::I64, i.next_ip() as i64);
-                self.b.ins().select(c, target_v, fall)
+                let rip = self.b.ins().select(c, target, fall);
+                self.retire_to(rip);
             }
-        };
-        let n = self.b.use_var(self.retired_var);
-        let n = self.b.ins().iadd_imm_s(n, 1);
-        self.b.def_var(self.retired_var, n);
-        self.tracked.retired_pending = true;
-        self.b.def_var(self.rip_var, rip);
-        self.tracked.rip_pending = true;
+        }
         true
     }
 
@@ -225,11 +216,7 @@ impl Translator<'_, '_> {
         }
         self.flush_flags();
         let ccv = self.b.ins().iconst(types::I32, i64::from(cc));
-        let call = self
-            .b
-            .ins()
-            .call_indirect(self.step_sig, self.cond_fn, &[self.state, ccv]);
-        let r = self.b.inst_results(call)[0];
+        let r = self.call_helper(self.helpers.cond, &[self.state, ccv], types::I32);
         self.b.ins().icmp_imm_s(IntCC::NotEqual, r, 0)
     }
 

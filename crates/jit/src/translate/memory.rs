@@ -61,10 +61,8 @@ impl Translator<'_, '_> {
             }
             _ => None,
         };
-        let before = self.tracked;
-        let vpn = self.b.ins().ushr_imm_u(lin, 12);
-        let slot = self.b.ins().band_imm_u(vpn, (TLB_ENTRIES - 1) as i64);
-        let slot_off = self.b.ins().imul_imm_s(slot, size_of::<TlbEntry>() as i64);
+        let before = self.begin_fast_path();
+        let slot_off = self.tlb_slot_offset(lin);
         let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
         let entry = self.b.ins().iadd(tlb, slot_off);
         let tag_at = match kind {
@@ -214,36 +212,25 @@ impl Translator<'_, '_> {
                 }
             }
         }
-        let n = self.b.use_var(self.tlb_var);
-        let n = self.b.ins().iadd_imm_s(n, 1);
-        self.b.def_var(self.tlb_var, n);
-        self.tracked.tlb_pending = true;
+        self.tracked.tlb_hits += 1;
         match (kind, next) {
             (Inline::Call, _) => self.retire(i.near_branch_target()),
-            (_, Some(rip)) => {
-                self.retire(0);
-                self.b.def_var(self.rip_var, rip);
-            }
+            (_, Some(rip)) => self.retire_to(rip),
             _ => self.retire(i.next_ip()),
         }
         let after = self.tracked;
         self.b.ins().jump(merge, &[]);
 
         // Slow path: the state from before, synced; the interpreter runs the instruction;
-        // then every register the fast path leaves cached is reloaded.
+        // then the registers the fast path defined are reloaded.
         self.b.seal_block(slow);
         self.b.switch_to_block(slow);
         self.interpreter_path(before, &after, index);
-        let rip = if matches!(kind, Inline::Ret | Inline::JmpMem) {
-            self.b.ins().load(types::I64, trusted(), self.state, RIP)
-        } else if kind == Inline::Call {
-            self.b
-                .ins()
-                .iconst(types::I64, i.near_branch_target() as i64)
-        } else {
-            self.b.ins().iconst(types::I64, i.next_ip() as i64)
-        };
-        self.b.def_var(self.rip_var, rip);
+        if after.rip == PendingRip::Var {
+            // The RIP the interpreter's RET or JMP went to (the fast path's is pending).
+            let rip = self.b.ins().load(types::I64, trusted(), self.state, RIP);
+            self.b.def_var(self.rip_var, rip);
+        }
         let pending = after
             .flags
             .filter(|_| matches!(kind, Inline::LoadAlu | Inline::Rmw));
@@ -279,8 +266,9 @@ impl Translator<'_, '_> {
         self.b.ins().jump(merge, &[]);
         self.b.seal_block(merge);
         self.b.switch_to_block(merge);
-        // Registers reloaded on the slow path equal memory there; keeping the fast path's
-        // dirty marks only costs a redundant store. RIP is pending on both.
+        // On the slow path every register equals memory (synced or reloaded); keeping the
+        // fast path's dirty marks only costs a redundant store. RIP and the counts are
+        // pending on both.
         self.tracked = after;
         if let Some(f) = pending {
             self.tracked.flags = Some(PendingFlags {
@@ -291,6 +279,20 @@ impl Translator<'_, '_> {
                 ..f
             });
         }
+    }
+
+    /// The byte offset of linear address `lin`'s slot in a TLB set: the slot number (page
+    /// number modulo [`TLB_ENTRIES`]) times the entry size, in one shift and one mask.
+    pub(super) fn tlb_slot_offset(&mut self, lin: Value) -> Value {
+        const ENTRY: usize = size_of::<TlbEntry>();
+        const _: () = assert!(ENTRY.is_power_of_two() && ENTRY <= 4096);
+        let shifted = self
+            .b
+            .ins()
+            .ushr_imm_u(lin, i64::from(12 - ENTRY.trailing_zeros()));
+        self.b
+            .ins()
+            .band_imm_u(shifted, ((TLB_ENTRIES - 1) * ENTRY) as i64)
     }
 
     /// The pending flags' values into the variables both paths of a memory form define.

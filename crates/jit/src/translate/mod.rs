@@ -28,7 +28,7 @@
 //! how a block ends: entering its successor (chaining) or, for a block that branches to its
 //! own start, iterating inside the function.
 
-use crate::backend::block_signature;
+use crate::backend::{block_signature, thunk_signature, Helpers};
 use crate::context::BlockCtx;
 use crane86_interp::block::{Link, BLOCK_LINKS};
 use crane86_memory::tlb::{TlbEntry, TLB_ENTRIES};
@@ -36,9 +36,7 @@ use crane86_x86::flags::CcOp;
 use crane86_x86::segment::Segment;
 use crane86_x86::{CpuState, LazyFlags};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{
-    self, types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value,
-};
+use cranelift_codegen::ir::{self, types, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use std::mem::{offset_of, size_of};
@@ -50,16 +48,7 @@ mod memory;
 mod sse;
 
 use flags::cc_number;
-pub use flags::cond_helper;
-
-/// The helper's signature: `(ctx, instruction index) -> leave?`.
-pub fn step_signature(ptr: Type, call_conv: cranelift_codegen::isa::CallConv) -> Signature {
-    let mut sig = Signature::new(call_conv);
-    sig.params.push(AbiParam::new(ptr));
-    sig.params.push(AbiParam::new(types::I32));
-    sig.returns.push(AbiParam::new(types::I32));
-    sig
-}
+pub use flags::{arith_flags_helper, cond_helper};
 
 /// Which instructions of a block get inline IR.
 pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
@@ -432,20 +421,15 @@ pub struct Translator<'a, 'b> {
     ptr: Type,
     ctx: Value,
     state: Value,
-    step_sig: ir::SigRef,
-    /// [`flags::arith_flags_helper`] and its signature.
-    flags_sig: ir::SigRef,
-    flags_fn: Value,
-    step_fn: Value,
-    cond_fn: Value,
+    /// The helper thunks (see [`Helpers`]): `(ctx, ptr, i32)` for the step and condition
+    /// helpers, `(ctx, ptr)` for the flags helper.
+    thunk_sig: ir::SigRef,
+    flags_thunk_sig: ir::SigRef,
+    helpers: Helpers,
     vars: [Variable; 16],
     /// What the translation has pending at the current point (compile-time state).
     tracked: Tracked,
-    /// Inline instructions retired since the last sync (a runtime value, so the two paths of
-    /// an inline memory access can merge), and the RIP after them.
-    retired_var: Variable,
-    /// Inline TLB lookups since the last sync (for the TLB statistics), likewise.
-    tlb_var: Variable,
+    /// The pending RIP when it is only known at run time ([`PendingRip::Var`]).
     rip_var: Variable,
     /// The pending flags' `res`, `src` and `a` of an inline load + ALU op, merged from its
     /// fast and slow paths.
@@ -465,10 +449,30 @@ struct Tracked {
     /// The variable is newer than `CpuState`.
     dirty: [bool; 16],
     flags: Option<PendingFlags>,
-    /// `retired_var`, `tlb_var` and `rip_var` hold values not yet written back.
-    retired_pending: bool,
-    tlb_pending: bool,
-    rip_pending: bool,
+    /// Inline instructions retired since the last sync, and inline TLB hits (for the TLB
+    /// statistics): added to their counters at the next sync. Known at translation time,
+    /// so the two paths of an inline memory access agree on them without a merge (the slow
+    /// path takes its instruction's counts back out of the counters, see
+    /// [`Translator::interpreter_path`]).
+    retired: u32,
+    tlb_hits: u32,
+    /// The RIP after the inline instructions since the last sync, not yet stored.
+    rip: PendingRip,
+    /// GPRs (bit k: GPR k) whose variable got a new value since the fast path of the
+    /// current inline form began: the ones its slow path reloads.
+    defined: u16,
+}
+
+/// The RIP inline code has not stored yet.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum PendingRip {
+    /// `CpuState::rip` is current.
+    #[default]
+    Stored,
+    /// Known at translation time.
+    Const(u64),
+    /// In [`Translator::rip_var`] (a taken-or-not Jcc, a RET's return address).
+    Var,
 }
 
 fn trusted() -> MemFlagsData {
@@ -490,13 +494,7 @@ pub struct Chain {
 }
 
 impl<'a, 'b> Translator<'a, 'b> {
-    pub fn new(
-        b: &'a mut FunctionBuilder<'b>,
-        ptr: Type,
-        call_conv: cranelift_codegen::isa::CallConv,
-        helper: usize,
-        cond: usize,
-    ) -> Self {
+    pub fn new(b: &'a mut FunctionBuilder<'b>, ptr: Type, helpers: Helpers) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -505,22 +503,10 @@ impl<'a, 'b> Translator<'a, 'b> {
         let state = b
             .ins()
             .load(ptr, fixed(), ctx, offset_of!(BlockCtx, state) as i32);
-        let step_sig = b.import_signature(step_signature(ptr, call_conv));
-        let mut sig = Signature::new(call_conv);
-        sig.params.push(AbiParam::new(ptr));
-        sig.returns.push(AbiParam::new(types::I64));
-        let flags_sig = b.import_signature(sig);
-        let flags_fn = b
-            .ins()
-            .iconst(ptr, flags::arith_flags_helper as *const () as i64);
-        let step_fn = b.ins().iconst(ptr, helper as i64);
-        let cond_fn = b.ins().iconst(ptr, cond as i64);
+        let thunk_sig = b.import_signature(thunk_signature(ptr, &[ptr, types::I32]));
+        let flags_thunk_sig = b.import_signature(thunk_signature(ptr, &[ptr]));
         let vars = std::array::from_fn(|_| b.declare_var(types::I64));
-        let retired_var = b.declare_var(types::I64);
         let zero = b.ins().iconst(types::I64, 0);
-        b.def_var(retired_var, zero);
-        let tlb_var = b.declare_var(types::I64);
-        b.def_var(tlb_var, zero);
         let rip_var = b.declare_var(types::I64);
         b.def_var(rip_var, zero);
         let flag_vars = std::array::from_fn(|_| b.declare_var(types::I64));
@@ -530,15 +516,11 @@ impl<'a, 'b> Translator<'a, 'b> {
             ptr,
             ctx,
             state,
-            step_sig,
-            flags_sig,
-            flags_fn,
-            step_fn,
-            cond_fn,
+            thunk_sig,
+            flags_thunk_sig,
+            helpers,
             vars,
             tracked: Tracked::default(),
-            retired_var,
-            tlb_var,
             rip_var,
             flag_vars,
             exit,
@@ -548,24 +530,31 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// One more inline instruction retired, with RIP `next` after it.
     fn retire(&mut self, next: u64) {
-        let n = self.b.use_var(self.retired_var);
-        let n = self.b.ins().iadd_imm_s(n, 1);
-        self.b.def_var(self.retired_var, n);
-        self.tracked.retired_pending = true;
-        let rip = self.b.ins().iconst(types::I64, next as i64);
-        self.b.def_var(self.rip_var, rip);
-        self.tracked.rip_pending = true;
+        self.tracked.retired += 1;
+        self.tracked.rip = PendingRip::Const(next);
+    }
+
+    /// One more inline instruction retired, with a RIP after it known only at run time.
+    fn retire_to(&mut self, next: Value) {
+        self.tracked.retired += 1;
+        self.b.def_var(self.rip_var, next);
+        self.tracked.rip = PendingRip::Var;
+    }
+
+    /// The pending RIP as a value (`None`: `CpuState::rip` is current).
+    fn pending_rip(&mut self) -> Option<Value> {
+        match self.tracked.rip {
+            PendingRip::Stored => None,
+            PendingRip::Const(rip) => Some(self.b.ins().iconst(types::I64, rip as i64)),
+            PendingRip::Var => Some(self.b.use_var(self.rip_var)),
+        }
     }
 
     /// Call the interpreter for instruction `index`; on "leave" go to the exit. Everything
     /// must be synced before.
     fn call_step(&mut self, index: usize) {
         let idx = self.b.ins().iconst(types::I32, index as i64);
-        let call = self
-            .b
-            .ins()
-            .call_indirect(self.step_sig, self.step_fn, &[self.ctx, idx]);
-        let leave = self.b.inst_results(call)[0];
+        let leave = self.call_helper(self.helpers.step, &[self.ctx, idx], types::I32);
         let next = self.b.create_block();
         self.b.ins().brif(leave, self.exit, &[], next, &[]);
         self.b.seal_block(next);
@@ -629,10 +618,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         // Helper calls that leave the block go to `exit` and return (the helper stopped the
         // chain); the end of the block may enter the successor.
-        let rip = self
-            .tracked
-            .rip_pending
-            .then(|| self.b.use_var(self.rip_var));
+        let rip = self.pending_rip();
         self.sync();
         match (bits, chain, insns.last()) {
             (64, Some(chain), Some(last)) => {
@@ -665,42 +651,60 @@ impl<'a, 'b> Translator<'a, 'b> {
             }
         }
         self.flush_flags();
-        if self.tracked.rip_pending {
-            let v = self.b.use_var(self.rip_var);
+        if let Some(v) = self.pending_rip() {
             self.b.ins().store(trusted(), v, self.state, RIP);
-            self.tracked.rip_pending = false;
+            self.tracked.rip = PendingRip::Stored;
         }
-        if self.tracked.retired_pending {
-            self.flush_count(self.retired_var, offset_of!(BlockCtx, retired));
-            self.tracked.retired_pending = false;
-        }
-        if self.tracked.tlb_pending {
-            self.flush_count(self.tlb_var, offset_of!(BlockCtx, tlb_accesses));
-            self.tracked.tlb_pending = false;
-        }
+        self.flush_counts();
     }
 
-    /// Add the count in `var` to the counter the [`BlockCtx`] pointer at `field` points at,
-    /// and start `var` again from 0.
-    fn flush_count(&mut self, var: Variable, field: usize) {
+    /// Add the pending retired instructions and TLB hits to their counters.
+    fn flush_counts(&mut self) {
+        let retired = std::mem::take(&mut self.tracked.retired);
+        self.add_to_counter(offset_of!(BlockCtx, retired), i64::from(retired));
+        let hits = std::mem::take(&mut self.tracked.tlb_hits);
+        self.add_to_counter(offset_of!(BlockCtx, tlb_accesses), i64::from(hits));
+    }
+
+    /// Add `n` to the counter the [`BlockCtx`] pointer at `field` points at (nothing for 0).
+    fn add_to_counter(&mut self, field: usize, n: i64) {
+        if n == 0 {
+            return;
+        }
         let counter = self.ctx_ptr(field);
         let old = self.b.ins().load(types::I64, trusted(), counter, 0);
-        let n = self.b.use_var(var);
-        let new = self.b.ins().iadd(old, n);
+        let new = self.b.ins().iadd_imm_s(old, n);
         self.b.ins().store(trusted(), new, counter, 0);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.def_var(var, zero);
+    }
+
+    /// The compile-time state before an inline form with a slow path; the fast path starts
+    /// here (and counts the registers it defines from here on).
+    fn begin_fast_path(&mut self) -> Tracked {
+        let before = self.tracked;
+        self.tracked.defined = 0;
+        before
     }
 
     /// The slow path of an inline form: back to the compile-time state `before`, sync it,
-    /// let the interpreter run instruction `index`, then reload the registers the fast path
-    /// (ending in `after`) leaves cached, so that both paths can merge.
+    /// and let the interpreter run instruction `index`; then make the state agree with the
+    /// fast path's `after`, so that both paths merge without reloading everything:
+    /// - the interpreter changed only the registers the instruction writes, and the fast
+    ///   path defined those (and any register it loaded first) anew: only those are
+    ///   reloaded, every other variable still holds the register's value;
+    /// - the fast path leaves its instruction's retired count and TLB hit pending, which the
+    ///   interpreter has already added to the counters: the slow path takes them (with the
+    ///   counts synced before) back out, so the next sync adds them once.
     fn interpreter_path(&mut self, before: Tracked, after: &Tracked, index: usize) {
         self.tracked = before;
         self.sync();
         self.call_step(index);
+        self.add_to_counter(offset_of!(BlockCtx, retired), -i64::from(after.retired));
+        self.add_to_counter(
+            offset_of!(BlockCtx, tlb_accesses),
+            -i64::from(after.tlb_hits),
+        );
         for k in 0..16 {
-            if after.cached[k] {
+            if after.defined & (1 << k) != 0 {
                 let v = self
                     .b
                     .ins()
@@ -708,6 +712,23 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.b.def_var(self.vars[k], v);
             }
         }
+    }
+
+    /// Call the helper thunk at `thunk` with `args` (after the context) and return the
+    /// helper's result (the low `ty` of [`BlockCtx::ret`]).
+    fn call_helper(&mut self, thunk: usize, args: &[Value], ty: Type) -> Value {
+        let f = self.b.ins().iconst(self.ptr, thunk as i64);
+        let sig = if args.len() == 2 {
+            self.thunk_sig
+        } else {
+            self.flags_thunk_sig
+        };
+        let mut all = vec![self.ctx];
+        all.extend_from_slice(args);
+        self.b.ins().call_indirect(sig, f, &all);
+        self.b
+            .ins()
+            .load(ty, trusted(), self.ctx, offset_of!(BlockCtx, ret) as i32)
     }
 
     /// A pointer field of [`BlockCtx`] that stays the same while native code runs (loaded
@@ -727,6 +748,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 .load(types::I64, trusted(), self.state, gpr_offset(k));
             self.b.def_var(self.vars[k], v);
             self.tracked.cached[k] = true;
+            self.tracked.defined |= 1 << k;
         }
         self.b.use_var(self.vars[k])
     }
@@ -735,6 +757,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.def_var(self.vars[k], v);
         self.tracked.cached[k] = true;
         self.tracked.dirty[k] = true;
+        self.tracked.defined |= 1 << k;
     }
 
     /// Operand `n` (a GPR of any size or an immediate) at `bits` width, zero-extended.

@@ -171,7 +171,7 @@ impl Translator<'_, '_> {
     /// Instruction `index` (`i`, of inline form `kind`): inline when SSE is usable, else the
     /// interpreter (which raises #UD or #NM).
     pub(super) fn sse(&mut self, i: &Instruction, index: usize, kind: Sse) {
-        let before = self.tracked;
+        let before = self.begin_fast_path();
         let ok = self.sse_usable();
         let fast = self.b.create_block();
         let slow = self.b.create_block();
@@ -190,8 +190,6 @@ impl Translator<'_, '_> {
         // unless the check and the interpreter disagree, in which case its result stands.
         self.b.switch_to_block(slow);
         self.interpreter_path(before, &after, index);
-        let rip = self.b.ins().iconst(types::I64, i.next_ip() as i64);
-        self.b.def_var(self.rip_var, rip);
         self.b.ins().jump(merge, &[]);
         self.b.seal_block(merge);
         self.b.switch_to_block(merge);
