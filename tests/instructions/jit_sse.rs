@@ -1,7 +1,9 @@
 //! The JIT's inline SSE2 forms against the interpreter: a long-mode program (translated on
 //! its first run under `EngineKind::Jit`) that loads random values into XMM0..XMM7 and the
 //! GPRs, runs a random sequence of register PXOR/PAND/PANDN/POR, PCMPEQB/W/D, PADD/PSUB of
-//! every lane width, register moves, PMOVMSKB and MOVD/MOVQ both ways (with ALU ops on the
+//! every lane width, register moves, PMOVMSKB, MOVD/MOVQ both ways, the shuffles
+//! (PUNPCKL*/PUNPCKH*, PSHUFD/PSHUFLW/PSHUFHW, PALIGNR, PSLLDQ/PSRLDQ with any immediate)
+//! and the lane shifts by immediates around and beyond the lane width (with ALU ops on the
 //! GPRs in between, so that register values flow between the two files), and stores every
 //! XMM and GPR after each group; both engines must leave the same memory. Likewise the
 //! memory forms: random loads, stores and lane operations of every width on a buffer that
@@ -24,7 +26,10 @@ fn xmm(k: u64) -> AsmRegisterXmm {
 
 fn one_form(a: &mut CodeAssembler, r: &mut Rng) {
     let (d, s) = (xmm(r.below(8)), xmm(r.below(8)));
-    match r.below(22) {
+    // Shuffle immediates of any value; shift counts around and beyond the lane widths.
+    let imm = r.below(256) as i32;
+    let count = [0, 1, 7, 8, 15, 16, 31, 32, 63, 64, 200][r.below(11) as usize];
+    match r.below(46) {
         0 => a.pxor(d, s),
         1 => a.pand(d, s),
         2 => a.pandn(d, s),
@@ -46,7 +51,31 @@ fn one_form(a: &mut CodeAssembler, r: &mut Rng) {
         18 => a.movd(d, ebx),
         19 => a.movq(d, rcx),
         20 => a.movd(edx, s),
-        _ => a.movq(rsi, s),
+        21 => a.movq(rsi, s),
+        22 => a.punpcklbw(d, s),
+        23 => a.punpcklwd(d, s),
+        24 => a.punpckldq(d, s),
+        25 => a.punpcklqdq(d, s),
+        26 => a.punpckhbw(d, s),
+        27 => a.punpckhwd(d, s),
+        28 => a.punpckhdq(d, s),
+        29 => a.punpckhqdq(d, s),
+        30 => a.pshufd(d, s, imm),
+        31 => a.pshuflw(d, s, imm),
+        32 => a.pshufhw(d, s, imm),
+        33 => a.palignr(d, s, count.min(16)),
+        34 => a.palignr(d, s, imm),
+        35 => a.pslldq(d, count),
+        36 => a.psrldq(d, count),
+        37 => a.psllw(d, count),
+        38 => a.pslld(d, count),
+        39 => a.psllq(d, count),
+        40 => a.psrlw(d, count),
+        41 => a.psrld(d, count),
+        42 => a.psrlq(d, count),
+        43 => a.psraw(d, count),
+        44 => a.psrad(d, count),
+        _ => a.pshufd(d, d, imm),
     }
     .unwrap();
     match r.below(3) {

@@ -3,7 +3,9 @@
 //! MOVDQA/MOVDQU/MOVAPS/MOVUPS, MOVD/MOVQ between XMM and GPR), and the memory forms of
 //! the moves (MOVDQA/MOVDQU/MOVAPS/MOVUPS/MOVNTDQ, MOVD/MOVQ/MOVSS/MOVSD loads and
 //! stores) and of the lane operations (an aligned m128 source), which `memory.rs` runs
-//! through the TLB fast path.
+//! through the TLB fast path; and the register shuffles (PUNPCKL*/PUNPCKH*, PSHUFD/PSHUFLW/
+//! PSHUFHW, PALIGNR, PSLLDQ/PSRLDQ: one Cranelift `shuffle` with the immediate folded into
+//! its byte mask) and lane shifts by an immediate (PSLL/PSRL/PSRA).
 //! XMM registers stay in `CpuState` (loaded and stored per instruction: no write-back is
 //! needed around helper calls). Each form first checks what the interpreter's
 //! `simd_begin` checks (CR0.EM and CR0.TS clear, CR4.OSFXSR set), and a form that needs
@@ -26,6 +28,21 @@ pub enum Sse {
     ToXmm,
     /// GPR = the low 32 or 64 bits of XMM.
     FromXmm,
+    /// XMM = the bytes `mask` picks from (XMM, second): 0..15 XMM's own, 16..31 the
+    /// second vector's, which is the source register, or zero if `zero` (PUNPCKL*/PUNPCKH*,
+    /// PSHUFD/PSHUFLW/PSHUFHW, PALIGNR, PSLLDQ/PSRLDQ; the immediates are in the mask).
+    Shuffle { mask: [u8; 16], zero: bool },
+    /// Every lane of XMM shifted by an immediate below the lane width (PSLLW/D/Q,
+    /// PSRLW/D/Q, PSRAW/D; a larger count is 0 for the logical shifts, the width - 1 for the
+    /// arithmetic ones).
+    ShiftImm(LaneShift, Type, u8),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaneShift {
+    Left,
+    Right,
+    Arithmetic,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +133,126 @@ pub(super) fn sse_mem_kind(i: &Instruction) -> Option<SseMem> {
     (operands_ok && matches!(size, 4 | 8 | 16) && (!kind.aligned() || size == 16)).then_some(kind)
 }
 
+/// The byte mask of PUNPCKL* (`high` false) or PUNPCKH* of `size`-byte elements: the
+/// destination's and the source's elements of the low or high half, interleaved.
+fn unpack_mask(size: usize, high: bool) -> [u8; 16] {
+    let base = if high { 8 } else { 0 };
+    std::array::from_fn(|k| {
+        let (element, within) = (k / (2 * size), k % (2 * size));
+        let from = base + element * size + within % size;
+        (if within < size { from } else { 16 + from }) as u8
+    })
+}
+
+/// The inline shuffle or lane shift of an SSE2/SSSE3 register form with an immediate (or
+/// a PUNPCK*), if `i` is one.
+fn shuffle_kind(i: &Instruction) -> Option<Sse> {
+    use Mnemonic::*;
+    let xmm = |n: u32| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm();
+    let two = i.op_count() >= 2 && xmm(0) && xmm(1);
+    let imm = |n: u32| (i.op_kind(n) == OpKind::Immediate8).then(|| i.immediate(n) as usize);
+    // A lane of 4 (PSHUFD) or 2 (PSHUFLW/HW) bytes from the source's lane `pick`.
+    let pick = |lanes: &mut [u8], bytes: usize, first: usize, n: usize| {
+        for (l, lane) in lanes.chunks_mut(bytes).enumerate() {
+            let from = first + bytes * ((n >> (2 * l)) & 3);
+            for (j, b) in lane.iter_mut().enumerate() {
+                *b = (16 + from + j) as u8;
+            }
+        }
+    };
+    let identity = |k: usize| (16 + k) as u8;
+    let shuffle = |mask: [u8; 16], zero: bool| Some(Sse::Shuffle { mask, zero });
+    let shift = |op: LaneShift, ty: Type, n: usize| {
+        let bits = ty.lane_bits() as usize;
+        Some(match (op, n >= bits) {
+            (LaneShift::Arithmetic, true) => Sse::ShiftImm(op, ty, (bits - 1) as u8),
+            // Every bit shifted out: PXOR's result with itself, as a shuffle from zero.
+            (_, true) => Sse::Shuffle {
+                mask: [16; 16],
+                zero: true,
+            },
+            (_, false) => Sse::ShiftImm(op, ty, n as u8),
+        })
+    };
+    match i.mnemonic() {
+        Punpcklbw | Punpcklwd | Punpckldq | Punpcklqdq | Punpckhbw | Punpckhwd | Punpckhdq
+        | Punpckhqdq
+            if two && i.op_count() == 2 =>
+        {
+            let m = i.mnemonic();
+            let size = match m {
+                Punpcklbw | Punpckhbw => 1,
+                Punpcklwd | Punpckhwd => 2,
+                Punpckldq | Punpckhdq => 4,
+                _ => 8,
+            };
+            let high = matches!(m, Punpckhbw | Punpckhwd | Punpckhdq | Punpckhqdq);
+            shuffle(unpack_mask(size, high), false)
+        }
+        Pshufd if two => {
+            let mut mask = [0; 16];
+            pick(&mut mask, 4, 0, imm(2)?);
+            shuffle(mask, false)
+        }
+        Pshuflw if two => {
+            let mut mask = std::array::from_fn(identity);
+            pick(&mut mask[..8], 2, 0, imm(2)?);
+            shuffle(mask, false)
+        }
+        Pshufhw if two => {
+            let mut mask = std::array::from_fn(identity);
+            pick(&mut mask[8..], 2, 8, imm(2)?);
+            shuffle(mask, false)
+        }
+        // Bytes `n..n + 16` of source:destination (the source is the low half); a count
+        // above 16 would shift in zeros, which the interpreter handles.
+        Palignr if two => {
+            let n = imm(2).filter(|&n| n <= 16)?;
+            let mask = std::array::from_fn(|k| {
+                let p = k + n;
+                (if p < 16 { 16 + p } else { p - 16 }) as u8
+            });
+            shuffle(mask, false)
+        }
+        Pslldq if xmm(0) => {
+            let n = imm(1)?;
+            shuffle(
+                std::array::from_fn(|k| if k >= n { (k - n) as u8 } else { 16 }),
+                true,
+            )
+        }
+        Psrldq if xmm(0) => {
+            let n = imm(1)?;
+            shuffle(
+                std::array::from_fn(|k| if k + n < 16 { (k + n) as u8 } else { 16 }),
+                true,
+            )
+        }
+        Psllw | Pslld | Psllq | Psrlw | Psrld | Psrlq | Psraw | Psrad if xmm(0) => {
+            let n = imm(1)?;
+            let m = i.mnemonic();
+            let op = match m {
+                Psllw | Pslld | Psllq => LaneShift::Left,
+                Psraw | Psrad => LaneShift::Arithmetic,
+                _ => LaneShift::Right,
+            };
+            let ty = match m {
+                Psllw | Psrlw | Psraw => types::I16X8,
+                Pslld | Psrld | Psrad => types::I32X4,
+                _ => types::I64X2,
+            };
+            shift(op, ty, n)
+        }
+        _ => None,
+    }
+}
+
 /// The inline form of `i`, if it has one.
 pub(super) fn sse_kind(i: &Instruction) -> Option<Sse> {
+    if let Some(k) = shuffle_kind(i) {
+        // Legacy SSE encodings only (VEX forms have other operands).
+        return (i.encoding() == iced_x86::EncodingKind::Legacy).then_some(k);
+    }
     use Code::*;
     let xmm = |n: u32| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm();
     let gpr = |n: u32| i.op_kind(n) == OpKind::Register && gpr_index(i.op_register(n)).is_some();
@@ -136,6 +271,7 @@ pub(super) fn sse_kind(i: &Instruction) -> Option<Sse> {
         Sse::Lanes(..) | Sse::Copy => xmm(0) && xmm(1),
         Sse::MoveMask | Sse::FromXmm => gpr(0) && xmm(1),
         Sse::ToXmm => xmm(0) && gpr(1),
+        Sse::Shuffle { .. } | Sse::ShiftImm(..) => unreachable!("chosen by shuffle_kind"),
     };
     operands_ok.then_some(kind)
 }
@@ -262,6 +398,35 @@ impl Translator<'_, '_> {
                 let at = xmm_offset(i.op_register(1));
                 let v = self.b.ins().load(types::I64, trusted(), self.state, at);
                 self.write_reg(i.op_register(0), v);
+            }
+            Sse::Shuffle { mask, zero } => {
+                let a = vec(self, types::I8X16, 0);
+                let b = if zero {
+                    let z = self.b.ins().iconst(types::I8, 0);
+                    self.b.ins().splat(types::I8X16, z)
+                } else {
+                    vec(self, types::I8X16, 1)
+                };
+                let mask = self
+                    .b
+                    .func
+                    .dfg
+                    .immediates
+                    .push(ir::ConstantData::from(&mask[..]));
+                let r = self.b.ins().shuffle(a, b, mask);
+                let at = xmm_offset(i.op_register(0));
+                self.b.ins().store(trusted(), r, self.state, at);
+            }
+            Sse::ShiftImm(op, ty, n) => {
+                let v = vec(self, ty, 0);
+                let n = i64::from(n);
+                let r = match op {
+                    LaneShift::Left => self.b.ins().ishl_imm_u(v, n),
+                    LaneShift::Right => self.b.ins().ushr_imm_u(v, n),
+                    LaneShift::Arithmetic => self.b.ins().sshr_imm_u(v, n),
+                };
+                let at = xmm_offset(i.op_register(0));
+                self.b.ins().store(trusted(), r, self.state, at);
             }
         }
     }
