@@ -852,3 +852,55 @@ fn slow_paths_keep_live_registers_and_counts() {
     assert_eq!(got.1, want.1, "memory");
     assert_eq!(got.2, want.2, "retired instructions");
 }
+
+/// JMP r64 and CALL r64 (with RET back) alternating between two targets, CALL RSP-free,
+/// then a CALL to a non-canonical address in a register: #GP on the CALL with nothing
+/// pushed. Registers, the stack and the faulting RIP must equal the interpreter's.
+#[test]
+fn branches_through_registers_match_the_interpreter() {
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            let mut top = a.create_label();
+            let mut t0 = a.create_label();
+            let mut t1 = a.create_label();
+            let mut back = a.create_label();
+            let mut sub = a.create_label();
+            let mut done = a.create_label();
+            a.lea(r8, ptr(t0)).unwrap();
+            a.lea(r9, ptr(t1)).unwrap();
+            a.lea(r10, ptr(sub)).unwrap();
+            a.mov(ecx, 301).unwrap();
+            a.xor(ebx, ebx).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.mov(rax, r8).unwrap();
+            a.test(ecx, 1).unwrap();
+            a.cmovnz(rax, r9).unwrap();
+            a.jmp(rax).unwrap();
+            a.set_label(&mut t0).unwrap();
+            a.add(ebx, 1).unwrap();
+            a.jmp(back).unwrap();
+            a.set_label(&mut t1).unwrap();
+            a.call(r10).unwrap();
+            a.set_label(&mut back).unwrap();
+            a.sub(ecx, 1).unwrap();
+            a.jnz(top).unwrap();
+            a.jmp(done).unwrap();
+            a.set_label(&mut sub).unwrap();
+            a.add(ebx, 100).unwrap();
+            a.mov(rdx, qword_ptr(rsp)).unwrap(); // the return address
+            a.ret().unwrap();
+            a.set_label(&mut done).unwrap();
+            a.mov(rsi, rsp).unwrap();
+            a.mov(rax, 0x8000_0000_0000_0000u64).unwrap();
+            a.call(rax).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_eq!(exception(&g), Some(13), "{engine}");
+        assert_eq!(g.cpu.gpr[RBX], 150 + 151 * 100, "{engine}: RBX");
+        let pushed = g.read_u64(g.cpu.gpr[RSI] - 8);
+        out.push((g.cpu.gpr[..12].to_vec(), pushed, faulting_offset(&g, true)));
+    }
+    assert_eq!(out[0], out[1]);
+}

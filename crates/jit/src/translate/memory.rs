@@ -13,7 +13,7 @@ impl Translator<'_, '_> {
     pub(super) fn memory(&mut self, i: &Instruction, index: usize, kind: Inline) {
         let stack = matches!(
             kind,
-            Inline::Push | Inline::Pop | Inline::Call | Inline::Ret
+            Inline::Push | Inline::Pop | Inline::Call | Inline::CallReg | Inline::Ret
         );
         let size = if stack {
             8
@@ -35,7 +35,9 @@ impl Translator<'_, '_> {
         let seg = i.memory_segment();
         let rsp = if stack { Some(self.gpr(RSP)) } else { None };
         let mut lin = match (kind, rsp) {
-            (Inline::Push | Inline::Call, Some(sp)) => self.b.ins().iadd_imm_s(sp, -8),
+            (Inline::Push | Inline::Call | Inline::CallReg, Some(sp)) => {
+                self.b.ins().iadd_imm_s(sp, -8)
+            }
             (Inline::Pop | Inline::Ret, Some(sp)) => sp,
             _ => self.lea_address(i),
         };
@@ -54,13 +56,21 @@ impl Translator<'_, '_> {
             Inline::Store => Some(self.operand(i, 1, 8 * size)),
             Inline::Rmw if i.op_count() == 2 => Some(self.operand(i, 1, 8 * size)),
             Inline::Push => Some(self.operand(i, 0, 64)),
-            Inline::Call => Some(self.b.ins().iconst(types::I64, i.next_ip() as i64)),
+            Inline::Call | Inline::CallReg => {
+                Some(self.b.ins().iconst(types::I64, i.next_ip() as i64))
+            }
             Inline::SseMem(SseMem::Store { .. }) => {
                 let at = xmm_offset(i.op_register(1));
                 Some(self.b.ins().load(ty, trusted(), self.state, at))
             }
             _ => None,
         };
+        // CALL r64: the target register, read before the store (CALL RSP pushes onto the
+        // old RSP and jumps to it).
+        let call_target = (kind == Inline::CallReg).then(|| {
+            let (k, _) = gpr_part(i.op0_register()).expect("CALL r64 has a GPR");
+            self.gpr(k)
+        });
         let before = self.begin_fast_path();
         let slot_off = self.tlb_slot_offset(lin);
         let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
@@ -70,6 +80,7 @@ impl Translator<'_, '_> {
             | Inline::Rmw
             | Inline::Push
             | Inline::Call
+            | Inline::CallReg
             | Inline::SseMem(SseMem::Store { .. }) => offset_of!(TlbEntry, write_tag),
             _ => offset_of!(TlbEntry, read_tag),
         };
@@ -85,6 +96,11 @@ impl Translator<'_, '_> {
         let last = self.b.ins().iadd_imm_s(lin, i64::from(size - 1));
         let page = self.b.ins().band_imm_s(last, !0xFFFi64);
         let mut ok = self.b.ins().icmp(IntCC::Equal, tag, page);
+        if let Some(target) = call_target {
+            // A non-canonical target is the interpreter's #GP, before anything is pushed.
+            let canonical = self.canonical(target);
+            ok = self.b.ins().band(ok, canonical);
+        }
         if let Some(k) = sse {
             // SSE usable, and a 16-byte-aligned address where the form needs one: else the
             // interpreter raises #UD, #NM or #GP.
@@ -149,7 +165,7 @@ impl Translator<'_, '_> {
                 self.b.ins().store(MemFlagsData::new(), res, host, 0);
                 self.def_flag_vars(f);
             }
-            Inline::Store | Inline::Push | Inline::Call => {
+            Inline::Store | Inline::Push | Inline::Call | Inline::CallReg => {
                 let v = data.expect("store data");
                 let v = if size == 8 {
                     v
@@ -157,7 +173,7 @@ impl Translator<'_, '_> {
                     self.b.ins().ireduce(ty, v)
                 };
                 self.b.ins().store(MemFlagsData::new(), v, host, 0);
-                if matches!(kind, Inline::Push | Inline::Call) {
+                if matches!(kind, Inline::Push | Inline::Call | Inline::CallReg) {
                     self.set_gpr(RSP, lin);
                 }
             }
@@ -172,9 +188,7 @@ impl Translator<'_, '_> {
                 if matches!(kind, Inline::Ret | Inline::JmpMem) {
                     // A non-canonical target is the interpreter's #GP (with RSP unchanged):
                     // to the slow path, which has seen nothing of this path.
-                    let shl = self.b.ins().ishl_imm_u(v, 16);
-                    let sx = self.b.ins().sshr_imm_u(shl, 16);
-                    let canonical = self.b.ins().icmp(IntCC::Equal, sx, v);
+                    let canonical = self.canonical(v);
                     let cont = self.b.create_block();
                     self.b.ins().brif(canonical, cont, &[], slow, &[]);
                     self.b.seal_block(cont);
@@ -215,6 +229,7 @@ impl Translator<'_, '_> {
         self.tracked.tlb_hits += 1;
         match (kind, next) {
             (Inline::Call, _) => self.retire(i.near_branch_target()),
+            (Inline::CallReg, _) => self.retire_to(call_target.expect("CALL r64 target")),
             (_, Some(rip)) => self.retire_to(rip),
             _ => self.retire(i.next_ip()),
         }
@@ -279,6 +294,41 @@ impl Translator<'_, '_> {
                 ..f
             });
         }
+    }
+
+    /// Whether `v` is a canonical address (bits 63..47 all equal), as a boolean value.
+    pub(super) fn canonical(&mut self, v: Value) -> Value {
+        let shl = self.b.ins().ishl_imm_u(v, 16);
+        let sx = self.b.ins().sshr_imm_u(shl, 16);
+        self.b.ins().icmp(IntCC::Equal, sx, v)
+    }
+
+    /// JMP r64: RIP from the register when it is canonical, else the interpreter (#GP).
+    pub(super) fn jump_register(&mut self, i: &Instruction, index: usize) {
+        let (k, _) = gpr_part(i.op0_register()).expect("JMP r64 has a GPR");
+        let target = self.gpr(k);
+        let ok = self.canonical(target);
+        let before = self.begin_fast_path();
+        let (fast, slow, merge) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.ins().brif(ok, fast, &[], slow, &[]);
+        self.b.seal_block(fast);
+        self.b.seal_block(slow);
+        self.b.switch_to_block(fast);
+        self.retire_to(target);
+        let after = self.tracked;
+        self.b.ins().jump(merge, &[]);
+        self.b.switch_to_block(slow);
+        self.interpreter_path(before, &after, index);
+        let rip = self.b.ins().load(types::I64, trusted(), self.state, RIP);
+        self.b.def_var(self.rip_var, rip);
+        self.b.ins().jump(merge, &[]);
+        self.b.seal_block(merge);
+        self.b.switch_to_block(merge);
+        self.tracked = after;
     }
 
     /// The byte offset of linear address `lin`'s slot in a TLB set: the slot number (page

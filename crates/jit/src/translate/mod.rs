@@ -191,6 +191,8 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         Mnemonic::Ret if i.code() == Code::Retnq => Some(Inline::Ret),
         Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && reg(1) => Some(Inline::BitScan),
         Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && mem_any(0) => Some(Inline::JmpMem),
+        Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && reg(0) => Some(Inline::JmpReg),
+        Mnemonic::Call if i.code() == Code::Call_rm64 && reg(0) => Some(Inline::CallReg),
         Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
         Mnemonic::Add
         | Mnemonic::Sub
@@ -253,6 +255,10 @@ pub enum Inline {
     Ret,
     /// JMP qword [mem]: a load through the TLB fast path into RIP.
     JmpMem,
+    /// JMP r64 (a canonical target; else the interpreter's #GP).
+    JmpReg,
+    /// CALL r64: a store of the return address at RSP - 8, RIP from the register.
+    CallReg,
     /// BSF/BSR r32/r64, r32/r64.
     BitScan,
     /// CBW/CWDE/CDQE: the accumulator's low half sign-extended into all of it.
@@ -589,11 +595,16 @@ impl<'a, 'b> Translator<'a, 'b> {
                     | Inline::Pop
                     | Inline::LoadAlu
                     | Inline::Call
+                    | Inline::CallReg
                     | Inline::Ret
                     | Inline::JmpMem
                     | Inline::SseMem(_)),
                 ) => {
                     self.memory(i, k, kind);
+                    self.inlined += 1;
+                }
+                Some(Inline::JmpReg) => {
+                    self.jump_register(i, k);
                     self.inlined += 1;
                 }
                 Some(Inline::Sse(kind)) => {
@@ -908,11 +919,13 @@ impl<'a, 'b> Translator<'a, 'b> {
             | Inline::Pop
             | Inline::LoadAlu
             | Inline::Call
+            | Inline::CallReg
             | Inline::Ret
             | Inline::JmpMem
+            | Inline::JmpReg
             | Inline::Sse(_)
             | Inline::SseMem(_) => {
-                unreachable!("memory and SSE forms have their own translation")
+                unreachable!("memory, SSE and indirect branch forms have their own translation")
             }
         }
     }
@@ -1016,6 +1029,41 @@ mod tests {
             inline_kind(&decode(&[0xF2, 0x0F, 0x11, 0x07]), 64),
             Some(Inline::SseMem(sse::SseMem::Store { aligned: false })),
             "movsd [rdi],xmm0"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0xFF, 0xE0]), 64),
+            Some(Inline::JmpReg),
+            "jmp rax"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x41, 0xFF, 0xD3]), 64),
+            Some(Inline::CallReg),
+            "call r11"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x66, 0x0F, 0x70, 0xC1, 0x1B]), 64),
+            Some(Inline::Sse(sse::Sse::Shuffle {
+                mask: [
+                    16 + 12,
+                    29,
+                    30,
+                    31,
+                    16 + 8,
+                    25,
+                    26,
+                    27,
+                    16 + 4,
+                    21,
+                    22,
+                    23,
+                    16,
+                    17,
+                    18,
+                    19
+                ],
+                zero: false
+            })),
+            "pshufd xmm0,xmm1,1Bh (lanes reversed)"
         );
         let load = inline_kind(&decode(&[0x48, 0x8B, 0x03]), 64); // mov rax,[rbx]
         assert_eq!(load, Some(Inline::Load));
