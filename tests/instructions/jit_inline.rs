@@ -853,8 +853,7 @@ fn slow_paths_keep_live_registers_and_counts() {
     assert_eq!(got.2, want.2, "retired instructions");
 }
 
-/// JMP r64 and CALL r64 (with RET back) alternating between two targets, CALL RSP-free,
-/// then a CALL to a non-canonical address in a register: #GP on the CALL with nothing
+/// JMP r64 and CALL r64 (with RET back) alternating between two targets, then a CALL to a non-canonical address in a register: #GP on the CALL with nothing
 /// pushed. Registers, the stack and the faulting RIP must equal the interpreter's.
 #[test]
 fn branches_through_registers_match_the_interpreter() {

@@ -143,30 +143,34 @@ fn define_thunk(
 fn new_translation_module() -> (JITModule, Helpers) {
     let mut module = new_module(true);
     let ptr = module.target_config().pointer_type();
-    let built = (|| {
-        let step = define_thunk(
-            &mut module,
+    // (helper, its arguments, its result), in the order of `Helpers`' fields.
+    let thunks: [(usize, &[Type], Type); 3] = [
+        (
             crate::context::step_helper as *const () as usize,
             &[ptr, types::I32],
             types::I32,
-        )?;
-        let cond = define_thunk(
-            &mut module,
+        ),
+        (
             crate::translate::cond_helper as *const () as usize,
             &[ptr, types::I32],
             types::I32,
-        )?;
-        let flags = define_thunk(
-            &mut module,
+        ),
+        (
             crate::translate::arith_flags_helper as *const () as usize,
             &[ptr],
             types::I64,
-        )?;
+        ),
+    ];
+    let built = (|| {
+        let mut ids = Vec::new();
+        for (helper, args, ret) in thunks {
+            ids.push(define_thunk(&mut module, helper, args, ret)?);
+        }
         module.finalize_definitions().map_err(|e| e.to_string())?;
-        Ok::<_, String>([step, cond, flags])
+        Ok::<_, String>(ids)
     })();
     let ids = built.unwrap_or_else(|e| panic!("crane86 jit: the helper thunks failed: {e}"));
-    let [step, cond, flags] = ids.map(|id| module.get_finalized_function(id) as usize);
+    let [step, cond, flags] = [0, 1, 2].map(|k| module.get_finalized_function(ids[k]) as usize);
     (module, Helpers { step, cond, flags })
 }
 
