@@ -739,6 +739,9 @@ fn inc_dec_to_memory_keep_cf_on_both_paths() {
 /// all 64 bits, only ZF is set), single low and high bits, all ones, for both widths.
 #[test]
 fn bit_scans_match_the_interpreter() {
+    // BSF/BSR 32/64 from a register, then from memory, then from a quadword that crosses
+    // into the next page (the slow path every time).
+    const FORMS: u64 = 10;
     let sources = [
         0u64,
         1,
@@ -753,16 +756,26 @@ fn bit_scans_match_the_interpreter() {
     for engine in EngineKind::emulators() {
         let code = assemble(Mode::Long64, |a| {
             a.mov(rdi, DATA_BASE).unwrap();
+            a.mov(r8, DATA_BASE + 0x8000).unwrap();
+            a.mov(r9, DATA_BASE + 0x9000 - 4).unwrap();
             for &src in &sources {
-                for op in 0..4 {
+                for op in 0..FORMS {
                     a.mov(rcx, src).unwrap();
+                    a.mov(qword_ptr(r8), rcx).unwrap();
+                    a.mov(qword_ptr(r9), rcx).unwrap();
                     a.mov(rbx, 0xDEAD_BEEF_1234_5678u64).unwrap();
                     a.cmp(ecx, 3).unwrap(); // flags from before that must all be replaced
                     match op {
                         0 => a.bsf(ebx, ecx),
                         1 => a.bsf(rbx, rcx),
                         2 => a.bsr(ebx, ecx),
-                        _ => a.bsr(rbx, rcx),
+                        3 => a.bsr(rbx, rcx),
+                        4 => a.bsf(ebx, dword_ptr(r8)),
+                        5 => a.bsf(rbx, qword_ptr(r8)),
+                        6 => a.bsr(ebx, dword_ptr(r8)),
+                        7 => a.bsr(rbx, qword_ptr(r8)),
+                        8 => a.bsf(rbx, qword_ptr(r9)),
+                        _ => a.bsr(rbx, qword_ptr(r9)),
                     }
                     .unwrap();
                     a.pushfq().unwrap();
@@ -776,7 +789,7 @@ fn bit_scans_match_the_interpreter() {
         let mut g = guest(engine, Mode::Long64, &code, &[], 0);
         g.run_to_halt();
         assert_no_exception(&g, "bit scans");
-        let n = sources.len() as u64 * 4;
+        let n = sources.len() as u64 * FORMS;
         let mem: Vec<u64> = (0..2 * n).map(|k| g.read_u64(DATA_BASE + 8 * k)).collect();
         // A zero source left the marker in place.
         assert_eq!(mem[1], 0xDEAD_BEEF_1234_5678, "{engine}: BSF of 0");
@@ -902,4 +915,223 @@ fn branches_through_registers_match_the_interpreter() {
         out.push((g.cpu.gpr[..12].to_vec(), pushed, faulting_offset(&g, true)));
     }
     assert_eq!(out[0], out[1]);
+}
+
+/// FNSTCW to memory after FLDCW of assorted control words (the first store of each page
+/// takes the slow path, the rest the inline one), then with CR0.TS set: #NM on the
+/// FNSTCW with nothing stored.
+#[test]
+fn fnstcw_matches_the_interpreter() {
+    let words: [u16; 6] = [0x037F, 0x027F, 0x0C7F, 0x1F40, 0x0000, 0xFFFF];
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            a.mov(rsi, DATA_BASE + 0x2000).unwrap();
+            for (k, &w) in words.iter().enumerate() {
+                a.mov(word_ptr(rsi), w as u32).unwrap();
+                a.fldcw(word_ptr(rsi)).unwrap();
+                a.fnstcw(word_ptr(rdi + 2 * k as i32)).unwrap();
+            }
+            a.fninit().unwrap();
+            a.mov(rax, cr0).unwrap();
+            a.or(rax, 8).unwrap(); // TS
+            a.mov(cr0, rax).unwrap();
+            a.mov(word_ptr(rdi + 64), 0x1234).unwrap();
+            a.mov(ebx, 6).unwrap();
+            a.fnstcw(word_ptr(rdi + 64)).unwrap();
+            a.mov(ebx, 9).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_eq!(exception(&g), Some(7), "{engine}: #NM");
+        assert_eq!(g.cpu.gpr[RBX], 6, "{engine}");
+        assert_eq!(
+            read_u16(&g, DATA_BASE + 64),
+            0x1234,
+            "{engine}: nothing stored"
+        );
+        let stored: Vec<u16> = (0..words.len() as u64)
+            .map(|k| read_u16(&g, DATA_BASE + 2 * k))
+            .collect();
+        out.push((stored, faulting_offset(&g, false)));
+    }
+    assert_eq!(out[0], out[1]);
+}
+
+/// MUL and DIV of 32- and 64-bit registers on edge operands: products with and without a
+/// high half, quotients the inline path computes (EDX below the divisor, RDX zero) and
+/// 64-bit ones it leaves to the interpreter (RDX not zero), each after flags that must
+/// survive DIV; then a DIV by zero, #DE on the DIV. Everything against the interpreter.
+#[test]
+fn mul_and_div_match_the_interpreter() {
+    let values = [
+        0u64,
+        1,
+        3,
+        0x7FFF_FFFF,
+        0xFFFF_FFFF,
+        0x1_0000_0000,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+        0x1234_5678_9ABC_DEF0,
+    ];
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            for &x in &values {
+                for &y in &values {
+                    for form in 0..4 {
+                        a.mov(rax, x).unwrap();
+                        a.mov(rcx, y | 1).unwrap(); // never zero, for the divisions
+                                                    // A high half below the divisor (64-bit: sometimes not zero), so
+                                                    // that no division faults.
+                        let high = if form == 2 {
+                            u64::from((x ^ y) as u32 % (y as u32 | 1)) | 0xAB00_0000_0000
+                        } else {
+                            (x ^ y) % (y | 1)
+                        };
+                        a.mov(rdx, high).unwrap();
+                        a.cmp(eax, ecx).unwrap();
+                        match form {
+                            0 => a.mul(ecx),
+                            1 => a.mul(rcx),
+                            2 => a.div(ecx),
+                            _ => a.div(rcx),
+                        }
+                        .unwrap();
+                        a.pushfq().unwrap();
+                        a.pop(rbx).unwrap();
+                        a.mov(qword_ptr(rdi), rax).unwrap();
+                        a.mov(qword_ptr(rdi + 8), rdx).unwrap();
+                        a.mov(qword_ptr(rdi + 16), rbx).unwrap();
+                        a.add(rdi, 24).unwrap();
+                    }
+                }
+            }
+            a.mov(eax, 5).unwrap();
+            a.xor(edx, edx).unwrap();
+            a.xor(ecx, ecx).unwrap();
+            a.div(rcx).unwrap();
+        });
+        assert!(code.len() < STUBS as usize, "program overlaps the stubs");
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_eq!(exception(&g), Some(0), "{engine}: #DE");
+        let n = (values.len() * values.len() * 4 * 3) as u64;
+        assert_eq!(
+            g.cpu.gpr[RDI],
+            DATA_BASE + 8 * n,
+            "{engine}: every case ran"
+        );
+        let mem: Vec<u64> = (0..n).map(|k| g.read_u64(DATA_BASE + 8 * k)).collect();
+        out.push((mem, g.cpu.gpr[RAX], faulting_offset(&g, false)));
+    }
+    let (want, got) = (&out[0], &out[1]);
+    for (k, (w, g)) in want.0.iter().zip(&got.0).enumerate() {
+        let case = k / 3;
+        assert_eq!(
+            w,
+            g,
+            "case {case} (form {}) {}",
+            case % 4,
+            ["rax", "rdx", "rflags"][k % 3]
+        );
+    }
+    assert_eq!((want.1, want.2), (got.1, got.2), "#DE");
+}
+
+/// SHLD/SHRD r32/r64 by CL (every count from 0 to 65: masked, zero and width-1 counts
+/// included) and by immediates, on edge operands, each after a CMP whose flags a zero count
+/// must keep: values and all six arithmetic flags against the interpreter.
+#[test]
+fn double_shifts_match_the_interpreter() {
+    let values = [0u64, 1, 0x8000_0000, u64::MAX, 0x1234_5678_9ABC_DEF0];
+    // Past the results (4 forms x 1650 cases x 16 bytes), below the stack.
+    let table = DATA_BASE + 0x2_0000;
+    let mut cases = Vec::new();
+    for &d in &values {
+        for &s in &values {
+            for count in 0..66u64 {
+                cases.push((d, s, count));
+            }
+        }
+    }
+    let bytes: Vec<u8> = cases
+        .iter()
+        .flat_map(|&(d, s, c)| [d, s, c].into_iter().flat_map(u64::to_le_bytes))
+        .collect();
+    let imm_counts = [0u32, 1, 7, 31, 32, 33, 63];
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            for form in 0..4 {
+                let mut top = a.create_label();
+                a.mov(rsi, table).unwrap();
+                a.mov(r12d, cases.len() as u32).unwrap();
+                a.set_label(&mut top).unwrap();
+                a.mov(rbx, qword_ptr(rsi)).unwrap();
+                a.mov(rdx, qword_ptr(rsi + 8)).unwrap();
+                a.mov(rcx, qword_ptr(rsi + 16)).unwrap();
+                a.cmp(rbx, rdx).unwrap();
+                match form {
+                    0 => a.shld(ebx, edx, cl),
+                    1 => a.shld(rbx, rdx, cl),
+                    2 => a.shrd(ebx, edx, cl),
+                    _ => a.shrd(rbx, rdx, cl),
+                }
+                .unwrap();
+                a.pushfq().unwrap();
+                a.pop(rax).unwrap();
+                a.mov(qword_ptr(rdi), rbx).unwrap();
+                a.mov(qword_ptr(rdi + 8), rax).unwrap();
+                a.add(rdi, 16).unwrap();
+                a.add(rsi, 24).unwrap();
+                a.sub(r12d, 1).unwrap();
+                a.jnz(top).unwrap();
+            }
+            for &c in &imm_counts {
+                for form in 0..4 {
+                    a.mov(rbx, 0x8123_4567_89AB_CDEFu64).unwrap();
+                    a.mov(rdx, 0x0FED_CBA9_8765_4321u64).unwrap();
+                    a.cmp(ebx, 7).unwrap();
+                    match form {
+                        0 => a.shld(ebx, edx, c),
+                        1 => a.shld(rbx, rdx, c),
+                        2 => a.shrd(ebx, edx, c),
+                        _ => a.shrd(rbx, rdx, c),
+                    }
+                    .unwrap();
+                    a.pushfq().unwrap();
+                    a.pop(rax).unwrap();
+                    a.mov(qword_ptr(rdi), rbx).unwrap();
+                    a.mov(qword_ptr(rdi + 8), rax).unwrap();
+                    a.add(rdi, 16).unwrap();
+                }
+            }
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.write(table, &bytes);
+        g.run_to_halt();
+        assert_no_exception(&g, "double shifts");
+        let n = (cases.len() * 4 + imm_counts.len() * 4) as u64;
+        let mem: Vec<u64> = (0..2 * n).map(|k| g.read_u64(DATA_BASE + 8 * k)).collect();
+        out.push(mem);
+    }
+    for (k, (w, g)) in out[0].iter().zip(&out[1]).enumerate() {
+        let case = k / 2;
+        let what = if case < cases.len() * 4 {
+            let (d, s, c) = cases[case % cases.len()];
+            format!(
+                "form {} dst {d:#x} src {s:#x} count {c}",
+                case / cases.len()
+            )
+        } else {
+            format!("immediate case {}", case - cases.len() * 4)
+        };
+        let mask = if k % 2 == 1 { 0x8D5 } else { u64::MAX };
+        assert_eq!(w & mask, g & mask, "{what}: {}", ["value", "flags"][k % 2]);
+    }
 }

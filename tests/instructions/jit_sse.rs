@@ -271,8 +271,9 @@ fn inline_sse_forms_match_the_interpreter() {
 #[test]
 fn inline_sse_forms_fault_like_the_interpreter() {
     type Form = fn(&mut CodeAssembler) -> Result<(), IcedError>;
-    let forms: [(&str, Form); 3] = [
+    let forms: [(&str, Form); 4] = [
         ("pxor xmm1, xmm2", |a| a.pxor(xmm1, xmm2)),
+        ("comisd xmm1, xmm2", |a| a.comisd(xmm1, xmm2)),
         ("movdqu xmm1, [rdi]", |a| a.movdqu(xmm1, xmmword_ptr(rdi))),
         ("movq [rdi], xmm1", |a| a.movq(qword_ptr(rdi), xmm1)),
     ];
@@ -366,5 +367,131 @@ fn misaligned_sse_memory_forms_fault_like_the_interpreter() {
         if faults {
             assert_eq!(out[0], out[1], "{name}: faulting instruction");
         }
+    }
+}
+
+/// COMISS/UCOMISS/COMISD/UCOMISD between registers, on every pair of a set of values
+/// covering each class (zeros of both signs, normals, the extremes, infinities, denormals,
+/// quiet and signaling NaNs): the arithmetic flags and MXCSR (whose IE and DE only the
+/// interpreter's path sets) must equal the interpreter's, and for ordered operands the
+/// flags must be the comparison the SDM defines (ZF: equal, CF: less, the others clear).
+#[test]
+fn float_compares_match_the_interpreter() {
+    let doubles: [u64; 12] = [
+        0.0f64.to_bits(),
+        (-0.0f64).to_bits(),
+        1.0f64.to_bits(),
+        (-1.5f64).to_bits(),
+        f64::MAX.to_bits(),
+        f64::MIN_POSITIVE.to_bits(),
+        f64::INFINITY.to_bits(),
+        f64::NEG_INFINITY.to_bits(),
+        1,                     // the smallest denormal
+        0x800F_FFFF_FFFF_FFFF, // a negative denormal
+        0x7FF8_0000_0000_0000, // quiet NaN
+        0x7FF0_0000_0000_0001, // signaling NaN
+    ];
+    let singles: [u32; 12] = [
+        0.0f32.to_bits(),
+        (-0.0f32).to_bits(),
+        1.0f32.to_bits(),
+        (-1.5f32).to_bits(),
+        f32::MAX.to_bits(),
+        f32::MIN_POSITIVE.to_bits(),
+        f32::INFINITY.to_bits(),
+        f32::NEG_INFINITY.to_bits(),
+        1,
+        0x807F_FFFF,
+        0x7FC0_0000,
+        0x7F80_0001,
+    ];
+    let n = doubles.len();
+    let cases = n * n;
+    // Per form, the operand pairs (16 bytes each) in the order x, y.
+    let table = DATA_BASE + 0x1_0000;
+    let mut pairs = Vec::new();
+    for form in 0..4 {
+        for x in 0..n {
+            for y in 0..n {
+                let (first, second) = if form < 2 {
+                    (doubles[x], doubles[y])
+                } else {
+                    (u64::from(singles[x]), u64::from(singles[y]))
+                };
+                pairs.extend_from_slice(&first.to_le_bytes());
+                pairs.extend_from_slice(&second.to_le_bytes());
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rsi, table).unwrap();
+            a.mov(rdi, DATA_BASE).unwrap();
+            for form in 0..4 {
+                let mut top = a.create_label();
+                a.mov(ecx, cases as u32).unwrap();
+                a.set_label(&mut top).unwrap();
+                a.movq(xmm1, qword_ptr(rsi)).unwrap();
+                a.movq(xmm2, qword_ptr(rsi + 8)).unwrap();
+                // Fresh MXCSR (all exceptions masked) and flags that all change.
+                a.mov(dword_ptr(rdi + 12), 0x1F80).unwrap();
+                a.ldmxcsr(dword_ptr(rdi + 12)).unwrap();
+                a.mov(eax, 0x8D5).unwrap(); // OF SF AF PF CF
+                a.push(rax).unwrap();
+                a.popfq().unwrap();
+                match form {
+                    0 => a.comisd(xmm1, xmm2),
+                    1 => a.ucomisd(xmm1, xmm2),
+                    2 => a.comiss(xmm1, xmm2),
+                    _ => a.ucomiss(xmm1, xmm2),
+                }
+                .unwrap();
+                a.pushfq().unwrap();
+                a.pop(rax).unwrap();
+                a.mov(qword_ptr(rdi), rax).unwrap();
+                a.stmxcsr(dword_ptr(rdi + 8)).unwrap();
+                a.add(rsi, 16).unwrap();
+                a.add(rdi, 16).unwrap();
+                a.sub(ecx, 1).unwrap();
+                a.jnz(top).unwrap();
+            }
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.cpu.cr4 |= OSFXSR;
+        g.write(table, &pairs);
+        g.run_to_halt();
+        assert_no_exception(&g, "float compares");
+        // Indexed by form, x, y.
+        let out: Vec<(u64, u64)> = (0..(4 * cases) as u64)
+            .map(|k| {
+                let at = DATA_BASE + 16 * k;
+                (g.read_u64(at) & 0x8D5, g.read_u64(at + 8) & 0xFFFF_FFFF)
+            })
+            .collect();
+        results.push((engine, out));
+    }
+    let (e0, want) = &results[0];
+    for (e, got) in &results[1..] {
+        for (k, (w, g)) in want.iter().zip(got).enumerate() {
+            let (form, x, y) = (k / cases, k / n % n, k % n);
+            assert_eq!(w, g, "x {x} y {y} form {form}: {e0} {w:x?} vs {e} {g:x?}");
+        }
+    }
+    // The SDM's flags for the ordered pairs.
+    for (k, &(fl, _)) in want.iter().enumerate() {
+        let (form, x, y) = (k / cases, k / n % n, k % n);
+        let order = if form < 2 {
+            f64::from_bits(doubles[x]).partial_cmp(&f64::from_bits(doubles[y]))
+        } else {
+            f32::from_bits(singles[x]).partial_cmp(&f32::from_bits(singles[y]))
+        };
+        let expect = match order {
+            None => 0x45, // ZF PF CF
+            Some(std::cmp::Ordering::Less) => 0x1,
+            Some(std::cmp::Ordering::Equal) => 0x40,
+            Some(std::cmp::Ordering::Greater) => 0,
+        };
+        assert_eq!(fl, expect, "x {x} y {y} form {form}");
     }
 }

@@ -175,16 +175,17 @@ impl TestGuest {
     /// Run until HLT, triple fault, debug-exit, or `budget` instructions.
     /// Engines that cannot count instructions (kvm) get `budget` µs of host time instead
     /// (at least a second): at 1 guest instruction per µs, as slow as a software KVM runs.
-    /// An engine failure panics with its reason.
+    /// An engine failure panics with its reason, and so does a block the JIT failed to
+    /// translate.
     pub fn run(&mut self, budget: u64) -> TestExit {
         let start = self.engine.instructions();
         let counted = self.engine.kind().counts_instructions();
         let deadline =
             std::time::Instant::now() + std::time::Duration::from_micros(budget.max(1_000_000));
-        loop {
+        let exit = loop {
             let used = self.engine.instructions() - start;
             if used >= budget || (!counted && std::time::Instant::now() >= deadline) {
-                return TestExit::Timeout;
+                break TestExit::Timeout;
             }
             match self.engine.run(
                 &mut self.cpu,
@@ -193,10 +194,10 @@ impl TestGuest {
                 budget - used,
             ) {
                 EngineExit::Budget => continue,
-                EngineExit::Halted => return TestExit::Halted,
-                EngineExit::TripleFault(_) => return TestExit::TripleFault,
+                EngineExit::Halted => break TestExit::Halted,
+                EngineExit::TripleFault(_) => break TestExit::TripleFault,
                 EngineExit::Action(crane86_devices::PlatformAction::DebugExit(v)) => {
-                    return TestExit::DebugExit(v)
+                    break TestExit::DebugExit(v)
                 }
                 EngineExit::Action(_) => continue,
                 EngineExit::Failed => panic!(
@@ -205,7 +206,18 @@ impl TestGuest {
                     self.engine.take_failure().unwrap_or_default()
                 ),
             }
+        };
+        // A block the JIT could not translate stays interpreted, which would make a test of
+        // translated code quietly test the interpreter: in tests, that is a failure.
+        if let Some((_, n)) = self
+            .engine
+            .stats()
+            .into_iter()
+            .find(|(name, _)| *name == "translation failures")
+        {
+            panic!("the JIT failed to translate {n} block(s) (see the warnings)");
         }
+        exit
     }
 
     /// Run and insist the guest halts.

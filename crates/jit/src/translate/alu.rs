@@ -108,6 +108,93 @@ impl Translator<'_, '_> {
         self.write_reg(r, res);
     }
 
+    /// SHLD/SHRD r32/r64, r32/r64, CL or imm8, as `ops::shift` does them: the count masked
+    /// to 5 (6) bits; a zero count changes neither the flags nor the value (a 32-bit
+    /// register is still zero-extended); otherwise CF is the last bit shifted out, OF the
+    /// sign change of the last single-bit step, AF set, ZF SF PF of the result.
+    pub(super) fn double_shift(&mut self, i: &Instruction) {
+        use crane86_x86::flags::AF;
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let before = self.arith_flags_now();
+        let mask = if bits == 64 { 0x3F } else { 0x1F };
+        let n = match i.op_kind(2) {
+            OpKind::Register => {
+                let rcx = self.gpr(1);
+                self.b.ins().band_imm_u(rcx, mask)
+            }
+            _ => self.b.ins().iconst(types::I64, (i.immediate(2) & mask as u64) as i64),
+        };
+        let dst = self.operand(i, 0, bits);
+        let src = self.operand(i, 1, bits);
+        let left = i.mnemonic() == Mnemonic::Shld;
+        // Shift amounts below are taken modulo 64 by Cranelift; the ones that wrap belong to
+        // a zero count, whose results are not used.
+        let n_minus_1 = self.b.ins().iadd_imm_s(n, -1);
+        let bit = |t: &mut Self, x: Value, at: Value| {
+            let s = t.b.ins().ushr(x, at);
+            t.b.ins().band_imm_u(s, 1)
+        };
+        let msb = |t: &mut Self, x: Value| {
+            let s = t.b.ins().ushr_imm_u(x, i64::from(bits - 1));
+            t.b.ins().band_imm_u(s, 1)
+        };
+        let (res, cf, of) = if bits == 32 {
+            // The 64-bit concatenation, shifted as a whole.
+            let (hi, lo) = if left { (dst, src) } else { (src, dst) };
+            let up = self.b.ins().ishl_imm_u(hi, 32);
+            let cat = self.b.ins().bor(up, lo);
+            if left {
+                let shifted = self.b.ins().ishl(cat, n);
+                let res = self.b.ins().ushr_imm_u(shifted, 32);
+                let sixty_four = self.b.ins().iconst(types::I64, 64);
+                let out = self.b.ins().isub(sixty_four, n);
+                let cf = bit(self, cat, out);
+                let top = msb(self, res);
+                (res, cf, self.b.ins().bxor(top, cf))
+            } else {
+                let shifted = self.b.ins().ushr(cat, n);
+                let res = self.truncate(shifted, 32);
+                let cf = bit(self, cat, n_minus_1);
+                let last = self.b.ins().ushr(cat, n_minus_1);
+                let last = self.truncate(last, 32);
+                let (a, b) = (msb(self, res), msb(self, last));
+                (res, cf, self.b.ins().bxor(a, b))
+            }
+        } else {
+            let sixty_four = self.b.ins().iconst(types::I64, 64);
+            let rest = self.b.ins().isub(sixty_four, n);
+            if left {
+                let a = self.b.ins().ishl(dst, n);
+                let b = self.b.ins().ushr(src, rest);
+                let res = self.b.ins().bor(a, b);
+                let cf = bit(self, dst, rest);
+                let top = msb(self, res);
+                (res, cf, self.b.ins().bxor(top, cf))
+            } else {
+                let a = self.b.ins().ushr(dst, n);
+                let b = self.b.ins().ishl(src, rest);
+                let res = self.b.ins().bor(a, b);
+                let cf = bit(self, dst, n_minus_1);
+                // The sign before the last step: the destination's for a count of 1, else
+                // source bit n - 2; the sign after it, source bit n - 1.
+                let n_minus_2 = self.b.ins().iadd_imm_s(n, -2);
+                let from_src = bit(self, src, n_minus_2);
+                let dst_sign = msb(self, dst);
+                let one = self.b.ins().icmp_imm_u(IntCC::Equal, n, 1);
+                let sign_before = self.b.ins().select(one, dst_sign, from_src);
+                let sign_after = bit(self, src, n_minus_1);
+                (res, cf, self.b.ins().bxor(sign_before, sign_after))
+            }
+        };
+        let after = self.flags_value(res, bits, cf, of, AF);
+        let zero = self.b.ins().icmp_imm_u(IntCC::Equal, n, 0);
+        let fl = self.b.ins().select(zero, before, after);
+        self.set_materialized(fl, bits);
+        let res = self.b.ins().select(zero, dst, res);
+        self.write_reg(r, res);
+    }
+
     /// ROL/ROR of a register by a nonzero (masked) immediate, as `ops::shift` does them:
     /// the rotation is the count modulo the width; CF is the bit that came around, OF the
     /// interpreter's (defined by the SDM for a count of 1); the other flags stay.
@@ -157,10 +244,17 @@ impl Translator<'_, '_> {
     /// arithmetic flags clear) and leaves the destination alone (all 64 bits); otherwise
     /// the index of the lowest (highest) set bit, ZF clear, SF and PF of the index.
     pub(super) fn bit_scan(&mut self, i: &Instruction) {
+        let bits = i.op_register(0).size() as u32 * 8;
+        let src = self.operand(i, 1, bits);
+        self.bit_scan_of(i, src);
+    }
+
+    /// BSF/BSR of `src` (the source operand's value, zero-extended) into the destination
+    /// register of `i`.
+    pub(super) fn bit_scan_of(&mut self, i: &Instruction, src: Value) {
         use crane86_x86::flags::ZF;
         let r = i.op_register(0);
         let bits = r.size() as u32 * 8;
-        let src = self.operand(i, 1, bits);
         let (k, _) = gpr_part(r).expect("a GPR");
         let old = self.gpr(k);
         let index = if i.mnemonic() == Mnemonic::Bsf {
@@ -208,6 +302,69 @@ impl Translator<'_, '_> {
         let ovf = self.b.ins().uextend(types::I64, ovf);
         self.materialized_flags(low, bits, ovf, ovf, 0);
         self.write_reg(r, low);
+    }
+
+    /// MUL r32/r64, with the interpreter's flags (`ops::muldiv`): CF = OF = the high half is
+    /// not zero, ZF SF PF of the low half, AF = 0.
+    pub(super) fn mul(&mut self, i: &Instruction) {
+        let bits = i.op_register(0).size() as u32 * 8;
+        let src = self.operand(i, 0, bits);
+        let acc = self.gpr(0);
+        let acc = self.truncate(acc, bits);
+        let (low, high) = if bits == 64 {
+            (self.b.ins().imul(acc, src), self.b.ins().umulhi(acc, src))
+        } else {
+            let product = self.b.ins().imul(acc, src);
+            let low = self.truncate(product, 32);
+            (low, self.b.ins().ushr_imm_u(product, 32))
+        };
+        let ovf = self.b.ins().icmp_imm_u(IntCC::NotEqual, high, 0);
+        let ovf = self.b.ins().uextend(types::I64, ovf);
+        self.materialized_flags(low, bits, ovf, ovf, 0);
+        let (acc_reg, dx) = if bits == 64 {
+            (Register::RAX, Register::RDX)
+        } else {
+            (Register::EAX, Register::EDX)
+        };
+        self.write_reg(acc_reg, low);
+        self.write_reg(dx, high);
+    }
+
+    /// DIV r32/r64 (instruction `index`) when the quotient fits and the divisor is not zero
+    /// (see [`Inline::Div`]); the flags stay as they were (as `ops::muldiv` leaves them).
+    pub(super) fn div(&mut self, i: &Instruction, index: usize) {
+        let bits = i.op_register(0).size() as u32 * 8;
+        let d = self.operand(i, 0, bits);
+        let rax = self.gpr(0);
+        let rdx = self.gpr(2);
+        let (n, high) = if bits == 64 {
+            (rax, rdx)
+        } else {
+            let low = self.truncate(rax, 32);
+            let high = self.truncate(rdx, 32);
+            let up = self.b.ins().ishl_imm_u(high, 32);
+            (self.b.ins().bor(up, low), high)
+        };
+        let nonzero = self.b.ins().icmp_imm_u(IntCC::NotEqual, d, 0);
+        let fits = if bits == 64 {
+            self.b.ins().icmp_imm_u(IntCC::Equal, high, 0)
+        } else {
+            self.b.ins().icmp(IntCC::UnsignedLessThan, high, d)
+        };
+        let ok = self.b.ins().band(nonzero, fits);
+        self.guarded(index, ok, |t| {
+            // Safe to divide here: `d` is not zero, and the quotient fits.
+            let q = t.b.ins().udiv(n, d);
+            let r = t.b.ins().urem(n, d);
+            let (acc_reg, dx) = if bits == 64 {
+                (Register::RAX, Register::RDX)
+            } else {
+                (Register::EAX, Register::EDX)
+            };
+            t.write_reg(acc_reg, q);
+            t.write_reg(dx, r);
+            t.retire(i.next_ip());
+        });
     }
 
     /// NOT (no flags), NEG (a SUB from 0 in the lazy record), INC/DEC (their own records,

@@ -53,6 +53,14 @@ impl Translator<'_, '_> {
         }
         // Store data is read before the branch, so both paths see the same register state.
         let data = match kind {
+            Inline::Store if i.mnemonic() == Mnemonic::Fnstcw => {
+                let at = offset_of!(CpuState, fpu) + offset_of!(crane86_x86::FpuState, fcw);
+                let cw = self
+                    .b
+                    .ins()
+                    .load(types::I16, trusted(), self.state, at as i32);
+                Some(self.b.ins().uextend(types::I64, cw))
+            }
             Inline::Store => Some(self.operand(i, 1, 8 * size)),
             Inline::Rmw if i.op_count() == 2 => Some(self.operand(i, 1, 8 * size)),
             Inline::Push => Some(self.operand(i, 0, 64)),
@@ -96,6 +104,19 @@ impl Translator<'_, '_> {
         let last = self.b.ins().iadd_imm_s(lin, i64::from(size - 1));
         let page = self.b.ins().band_imm_s(last, !0xFFFi64);
         let mut ok = self.b.ins().icmp(IntCC::Equal, tag, page);
+        if i.mnemonic() == Mnemonic::Fnstcw {
+            // The x87 unit usable (CR0.EM and CR0.TS clear): else the interpreter's #NM.
+            let c0 = self.b.ins().load(
+                types::I64,
+                trusted(),
+                self.state,
+                offset_of!(CpuState, cr0) as i32,
+            );
+            use crane86_x86::regs::cr0;
+            let bad = self.b.ins().band_imm_u(c0, (cr0::EM | cr0::TS) as i64);
+            let usable = self.b.ins().icmp_imm_u(IntCC::Equal, bad, 0);
+            ok = self.b.ins().band(ok, usable);
+        }
         if let Some(target) = call_target {
             // A non-canonical target is the interpreter's #GP, before anything is pushed.
             let canonical = self.canonical(target);
@@ -213,6 +234,10 @@ impl Translator<'_, '_> {
                     self.alu_values(i, bits, a, b);
                     let f = self.tracked.flags.expect("ALU flags");
                     self.def_flag_vars(f);
+                } else if matches!(i.mnemonic(), Mnemonic::Bsf | Mnemonic::Bsr) {
+                    self.bit_scan_of(i, v);
+                    let f = self.tracked.flags.expect("BSF/BSR flags");
+                    self.def_flag_vars(f);
                 } else if is_cmovcc(i.mnemonic()) {
                     // A 32-bit destination is zero-extended even when the move does not
                     // happen.
@@ -246,10 +271,13 @@ impl Translator<'_, '_> {
             let rip = self.b.ins().load(types::I64, trusted(), self.state, RIP);
             self.b.def_var(self.rip_var, rip);
         }
+        let scan = matches!(i.mnemonic(), Mnemonic::Bsf | Mnemonic::Bsr);
         let pending = after
             .flags
-            .filter(|_| matches!(kind, Inline::LoadAlu | Inline::Rmw));
-        if let Some(f) = pending {
+            .filter(|_| matches!(kind, Inline::LoadAlu | Inline::Rmw) || scan);
+        if scan {
+            self.reload_materialized_flags(&after);
+        } else if let Some(f) = pending {
             // The interpreter's lazy record of the same op: the operands back from it.
             let res = self
                 .b
@@ -285,15 +313,36 @@ impl Translator<'_, '_> {
         // fast path's dirty marks only costs a redundant store. RIP and the counts are
         // pending on both.
         self.tracked = after;
-        if let Some(f) = pending {
-            self.tracked.flags = Some(PendingFlags {
-                res: self.b.use_var(self.flag_vars[0]),
-                src: self.b.use_var(self.flag_vars[1]),
-                a: self.b.use_var(self.flag_vars[2]),
-                aux: f.aux.map(|_| self.b.use_var(self.flag_vars[3])),
-                ..f
-            });
+        if pending.is_some() {
+            self.use_flag_vars();
         }
+    }
+
+    /// On the slow path of a form whose fast path materializes the flags (`after`'s): the
+    /// six arithmetic flags the interpreter left, into the flag variables.
+    pub(super) fn reload_materialized_flags(&mut self, after: &Tracked) {
+        let f = after.flags.expect("the fast path's flags");
+        debug_assert_eq!(f.kind, CcOp::Eflags);
+        let fl = self.call_helper(self.helpers.flags, &[self.state], types::I64);
+        self.def_flag_vars(PendingFlags {
+            res: fl,
+            src: fl,
+            a: fl,
+            ..f
+        });
+    }
+
+    /// At the merge of a form's two paths, which both defined the flag variables: the
+    /// pending flags (of the fast path's kind) from them.
+    pub(super) fn use_flag_vars(&mut self) {
+        let f = self.tracked.flags.expect("flags pending after the form");
+        self.tracked.flags = Some(PendingFlags {
+            res: self.b.use_var(self.flag_vars[0]),
+            src: self.b.use_var(self.flag_vars[1]),
+            a: self.b.use_var(self.flag_vars[2]),
+            aux: f.aux.map(|_| self.b.use_var(self.flag_vars[3])),
+            ..f
+        });
     }
 
     /// Whether `v` is a canonical address (bits 63..47 all equal), as a boolean value.
@@ -308,27 +357,7 @@ impl Translator<'_, '_> {
         let (k, _) = gpr_part(i.op0_register()).expect("JMP r64 has a GPR");
         let target = self.gpr(k);
         let ok = self.canonical(target);
-        let before = self.begin_fast_path();
-        let (fast, slow, merge) = (
-            self.b.create_block(),
-            self.b.create_block(),
-            self.b.create_block(),
-        );
-        self.b.ins().brif(ok, fast, &[], slow, &[]);
-        self.b.seal_block(fast);
-        self.b.seal_block(slow);
-        self.b.switch_to_block(fast);
-        self.retire_to(target);
-        let after = self.tracked;
-        self.b.ins().jump(merge, &[]);
-        self.b.switch_to_block(slow);
-        self.interpreter_path(before, &after, index);
-        let rip = self.b.ins().load(types::I64, trusted(), self.state, RIP);
-        self.b.def_var(self.rip_var, rip);
-        self.b.ins().jump(merge, &[]);
-        self.b.seal_block(merge);
-        self.b.switch_to_block(merge);
-        self.tracked = after;
+        self.guarded(index, ok, |t| t.retire_to(target));
     }
 
     /// The byte offset of linear address `lin`'s slot in a TLB set: the slot number (page
@@ -346,7 +375,7 @@ impl Translator<'_, '_> {
     }
 
     /// The pending flags' values into the variables both paths of a memory form define.
-    fn def_flag_vars(&mut self, f: PendingFlags) {
+    pub(super) fn def_flag_vars(&mut self, f: PendingFlags) {
         self.b.def_var(self.flag_vars[0], f.res);
         self.b.def_var(self.flag_vars[1], f.src);
         self.b.def_var(self.flag_vars[2], f.a);

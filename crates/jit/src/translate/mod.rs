@@ -190,8 +190,22 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         }
         Mnemonic::Ret if i.code() == Code::Retnq => Some(Inline::Ret),
         Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && reg(1) => Some(Inline::BitScan),
+        Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && mem_any(1) => Some(Inline::Load),
+        // FNSTCW m16: a store of the x87 control word (when the x87 unit is usable).
+        Mnemonic::Fnstcw if mem_any(0) => Some(Inline::Store),
         Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && mem_any(0) => Some(Inline::JmpMem),
         Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && reg(0) => Some(Inline::JmpReg),
+        Mnemonic::Mul if reg(0) && wide(0) => Some(Inline::Mul),
+        Mnemonic::Shld | Mnemonic::Shrd
+            if reg(0)
+                && wide(0)
+                && reg(1)
+                && (i.op_kind(2) == OpKind::Immediate8
+                    || (i.op_kind(2) == OpKind::Register && i.op2_register() == Register::CL)) =>
+        {
+            Some(Inline::DoubleShift)
+        }
+        Mnemonic::Div if reg(0) && wide(0) => Some(Inline::Div),
         Mnemonic::Call if i.code() == Code::Call_rm64 && reg(0) => Some(Inline::CallReg),
         Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
         Mnemonic::Add
@@ -259,6 +273,14 @@ pub enum Inline {
     JmpReg,
     /// CALL r64: a store of the return address at RSP - 8, RIP from the register.
     CallReg,
+    /// MUL r32/r64: EDX:EAX / RDX:RAX = the accumulator times the register.
+    Mul,
+    /// SHLD/SHRD r32/r64, r32/r64, CL or imm8.
+    DoubleShift,
+    /// DIV r32/r64 when the quotient is sure to fit (EDX below the divisor; for 64 bits,
+    /// RDX zero) and the divisor is not zero; else the interpreter (#DE, or the 128-bit
+    /// dividend).
+    Div,
     /// BSF/BSR r32/r64, r32/r64.
     BitScan,
     /// CBW/CWDE/CDQE: the accumulator's low half sign-extended into all of it.
@@ -607,6 +629,10 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.jump_register(i, k);
                     self.inlined += 1;
                 }
+                Some(Inline::Div) => {
+                    self.div(i, k);
+                    self.inlined += 1;
+                }
                 Some(Inline::Sse(kind)) => {
                     self.sse(i, k, kind);
                     self.inlined += 1;
@@ -740,6 +766,49 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b
             .ins()
             .load(ty, trusted(), self.ctx, offset_of!(BlockCtx, ret) as i32)
+    }
+
+    /// An inline form that applies only when `ok` (a boolean computed before) holds: the
+    /// fast path is `body`'s IR; otherwise the interpreter runs instruction `index` (and
+    /// raises what it must). A form whose fast path leaves RIP known only at run time, or
+    /// materializes the flags, gets them back from the interpreter's state on the slow
+    /// path, so that both paths merge.
+    fn guarded(&mut self, index: usize, ok: Value, body: impl FnOnce(&mut Self)) {
+        let before = self.begin_fast_path();
+        let (fast, slow, merge) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.ins().brif(ok, fast, &[], slow, &[]);
+        self.b.seal_block(fast);
+        self.b.seal_block(slow);
+        self.b.switch_to_block(fast);
+        body(self);
+        let after = self.tracked;
+        let materialized = after.flags.is_some_and(|f| f.kind == CcOp::Eflags)
+            && after.flags.map(|f| f.res) != before.flags.map(|f| f.res);
+        if materialized {
+            let f = after.flags.expect("materialized flags");
+            self.def_flag_vars(f);
+        }
+        self.b.ins().jump(merge, &[]);
+        self.b.switch_to_block(slow);
+        self.interpreter_path(before, &after, index);
+        if after.rip == PendingRip::Var {
+            let rip = self.b.ins().load(types::I64, trusted(), self.state, RIP);
+            self.b.def_var(self.rip_var, rip);
+        }
+        if materialized {
+            self.reload_materialized_flags(&after);
+        }
+        self.b.ins().jump(merge, &[]);
+        self.b.seal_block(merge);
+        self.b.switch_to_block(merge);
+        self.tracked = after;
+        if materialized {
+            self.use_flag_vars();
+        }
     }
 
     /// A pointer field of [`BlockCtx`] that stays the same while native code runs (loaded
@@ -895,6 +964,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.write_reg(r, v);
             }
             Inline::Imul => self.imul(i),
+            Inline::Mul => self.mul(i),
+            Inline::DoubleShift => self.double_shift(i),
             Inline::Unary => self.unary(i),
             Inline::Setcc => {
                 let cc = cc_number(i).expect("SETcc has a condition");
@@ -923,6 +994,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             | Inline::Ret
             | Inline::JmpMem
             | Inline::JmpReg
+            | Inline::Div
             | Inline::Sse(_)
             | Inline::SseMem(_) => {
                 unreachable!("memory, SSE and indirect branch forms have their own translation")

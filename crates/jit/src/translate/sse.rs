@@ -14,6 +14,7 @@
 
 use super::*;
 use crane86_x86::regs::{cr0, cr4};
+use cranelift_codegen::ir::condcodes::FloatCC;
 
 /// The inline SSE form of an instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,10 @@ pub enum Sse {
     /// PSRLW/D/Q, PSRAW/D; a larger count is 0 for the logical shifts, the width - 1 for the
     /// arithmetic ones).
     ShiftImm(LaneShift, Type, u8),
+    /// COMISS/UCOMISS (F32) and COMISD/UCOMISD (F64) of two registers whose operands are
+    /// neither NaN nor denormal (then neither form changes MXCSR): ZF and CF from the
+    /// comparison, PF, OF, SF and AF clear. Any other operand goes to the interpreter.
+    Compare(Type),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,12 +268,14 @@ pub(super) fn sse_kind(i: &Instruction) -> Option<Sse> {
             Some(Sse::Copy)
         }
         Pmovmskb_r32_xmm | Pmovmskb_r64_xmm => Some(Sse::MoveMask),
+        Comiss_xmm_xmmm32 | Ucomiss_xmm_xmmm32 => Some(Sse::Compare(types::F32)),
+        Comisd_xmm_xmmm64 | Ucomisd_xmm_xmmm64 => Some(Sse::Compare(types::F64)),
         Movd_xmm_rm32 | Movq_xmm_rm64 => Some(Sse::ToXmm),
         Movd_rm32_xmm | Movq_rm64_xmm => Some(Sse::FromXmm),
         _ => None,
     }?;
     let operands_ok = match kind {
-        Sse::Lanes(..) | Sse::Copy => xmm(0) && xmm(1),
+        Sse::Lanes(..) | Sse::Copy | Sse::Compare(_) => xmm(0) && xmm(1),
         Sse::MoveMask | Sse::FromXmm => gpr(0) && xmm(1),
         Sse::ToXmm => xmm(0) && gpr(1),
         Sse::Shuffle { .. } | Sse::ShiftImm(..) => unreachable!("chosen by shuffle_kind"),
@@ -307,29 +314,50 @@ impl Translator<'_, '_> {
     /// Instruction `index` (`i`, of inline form `kind`): inline when SSE is usable, else the
     /// interpreter (which raises #UD or #NM).
     pub(super) fn sse(&mut self, i: &Instruction, index: usize, kind: Sse) {
-        let before = self.begin_fast_path();
-        let ok = self.sse_usable();
-        let fast = self.b.create_block();
-        let slow = self.b.create_block();
-        let merge = self.b.create_block();
-        self.b.ins().brif(ok, fast, &[], slow, &[]);
-        self.b.seal_block(fast);
-        self.b.seal_block(slow);
+        let mut ok = self.sse_usable();
+        if let Sse::Compare(ty) = kind {
+            for n in 0..2 {
+                let at = xmm_offset(i.op_register(n));
+                let v = self.b.ins().load(ty.as_int(), trusted(), self.state, at);
+                let ordinary = self.ordinary_float(ty, v);
+                ok = self.b.ins().band(ok, ordinary);
+            }
+        }
+        // The interpreter raises the fault (it leaves the block); nothing returns from
+        // the slow path unless the check and the interpreter disagree, in which case its
+        // result stands.
+        self.guarded(index, ok, |t| {
+            t.sse_body(i, kind);
+            t.retire(i.next_ip());
+        });
+    }
 
-        self.b.switch_to_block(fast);
-        self.sse_body(i, kind);
-        self.retire(i.next_ip());
-        let after = self.tracked;
-        self.b.ins().jump(merge, &[]);
-
-        // The interpreter raises the fault (it leaves the block); nothing returns here
-        // unless the check and the interpreter disagree, in which case its result stands.
-        self.b.switch_to_block(slow);
-        self.interpreter_path(before, &after, index);
-        self.b.ins().jump(merge, &[]);
-        self.b.seal_block(merge);
-        self.b.switch_to_block(merge);
-        self.tracked = after;
+    /// Whether float bits `v` (an integer of `ty`'s width) are a zero, a normal number or
+    /// an infinity: not a NaN and not a denormal, the operands that raise no MXCSR flag.
+    fn ordinary_float(&mut self, ty: Type, v: Value) -> Value {
+        let (int, exponent_bits) = if ty == types::F32 {
+            (types::I32, 8)
+        } else {
+            (types::I64, 11)
+        };
+        let width = int.bits();
+        let mantissa = width - 1 - exponent_bits;
+        let magnitude = self
+            .b
+            .ins()
+            .band_imm_u(v, ((1u64 << (width - 1)) - 1) as i64);
+        let smallest_normal = 1i64 << mantissa;
+        let infinity = (((1u64 << exponent_bits) - 1) << mantissa) as i64;
+        // Normal or infinite: magnitude - smallest normal <= infinity - smallest normal
+        // (unsigned; zero wraps around to a large value).
+        let off = self.b.ins().iadd_imm_s(magnitude, -smallest_normal);
+        let finite_or_inf = self.b.ins().icmp_imm_u(
+            IntCC::UnsignedLessThanOrEqual,
+            off,
+            infinity - smallest_normal,
+        );
+        let zero = self.b.ins().icmp_imm_u(IntCC::Equal, magnitude, 0);
+        self.b.ins().bor(finite_or_inf, zero)
     }
 
     /// XMM `dst` op= `b` (a vector of lane type `ty`).
@@ -416,6 +444,19 @@ impl Translator<'_, '_> {
                 let r = self.b.ins().shuffle(a, b, mask);
                 let at = xmm_offset(i.op_register(0));
                 self.b.ins().store(trusted(), r, self.state, at);
+            }
+            Sse::Compare(ty) => {
+                use crane86_x86::flags::{CF, ZF};
+                let a = vec(self, ty, 0);
+                let b = vec(self, ty, 1);
+                let less = self.b.ins().fcmp(FloatCC::LessThan, a, b);
+                let equal = self.b.ins().fcmp(FloatCC::Equal, a, b);
+                let cf = self.b.ins().uextend(types::I64, less);
+                let zf = self.b.ins().uextend(types::I64, equal);
+                let zf = self.b.ins().ishl_imm_u(zf, i64::from(ZF.trailing_zeros()));
+                debug_assert_eq!(CF, 1);
+                let fl = self.b.ins().bor(cf, zf);
+                self.set_materialized(fl, 32);
             }
             Sse::ShiftImm(op, ty, n) => {
                 let v = vec(self, ty, 0);
