@@ -1135,3 +1135,56 @@ fn double_shifts_match_the_interpreter() {
         assert_eq!(w & mask, g & mask, "{what}: {}", ["value", "flags"][k % 2]);
     }
 }
+
+/// BT of registers and of memory by register offsets (negative ones and ones beyond the
+/// operand, which address other words; some words cross into the next page, the slow
+/// path) and by immediates, each after an ADD whose other flags BT must keep: CF and the
+/// rest of the flags against the interpreter.
+#[test]
+fn bit_tests_match_the_interpreter() {
+    let offsets: [i64; 12] = [0, 1, 5, 31, 32, 33, 63, 64, 100, -1, -33, -70];
+    // A bitmap of 64 bytes whose middle is a page boundary.
+    let bitmap = DATA_BASE + 0x3000 - 32;
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            a.mov(rsi, bitmap + 24).unwrap(); // 8 bytes below the page end
+            a.mov(r8, 0x8421_0F0F_F0F0_1248u64).unwrap();
+            for k in 0..8 {
+                a.mov(r9, 0x0123_4567_89AB_CDEFu64.rotate_left(7 * k)).unwrap();
+                a.mov(qword_ptr(rsi - 24 + 8 * k as i32), r9).unwrap();
+            }
+            for &off in &offsets {
+                for form in 0..7 {
+                    a.mov(rcx, off as u64).unwrap();
+                    a.mov(eax, 0x7FFF_FFFF).unwrap();
+                    a.add(eax, ecx).unwrap(); // flags to keep, CF from the add
+                    match form {
+                        0 => a.bt(r8d, ecx),
+                        1 => a.bt(r8, rcx),
+                        2 => a.bt(r8d, (off & 0xFF) as i32),
+                        3 => a.bt(r8, (off & 0xFF) as i32),
+                        4 => a.bt(dword_ptr(rsi), ecx),
+                        5 => a.bt(qword_ptr(rsi), rcx),
+                        _ => a.bt(qword_ptr(rsi), (off & 0xFF) as i32),
+                    }
+                    .unwrap();
+                    a.pushfq().unwrap();
+                    a.pop(rax).unwrap();
+                    a.mov(qword_ptr(rdi), rax).unwrap();
+                    a.add(rdi, 8).unwrap();
+                }
+            }
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, "bit tests");
+        let n = (offsets.len() * 7) as u64;
+        let mem: Vec<u64> = (0..n).map(|k| g.read_u64(DATA_BASE + 8 * k) & 0x8D5).collect();
+        out.push(mem);
+    }
+    for (k, (w, g)) in out[0].iter().zip(&out[1]).enumerate() {
+        assert_eq!(w, g, "offset {} form {}", offsets[k / 7], k % 7);
+    }
+}

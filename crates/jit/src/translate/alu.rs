@@ -249,6 +249,32 @@ impl Translator<'_, '_> {
         self.bit_scan_of(i, src);
     }
 
+    /// BT of a register by a register or an immediate offset.
+    pub(super) fn bit_test(&mut self, i: &Instruction) {
+        let bits = i.op_register(0).size() as u32 * 8;
+        let v = self.operand(i, 0, bits);
+        self.bit_test_of(i, v);
+    }
+
+    /// BT of `v` (the first operand's value; for a memory operand with a register offset,
+    /// the word the offset falls in), as `ops::bits` does it: CF = the bit at the offset
+    /// modulo the width, the other flags as they were.
+    pub(super) fn bit_test_of(&mut self, i: &Instruction, v: Value) {
+        use crane86_x86::flags::CF;
+        let bits = match i.op_kind(0) {
+            OpKind::Register => i.op_register(0).size() as u32 * 8,
+            _ => 8 * i.memory_size().size() as u32,
+        };
+        let before = self.arith_flags_now();
+        let off = self.operand(i, 1, bits);
+        let at = self.b.ins().band_imm_u(off, i64::from(bits - 1));
+        let shifted = self.b.ins().ushr(v, at);
+        let cf = self.b.ins().band_imm_u(shifted, 1);
+        let rest = self.b.ins().band_imm_s(before, !(CF as i64));
+        let fl = self.b.ins().bor(rest, cf);
+        self.set_materialized(fl, bits);
+    }
+
     /// BSF/BSR of `src` (the source operand's value, zero-extended) into the destination
     /// register of `i`.
     pub(super) fn bit_scan_of(&mut self, i: &Instruction, src: Value) {

@@ -41,6 +41,17 @@ impl Translator<'_, '_> {
             (Inline::Pop | Inline::Ret, Some(sp)) => sp,
             _ => self.lea_address(i),
         };
+        if i.mnemonic() == Mnemonic::Bt && i.op_kind(1) == OpKind::Register {
+            // A register bit offset is signed and may reach outside the operand: the
+            // operand-sized word it falls in.
+            let bits = 8 * size;
+            let off = self.operand(i, 1, bits);
+            let up = self.b.ins().ishl_imm_u(off, i64::from(64 - bits));
+            let off = self.b.ins().sshr_imm_u(up, i64::from(64 - bits));
+            let word = self.b.ins().sshr_imm_u(off, i64::from(bits.trailing_zeros()));
+            let delta = self.b.ins().imul_imm_s(word, i64::from(size));
+            lin = self.b.ins().iadd(lin, delta);
+        }
         if !stack && matches!(seg, Register::FS | Register::GS) {
             let k = if seg == Register::FS { 4 } else { 5 };
             let at =
@@ -238,6 +249,10 @@ impl Translator<'_, '_> {
                     self.bit_scan_of(i, v);
                     let f = self.tracked.flags.expect("BSF/BSR flags");
                     self.def_flag_vars(f);
+                } else if i.mnemonic() == Mnemonic::Bt {
+                    self.bit_test_of(i, v);
+                    let f = self.tracked.flags.expect("BT flags");
+                    self.def_flag_vars(f);
                 } else if is_cmovcc(i.mnemonic()) {
                     // A 32-bit destination is zero-extended even when the move does not
                     // happen.
@@ -271,7 +286,8 @@ impl Translator<'_, '_> {
             let rip = self.b.ins().load(types::I64, trusted(), self.state, RIP);
             self.b.def_var(self.rip_var, rip);
         }
-        let scan = matches!(i.mnemonic(), Mnemonic::Bsf | Mnemonic::Bsr);
+        // Forms whose fast path materializes the flags.
+        let scan = matches!(i.mnemonic(), Mnemonic::Bsf | Mnemonic::Bsr | Mnemonic::Bt);
         let pending = after
             .flags
             .filter(|_| matches!(kind, Inline::LoadAlu | Inline::Rmw) || scan);

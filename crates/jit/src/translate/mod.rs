@@ -191,6 +191,16 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         Mnemonic::Ret if i.code() == Code::Retnq => Some(Inline::Ret),
         Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && reg(1) => Some(Inline::BitScan),
         Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && mem_any(1) => Some(Inline::Load),
+        Mnemonic::Bt if reg(0) && wide(0) && (reg(1) || i.op_kind(1) == OpKind::Immediate8) => {
+            Some(Inline::BitTest)
+        }
+        Mnemonic::Bt
+            if mem_any(0)
+                && matches!(i.memory_size().size(), 4 | 8)
+                && (reg(1) || i.op_kind(1) == OpKind::Immediate8) =>
+        {
+            Some(Inline::Load)
+        }
         // FNSTCW m16: a store of the x87 control word (when the x87 unit is usable).
         Mnemonic::Fnstcw if mem_any(0) => Some(Inline::Store),
         Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && mem_any(0) => Some(Inline::JmpMem),
@@ -277,6 +287,8 @@ pub enum Inline {
     Mul,
     /// SHLD/SHRD r32/r64, r32/r64, CL or imm8.
     DoubleShift,
+    /// BT r32/r64, r32/r64 or imm8 (BT of memory is a [`Inline::Load`]).
+    BitTest,
     /// DIV r32/r64 when the quotient is sure to fit (EDX below the divisor; for 64 bits,
     /// RDX zero) and the divisor is not zero; else the interpreter (#DE, or the 128-bit
     /// dividend).
@@ -966,6 +978,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             Inline::Imul => self.imul(i),
             Inline::Mul => self.mul(i),
             Inline::DoubleShift => self.double_shift(i),
+            Inline::BitTest => self.bit_test(i),
             Inline::Unary => self.unary(i),
             Inline::Setcc => {
                 let cc = cc_number(i).expect("SETcc has a condition");
