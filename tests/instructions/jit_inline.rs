@@ -959,17 +959,17 @@ fn fnstcw_matches_the_interpreter() {
     assert_eq!(out[0], out[1]);
 }
 
-/// MUL and DIV of 32- and 64-bit registers on edge operands: products with and without a
+/// MUL and DIV of 32- and 64-bit registers and memory on edge operands: products with and without a
 /// high half, quotients the inline path computes (EDX below the divisor, RDX zero) and
 /// 64-bit ones it leaves to the interpreter (RDX not zero), each after flags that must
 /// survive DIV; then a DIV by zero, #DE on the DIV. Everything against the interpreter.
 #[test]
 fn mul_and_div_match_the_interpreter() {
+    // MUL/DIV of r32, r64, m32, m64, then of an m64 that crosses a page.
+    const FORMS: u64 = 10;
     let values = [
         0u64,
-        1,
         3,
-        0x7FFF_FFFF,
         0xFFFF_FFFF,
         0x1_0000_0000,
         0x8000_0000_0000_0000,
@@ -980,25 +980,35 @@ fn mul_and_div_match_the_interpreter() {
     for engine in EngineKind::emulators() {
         let code = assemble(Mode::Long64, |a| {
             a.mov(rdi, DATA_BASE).unwrap();
+            a.mov(r8, DATA_BASE + 0x8000).unwrap();
+            a.mov(r9, DATA_BASE + 0x9000 - 4).unwrap(); // crosses a page: the slow path
             for &x in &values {
                 for &y in &values {
-                    for form in 0..4 {
+                    for form in 0..FORMS {
                         a.mov(rax, x).unwrap();
                         a.mov(rcx, y | 1).unwrap(); // never zero, for the divisions
                                                     // A high half below the divisor (64-bit: sometimes not zero), so
                                                     // that no division faults.
-                        let high = if form == 2 {
+                        let high = if form == 2 || form == 6 {
                             u64::from((x ^ y) as u32 % (y as u32 | 1)) | 0xAB00_0000_0000
                         } else {
                             (x ^ y) % (y | 1)
                         };
                         a.mov(rdx, high).unwrap();
+                        a.mov(qword_ptr(r8), rcx).unwrap();
+                        a.mov(qword_ptr(r9), rcx).unwrap();
                         a.cmp(eax, ecx).unwrap();
                         match form {
                             0 => a.mul(ecx),
                             1 => a.mul(rcx),
                             2 => a.div(ecx),
-                            _ => a.div(rcx),
+                            3 => a.div(rcx),
+                            4 => a.mul(dword_ptr(r8)),
+                            5 => a.mul(qword_ptr(r8)),
+                            6 => a.div(dword_ptr(r8)),
+                            7 => a.div(qword_ptr(r8)),
+                            8 => a.mul(qword_ptr(r9)),
+                            _ => a.div(qword_ptr(r9)),
                         }
                         .unwrap();
                         a.pushfq().unwrap();
@@ -1019,7 +1029,7 @@ fn mul_and_div_match_the_interpreter() {
         let mut g = guest(engine, Mode::Long64, &code, &[], 0);
         g.run_to_halt();
         assert_eq!(exception(&g), Some(0), "{engine}: #DE");
-        let n = (values.len() * values.len() * 4 * 3) as u64;
+        let n = (values.len() * values.len()) as u64 * FORMS * 3;
         assert_eq!(
             g.cpu.gpr[RDI],
             DATA_BASE + 8 * n,
@@ -1035,7 +1045,7 @@ fn mul_and_div_match_the_interpreter() {
             w,
             g,
             "case {case} (form {}) {}",
-            case % 4,
+            case as u64 % FORMS,
             ["rax", "rdx", "rflags"][k % 3]
         );
     }

@@ -335,6 +335,12 @@ impl Translator<'_, '_> {
     pub(super) fn mul(&mut self, i: &Instruction) {
         let bits = i.op_register(0).size() as u32 * 8;
         let src = self.operand(i, 0, bits);
+        self.mul_of(i, bits, src);
+    }
+
+    /// MUL of the accumulator by `src` (the `bits`-wide operand's value, zero-extended).
+    pub(super) fn mul_of(&mut self, i: &Instruction, bits: u32, src: Value) {
+        debug_assert!(matches!(i.mnemonic(), Mnemonic::Mul));
         let acc = self.gpr(0);
         let acc = self.truncate(acc, bits);
         let (low, high) = if bits == 64 {
@@ -361,6 +367,16 @@ impl Translator<'_, '_> {
     pub(super) fn div(&mut self, i: &Instruction, index: usize) {
         let bits = i.op_register(0).size() as u32 * 8;
         let d = self.operand(i, 0, bits);
+        let (ok, n) = self.div_guard(bits, d);
+        self.guarded(index, ok, |t| {
+            t.div_of(bits, n, d);
+            t.retire(i.next_ip());
+        });
+    }
+
+    /// Whether DIV by `d` (`bits` wide, zero-extended) can run inline, and the dividend
+    /// it then has (RAX, or EDX:EAX).
+    pub(super) fn div_guard(&mut self, bits: u32, d: Value) -> (Value, Value) {
         let rax = self.gpr(0);
         let rdx = self.gpr(2);
         let (n, high) = if bits == 64 {
@@ -377,20 +393,21 @@ impl Translator<'_, '_> {
         } else {
             self.b.ins().icmp(IntCC::UnsignedLessThan, high, d)
         };
-        let ok = self.b.ins().band(nonzero, fits);
-        self.guarded(index, ok, |t| {
-            // Safe to divide here: `d` is not zero, and the quotient fits.
-            let q = t.b.ins().udiv(n, d);
-            let r = t.b.ins().urem(n, d);
-            let (acc_reg, dx) = if bits == 64 {
-                (Register::RAX, Register::RDX)
-            } else {
-                (Register::EAX, Register::EDX)
-            };
-            t.write_reg(acc_reg, q);
-            t.write_reg(dx, r);
-            t.retire(i.next_ip());
-        });
+        (self.b.ins().band(nonzero, fits), n)
+    }
+
+    /// The quotient and remainder of dividend `n` by `d` into the accumulator and DX,
+    /// where [`Self::div_guard`] said yes (so `d` is not zero, and the quotient fits).
+    pub(super) fn div_of(&mut self, bits: u32, n: Value, d: Value) {
+        let q = self.b.ins().udiv(n, d);
+        let r = self.b.ins().urem(n, d);
+        let (acc_reg, dx) = if bits == 64 {
+            (Register::RAX, Register::RDX)
+        } else {
+            (Register::EAX, Register::EDX)
+        };
+        self.write_reg(acc_reg, q);
+        self.write_reg(dx, r);
     }
 
     /// NOT (no flags), NEG (a SUB from 0 in the lazy record), INC/DEC (their own records,

@@ -249,6 +249,19 @@ impl Translator<'_, '_> {
                     self.bit_scan_of(i, v);
                     let f = self.tracked.flags.expect("BSF/BSR flags");
                     self.def_flag_vars(f);
+                } else if i.mnemonic() == Mnemonic::Mul {
+                    self.mul_of(i, 8 * size, v);
+                    let f = self.tracked.flags.expect("MUL flags");
+                    self.def_flag_vars(f);
+                } else if i.mnemonic() == Mnemonic::Div {
+                    // A quotient that may not fit, or a zero divisor: the interpreter (on
+                    // the state from before: nothing is written yet).
+                    let (ok, n) = self.div_guard(8 * size, v);
+                    let cont = self.b.create_block();
+                    self.b.ins().brif(ok, cont, &[], slow, &[]);
+                    self.b.seal_block(cont);
+                    self.b.switch_to_block(cont);
+                    self.div_of(8 * size, n, v);
                 } else if i.mnemonic() == Mnemonic::Bt {
                     self.bit_test_of(i, v);
                     let f = self.tracked.flags.expect("BT flags");
@@ -287,7 +300,10 @@ impl Translator<'_, '_> {
             self.b.def_var(self.rip_var, rip);
         }
         // Forms whose fast path materializes the flags.
-        let scan = matches!(i.mnemonic(), Mnemonic::Bsf | Mnemonic::Bsr | Mnemonic::Bt);
+        let scan = matches!(
+            i.mnemonic(),
+            Mnemonic::Bsf | Mnemonic::Bsr | Mnemonic::Bt | Mnemonic::Mul
+        );
         let pending = after
             .flags
             .filter(|_| matches!(kind, Inline::LoadAlu | Inline::Rmw) || scan);

@@ -206,6 +206,11 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && mem_any(0) => Some(Inline::JmpMem),
         Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && reg(0) => Some(Inline::JmpReg),
         Mnemonic::Mul if reg(0) && wide(0) => Some(Inline::Mul),
+        Mnemonic::Mul | Mnemonic::Div
+            if mem_any(0) && matches!(i.memory_size().size(), 4 | 8) =>
+        {
+            Some(Inline::Load)
+        }
         Mnemonic::Shld | Mnemonic::Shrd
             if reg(0)
                 && wide(0)
