@@ -1162,7 +1162,8 @@ fn bit_tests_match_the_interpreter() {
             a.mov(rsi, bitmap + 24).unwrap(); // 8 bytes below the page end
             a.mov(r8, 0x8421_0F0F_F0F0_1248u64).unwrap();
             for k in 0..8 {
-                a.mov(r9, 0x0123_4567_89AB_CDEFu64.rotate_left(7 * k)).unwrap();
+                a.mov(r9, 0x0123_4567_89AB_CDEFu64.rotate_left(7 * k))
+                    .unwrap();
                 a.mov(qword_ptr(rsi - 24 + 8 * k as i32), r9).unwrap();
             }
             for &off in &offsets {
@@ -1191,10 +1192,76 @@ fn bit_tests_match_the_interpreter() {
         g.run_to_halt();
         assert_no_exception(&g, "bit tests");
         let n = (offsets.len() * 7) as u64;
-        let mem: Vec<u64> = (0..n).map(|k| g.read_u64(DATA_BASE + 8 * k) & 0x8D5).collect();
+        let mem: Vec<u64> = (0..n)
+            .map(|k| g.read_u64(DATA_BASE + 8 * k) & 0x8D5)
+            .collect();
         out.push(mem);
     }
     for (k, (w, g)) in out[0].iter().zip(&out[1]).enumerate() {
         assert_eq!(w, g, "offset {} form {}", offsets[k / 7], k % 7);
     }
+}
+
+/// CALL qword [mem] through a table alternating between two functions (which RET), with
+/// the stack on a page the TLB has not seen for one of the calls (the push misses: the
+/// interpreter runs the CALL), then a CALL to a non-canonical address from memory: #GP
+/// on the CALL with nothing pushed. Against the interpreter.
+#[test]
+fn calls_through_memory_match_the_interpreter() {
+    let table = DATA_BASE + 0x1_0000;
+    let fresh_stack = DATA_BASE + 0x3_4000;
+    let mut out = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            let mut top = a.create_label();
+            let mut f0 = a.create_label();
+            let mut f1 = a.create_label();
+            let mut done = a.create_label();
+            a.mov(rsi, table).unwrap();
+            a.lea(rax, ptr(f0)).unwrap();
+            a.mov(qword_ptr(rsi), rax).unwrap();
+            a.lea(rax, ptr(f1)).unwrap();
+            a.mov(qword_ptr(rsi + 8), rax).unwrap();
+            a.mov(rax, 0x8000_0000_0000_0000u64).unwrap();
+            a.mov(qword_ptr(rsi + 16), rax).unwrap();
+            a.mov(ecx, 201).unwrap();
+            a.xor(ebx, ebx).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.mov(eax, ecx).unwrap();
+            a.and(eax, 1).unwrap();
+            a.call(qword_ptr(rsi + rax * 8)).unwrap();
+            a.sub(ecx, 1).unwrap();
+            a.jnz(top).unwrap();
+            a.jmp(done).unwrap();
+            a.set_label(&mut f0).unwrap();
+            a.add(ebx, 1).unwrap();
+            a.mov(rdx, qword_ptr(rsp)).unwrap();
+            a.ret().unwrap();
+            a.set_label(&mut f1).unwrap();
+            a.add(ebx, 100).unwrap();
+            a.ret().unwrap();
+            a.set_label(&mut done).unwrap();
+            a.mov(rdi, rsp).unwrap();
+            a.mov(rsp, fresh_stack).unwrap();
+            a.call(qword_ptr(rsi + 8)).unwrap();
+            a.mov(r8, rsp).unwrap();
+            a.mov(rsp, rdi).unwrap();
+            a.mov(r9, rsp).unwrap();
+            a.call(qword_ptr(rsi + 16)).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_eq!(exception(&g), Some(13), "{engine}");
+        assert_eq!(g.cpu.gpr[RBX], 100 * 101 + 100 + 100, "{engine}: RBX");
+        assert_eq!(g.cpu.gpr[8], fresh_stack, "{engine}: RSP after the call");
+        let pushed = g.read_u64(fresh_stack - 8);
+        let not_pushed = g.read_u64(g.cpu.gpr[9] - 8);
+        out.push((
+            g.cpu.gpr[..10].to_vec(),
+            pushed,
+            not_pushed,
+            faulting_offset(&g, true),
+        ));
+    }
+    assert_eq!(out[0], out[1]);
 }

@@ -123,7 +123,10 @@ impl Translator<'_, '_> {
                 let rcx = self.gpr(1);
                 self.b.ins().band_imm_u(rcx, mask)
             }
-            _ => self.b.ins().iconst(types::I64, (i.immediate(2) & mask as u64) as i64),
+            _ => self
+                .b
+                .ins()
+                .iconst(types::I64, (i.immediate(2) & mask as u64) as i64),
         };
         let dst = self.operand(i, 0, bits);
         let src = self.operand(i, 1, bits);

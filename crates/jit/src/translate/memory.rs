@@ -48,7 +48,10 @@ impl Translator<'_, '_> {
             let off = self.operand(i, 1, bits);
             let up = self.b.ins().ishl_imm_u(off, i64::from(64 - bits));
             let off = self.b.ins().sshr_imm_u(up, i64::from(64 - bits));
-            let word = self.b.ins().sshr_imm_u(off, i64::from(bits.trailing_zeros()));
+            let word = self
+                .b
+                .ins()
+                .sshr_imm_u(off, i64::from(bits.trailing_zeros()));
             let delta = self.b.ins().imul_imm_s(word, i64::from(size));
             lin = self.b.ins().iadd(lin, delta);
         }
@@ -91,30 +94,22 @@ impl Translator<'_, '_> {
             self.gpr(k)
         });
         let before = self.begin_fast_path();
-        let slot_off = self.tlb_slot_offset(lin);
-        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
-        let entry = self.b.ins().iadd(tlb, slot_off);
-        let tag_at = match kind {
+        let write = matches!(
+            kind,
             Inline::Store
-            | Inline::Rmw
-            | Inline::Push
-            | Inline::Call
-            | Inline::CallReg
-            | Inline::SseMem(SseMem::Store { .. }) => offset_of!(TlbEntry, write_tag),
-            _ => offset_of!(TlbEntry, read_tag),
-        };
-        let tag = self
-            .b
-            .ins()
-            .load(types::I64, trusted(), entry, tag_at as i32);
+                | Inline::Rmw
+                | Inline::Push
+                | Inline::Call
+                | Inline::CallReg
+                | Inline::SseMem(SseMem::Store { .. })
+        );
         // One compare decides: the tag of LIN's slot equals the page of the access's last
         // byte. That page is LIN's own page unless the access crosses into the next page,
         // whose slot differs, so a hit means "inside one mapped page". Tags are canonical
         // page addresses (or flagged, or invalid: never equal to a page), so a
         // non-canonical address misses too.
-        let last = self.b.ins().iadd_imm_s(lin, i64::from(size - 1));
-        let page = self.b.ins().band_imm_s(last, !0xFFFi64);
-        let mut ok = self.b.ins().icmp(IntCC::Equal, tag, page);
+        let (hit, entry) = self.tlb_hit(lin, size, write);
+        let mut ok = hit;
         if i.mnemonic() == Mnemonic::Fnstcw {
             // The x87 unit usable (CR0.EM and CR0.TS clear): else the interpreter's #NM.
             let c0 = self.b.ins().load(
@@ -217,7 +212,32 @@ impl Translator<'_, '_> {
                     (_, true) => self.b.ins().sextend(types::I64, v),
                     (_, false) => self.b.ins().uextend(types::I64, v),
                 };
-                if matches!(kind, Inline::Ret | Inline::JmpMem) {
+                if kind == Inline::CallMem {
+                    // The push of the return address: a second access, through the TLB's
+                    // write entry of RSP - 8. A non-canonical target or a miss: the
+                    // interpreter, on the state from before (nothing is written yet).
+                    let canonical = self.canonical(v);
+                    let sp = self.gpr(RSP);
+                    let slot = self.b.ins().iadd_imm_s(sp, -8);
+                    let (hit, push_entry) = self.tlb_hit(slot, 8, true);
+                    let ok = self.b.ins().band(canonical, hit);
+                    let cont = self.b.create_block();
+                    self.b.ins().brif(ok, cont, &[], slow, &[]);
+                    self.b.seal_block(cont);
+                    self.b.switch_to_block(cont);
+                    let addend = self.b.ins().load(
+                        types::I64,
+                        trusted(),
+                        push_entry,
+                        offset_of!(TlbEntry, addend) as i32,
+                    );
+                    let host = self.b.ins().iadd(addend, slot);
+                    let ret = self.b.ins().iconst(types::I64, i.next_ip() as i64);
+                    self.b.ins().store(MemFlagsData::new(), ret, host, 0);
+                    self.set_gpr(RSP, slot);
+                    self.tracked.tlb_hits += 1;
+                    next = Some(v);
+                } else if matches!(kind, Inline::Ret | Inline::JmpMem) {
                     // A non-canonical target is the interpreter's #GP (with RSP unchanged):
                     // to the slow path, which has seen nothing of this path.
                     let canonical = self.canonical(v);
@@ -274,7 +294,7 @@ impl Translator<'_, '_> {
                     let dst = self.operand(i, 0, 8 * size);
                     let v = self.b.ins().select(c, v, dst);
                     self.write_reg(i.op_register(0), v);
-                } else if !matches!(kind, Inline::Ret | Inline::JmpMem) {
+                } else if !matches!(kind, Inline::Ret | Inline::JmpMem | Inline::CallMem) {
                     self.write_reg(i.op_register(0), v);
                 }
             }
@@ -390,6 +410,27 @@ impl Translator<'_, '_> {
         let target = self.gpr(k);
         let ok = self.canonical(target);
         self.guarded(index, ok, |t| t.retire_to(target));
+    }
+
+    /// The TLB lookup of a `size`-byte access at `lin` (a write if `write`): whether it
+    /// hits a RAM page of the current privilege (the tag of LIN's slot equals the page of
+    /// the access's last byte), and the entry.
+    pub(super) fn tlb_hit(&mut self, lin: Value, size: u32, write: bool) -> (Value, Value) {
+        let slot_off = self.tlb_slot_offset(lin);
+        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
+        let entry = self.b.ins().iadd(tlb, slot_off);
+        let tag_at = if write {
+            offset_of!(TlbEntry, write_tag)
+        } else {
+            offset_of!(TlbEntry, read_tag)
+        };
+        let tag = self
+            .b
+            .ins()
+            .load(types::I64, trusted(), entry, tag_at as i32);
+        let last = self.b.ins().iadd_imm_s(lin, i64::from(size - 1));
+        let page = self.b.ins().band_imm_s(last, !0xFFFi64);
+        (self.b.ins().icmp(IntCC::Equal, tag, page), entry)
     }
 
     /// The byte offset of linear address `lin`'s slot in a TLB set: the slot number (page

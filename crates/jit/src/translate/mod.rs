@@ -206,9 +206,7 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && mem_any(0) => Some(Inline::JmpMem),
         Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && reg(0) => Some(Inline::JmpReg),
         Mnemonic::Mul if reg(0) && wide(0) => Some(Inline::Mul),
-        Mnemonic::Mul | Mnemonic::Div
-            if mem_any(0) && matches!(i.memory_size().size(), 4 | 8) =>
-        {
+        Mnemonic::Mul | Mnemonic::Div if mem_any(0) && matches!(i.memory_size().size(), 4 | 8) => {
             Some(Inline::Load)
         }
         Mnemonic::Shld | Mnemonic::Shrd
@@ -222,6 +220,7 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         }
         Mnemonic::Div if reg(0) && wide(0) => Some(Inline::Div),
         Mnemonic::Call if i.code() == Code::Call_rm64 && reg(0) => Some(Inline::CallReg),
+        Mnemonic::Call if i.code() == Code::Call_rm64 && mem_any(0) => Some(Inline::CallMem),
         Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
         Mnemonic::Add
         | Mnemonic::Sub
@@ -288,6 +287,9 @@ pub enum Inline {
     JmpReg,
     /// CALL r64: a store of the return address at RSP - 8, RIP from the register.
     CallReg,
+    /// CALL qword [mem]: a load of the target, then a store of the return address at
+    /// RSP - 8, both through the TLB fast path.
+    CallMem,
     /// MUL r32/r64: EDX:EAX / RDX:RAX = the accumulator times the register.
     Mul,
     /// SHLD/SHRD r32/r64, r32/r64, CL or imm8.
@@ -635,6 +637,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                     | Inline::LoadAlu
                     | Inline::Call
                     | Inline::CallReg
+                    | Inline::CallMem
                     | Inline::Ret
                     | Inline::JmpMem
                     | Inline::SseMem(_)),
@@ -1009,6 +1012,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             | Inline::LoadAlu
             | Inline::Call
             | Inline::CallReg
+            | Inline::CallMem
             | Inline::Ret
             | Inline::JmpMem
             | Inline::JmpReg
