@@ -2,8 +2,10 @@
 //! loop must keep the run loop's semantics. A branchy loop over several blocks ends in the
 //! interpreter's state (also when run in small budget slices, which chaining must respect
 //! exactly); an interrupt raised between runs, or by the guest's own port write inside a
-//! chained loop, is delivered at the next block boundary; a successor in another page that the guest rewrites after it was chained runs
-//! its new code.
+//! chained loop, is delivered at the next block boundary, and so is one that becomes
+//! pending (with guest time) during an instruction the interpreter runs inside a block; a
+//! successor in another page that the guest rewrites after it was chained runs its new
+//! code.
 
 use super::*;
 use crane86::devices::{Platform, PlatformAction};
@@ -142,7 +144,8 @@ impl Platform for LateIrq {
 }
 
 /// A two-block loop counting ECX down from `iterations`; with `out_at`, the guest writes
-/// port 0x80 (raising the interrupt) when ECX equals it. The handler saves ECX in EBX.
+/// port 0x80 (raising the interrupt) when ECX equals it. The handler saves ECX in EBX and
+/// the interrupted RIP in RDX.
 fn interrupted_loop(
     engine: EngineKind,
     iterations: u32,
@@ -170,6 +173,7 @@ fn interrupted_loop(
         // The interrupt gate clears IF: HLT ends the test.
         a.set_label(&mut handler)?;
         a.mov(ebx, ecx)?;
+        a.mov(rdx, qword_ptr(rsp))?;
         a.hlt()?;
         Ok(vec![handler])
     });
@@ -216,6 +220,7 @@ fn interrupt_between_runs_reaches_a_chained_loop() {
 /// at the next block boundary, not at the end of the run.
 #[test]
 fn interrupt_raised_inside_a_chained_loop_is_taken_at_the_next_block() {
+    let mut interrupted_at = Vec::new();
     for engine in [EngineKind::Interp, EngineKind::Jit] {
         let (mut g, _) = interrupted_loop(engine, 1_000_000, Some(600_000));
         g.run_to_halt();
@@ -225,7 +230,13 @@ fn interrupt_raised_inside_a_chained_loop_is_taken_at_the_next_block() {
         if engine == EngineKind::Jit {
             assert!(stat(&g, "chained transitions (native)") > 0, "{engine}");
         }
+        interrupted_at.push((g.cpu.gpr[2], g.engine.instructions()));
     }
+    // The interrupt came after the JMP (RIP at its target), each instruction retired once.
+    assert_eq!(
+        interrupted_at[0], interrupted_at[1],
+        "interrupted RIP, retired count"
+    );
 }
 
 /// The successor lives in the next page: `mov ebx, 5; add edx, ebx; jmp back`. After 50
@@ -431,4 +442,84 @@ fn background_compilation_matches_the_interpreter() {
         native > total / 2,
         "{native} of {total} instructions native"
     );
+}
+
+/// An interrupt that becomes pending with guest time (retired instructions, reported to
+/// the platform at time-visible accesses like RDTSC) once `at` instructions have run.
+struct TimerIrq {
+    at: u64,
+    retired: u64,
+    acked: bool,
+}
+
+impl Platform for TimerIrq {
+    fn pio_read(&mut self, _port: u16, _size: u8) -> u32 {
+        u32::MAX
+    }
+    fn pio_write(&mut self, _port: u16, _size: u8, _value: u32) {}
+    fn mmio_read(&mut self, _paddr: u64, _size: u8) -> u64 {
+        u64::MAX
+    }
+    fn mmio_write(&mut self, _paddr: u64, _size: u8, _value: u64) {}
+    fn interrupt_pending(&self) -> bool {
+        !self.acked && self.retired >= self.at
+    }
+    fn ack_interrupt(&mut self) -> Option<u8> {
+        let pending = self.interrupt_pending();
+        self.acked |= pending;
+        pending.then_some(0x20)
+    }
+    fn take_action(&mut self) -> Option<PlatformAction> {
+        None
+    }
+    fn now_ns(&self) -> u64 {
+        0
+    }
+    fn sync_retired_instructions(&mut self, retired: u64) {
+        self.retired = self.retired.max(retired);
+    }
+}
+
+/// An interrupt that becomes pending during an instruction the interpreter runs in the
+/// middle of a block ending in a direct JMP (RDTSC: the block goes on, but the native code
+/// must return to the run loop at its end): it is taken with RIP at the JMP's target, each
+/// instruction retired once, as under the interpreter.
+#[test]
+fn interrupt_pending_before_a_direct_jump_is_taken_at_its_target() {
+    let mut out = Vec::new();
+    for engine in [EngineKind::Interp, EngineKind::Jit] {
+        let (mut g, labels) = guest(engine, Mode::Long64, |a| {
+            let mut top = a.create_label();
+            let mut mid = a.create_label();
+            let mut handler = a.create_label();
+            a.mov(ecx, 3000)?;
+            a.sti()?;
+            a.set_label(&mut top)?;
+            a.add(ebx, 1)?;
+            a.rdtsc()?;
+            a.jmp(mid)?;
+            a.set_label(&mut mid)?;
+            a.add(esi, ebx)?;
+            a.sub(ecx, 1)?;
+            a.jnz(top)?;
+            a.hlt()?;
+            a.set_label(&mut handler)?;
+            a.mov(rdi, qword_ptr(rsp))?;
+            a.hlt()?;
+            Ok(vec![handler, mid])
+        });
+        g.set_gate(0x20, labels[0], 0);
+        g.plat = Box::new(TimerIrq {
+            at: 5000,
+            retired: 0,
+            acked: false,
+        });
+        g.run_to_halt();
+        assert_eq!(
+            g.cpu.gpr[7], labels[1],
+            "{engine}: interrupted at the JMP's target"
+        );
+        out.push((summary(&g.cpu), g.engine.instructions()));
+    }
+    assert_eq!(out[0], out[1], "state and retired instructions");
 }

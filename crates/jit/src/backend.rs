@@ -391,6 +391,16 @@ impl Backend {
         if perf_map::enabled() {
             perf_map::record(code, size, job.rip, job.paddr);
         }
+        if dump {
+            // SAFETY: `code` is the start of the `size` bytes of host code just finalized
+            // (readable and alive until the module is dropped, which cannot happen here).
+            let bytes = unsafe { std::slice::from_raw_parts(code, size as usize) };
+            eprintln!(
+                "jit dump: host code of the block at {:#x}, as placed:\n{}",
+                job.rip,
+                disassemble(bytes, code as u64)
+            );
+        }
         Ok(Compiled {
             code: code as usize,
             insns: job.insns.len() as u32,
@@ -401,8 +411,31 @@ impl Backend {
     }
 }
 
+/// x86-64 host code `bytes` at address `at`, one instruction per line with its address
+/// (what `perf script` IPs point at). Other hosts get the bytes in hex.
+fn disassemble(bytes: &[u8], at: u64) -> String {
+    use std::fmt::Write;
+    let mut text = String::new();
+    if !cfg!(target_arch = "x86_64") {
+        for chunk in bytes.chunks(16) {
+            let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+            let _ = writeln!(text, "{}", hex.join(" "));
+        }
+        return text;
+    }
+    let mut decoder = iced_x86::Decoder::with_ip(64, bytes, at, iced_x86::DecoderOptions::NONE);
+    let mut f = iced_x86::NasmFormatter::new();
+    for i in &mut decoder {
+        let mut line = String::new();
+        iced_x86::Formatter::format(&mut f, &i, &mut line);
+        let _ = writeln!(text, "{:x}: {line}", i.ip());
+    }
+    text
+}
+
 /// `CRANE86_JIT_DUMP=<hex RIP>[,<hex RIP>...]`: print the guest instructions and Cranelift's
-/// host code of the blocks starting there when they are translated.
+/// host code of the blocks starting there when they are translated, then the code as placed,
+/// disassembled with its addresses.
 fn dump_requested(rip: u64) -> bool {
     static RIPS: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
     RIPS.get_or_init(|| {

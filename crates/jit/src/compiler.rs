@@ -393,8 +393,7 @@ impl Tier for Compiler {
     }
 }
 
-/// Make `to` (key `key`, native code `code`) the most recently used successor link of
-/// `from` (both cached blocks of `epoch`).
+/// Link `from` to `to` (key `key`, native code `code`; both cached blocks of `epoch`).
 fn link(from: &Block, to: &Block, key: BlockKey, code: NativeBlock, epoch: u64) {
     // What native chaining relies on (see `Translator::chain_exit`): a link joins blocks of
     // the same code size, and a link into the block's own linear page goes to its own
@@ -408,13 +407,27 @@ fn link(from: &Block, to: &Block, key: BlockKey, code: NativeBlock, epoch: u64) 
     {
         return;
     }
-    let mut carry = Link {
+    let link = Link {
         key,
         code: Some(code),
         len: to.insns.len() as u32,
         target: to,
         epoch,
     };
+    // A block whose exits are all known keeps one link per target, in the target's slot
+    // (what `Translator::chain_direct` reads without comparing RIPs); a successor that is
+    // none of them (an interrupt handler, say) is not linked.
+    let last = from.insns.last().map(|d| &d.insn);
+    if let Some(targets) = last.and_then(crate::translate::exit_targets) {
+        if let Some(k) = targets.iter().position(|&t| t == key.rip) {
+            if let Some(slot) = from.links.get(k) {
+                slot.set(link);
+            }
+        }
+        return;
+    }
+    // Otherwise the most recently used successors, newest first.
+    let mut carry = link;
     for slot in &from.links {
         let old = slot.replace(carry);
         if old.epoch != epoch || std::ptr::eq(old.target, to) {

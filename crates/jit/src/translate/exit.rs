@@ -68,7 +68,6 @@ impl Translator<'_, '_> {
             .b
             .ins()
             .load(i64t, fixed(), self.ctx, offset_of!(BlockCtx, epoch) as i32);
-        let tail_sig = self.b.import_signature(block_signature(self.ptr));
         for (k, &link) in links.iter().enumerate() {
             let at = self.b.ins().iconst(self.ptr, link as i64);
             let field = |t: &mut Self, ty: Type, offset: usize| {
@@ -84,37 +83,12 @@ impl Translator<'_, '_> {
                 let same_paddr = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
                 m = self.b.ins().band(m, same_paddr);
             }
-            let take = self.b.create_block();
             let next = if k + 1 == links.len() {
                 ret
             } else {
                 self.b.create_block()
             };
-            self.b.ins().brif(m, take, &[], next, &[]);
-            self.b.seal_block(take);
-            self.b.switch_to_block(take);
-            let len = self
-                .b
-                .ins()
-                .uload32(trusted(), at, offset_of!(Link, len) as i32);
-            let fits = self.fits_budget(len);
-            let enter = self.b.create_block();
-            self.b.ins().brif(fits, enter, &[], ret, &[]);
-            self.b.seal_block(enter);
-            self.b.switch_to_block(enter);
-            // A link of a live epoch always has code (`link` stores it with the target).
-            let code = field(self, self.ptr, offset_of!(Link, code));
-            let target = field(self, self.ptr, offset_of!(Link, target));
-            self.b.ins().store(
-                trusted(),
-                target,
-                self.ctx,
-                offset_of!(BlockCtx, block) as i32,
-            );
-            self.count_native_entry();
-            self.b
-                .ins()
-                .return_call_indirect(tail_sig, code, &[self.ctx]);
+            self.enter_link(at, m, next, ret);
             if k + 1 < links.len() {
                 self.b.seal_block(next);
                 self.b.switch_to_block(next);
@@ -123,6 +97,111 @@ impl Translator<'_, '_> {
         self.b.seal_block(ret);
         self.b.switch_to_block(ret);
         self.b.ins().return_(&[]);
+    }
+
+    /// The block's exit when every RIP it can leave with is known (`targets`: one, or for an
+    /// inline Jcc the taken target and the fall-through, picked by `taken`): branch on the
+    /// condition itself, store the constant RIP of the path, return if the step helper
+    /// asked for the run loop ([`BlockCtx::stop`]), and enter the successor
+    /// through the link of that target. Links of such blocks are kept per target (slot k
+    /// holds only a link to target k, see `link` in the compiler), so a link needs no RIP
+    /// compare: the epoch, and for a target in another page the physical address.
+    /// Everything else returns to the run loop, as in [`Self::chain_exit`].
+    pub(super) fn chain_direct(&mut self, chain: &Chain, targets: &[u64], taken: Option<Value>) {
+        let ret = self.b.create_block();
+        let paths: Vec<ir::Block> = targets.iter().map(|_| self.b.create_block()).collect();
+        let own_page = chain.rip & !0xFFF;
+        let epoch = self.b.ins().load(
+            types::I64,
+            fixed(),
+            self.ctx,
+            offset_of!(BlockCtx, epoch) as i32,
+        );
+        match (taken, paths.as_slice()) {
+            (Some(c), [t, f]) => _ = self.b.ins().brif(c, *t, &[], *f, &[]),
+            (None, [only]) => _ = self.b.ins().jump(*only, &[]),
+            _ => unreachable!("one target, or a condition and two"),
+        }
+        for (k, (&target, &path)) in targets.iter().zip(&paths).enumerate() {
+            self.b.seal_block(path);
+            self.b.switch_to_block(path);
+            let rip = self.b.ins().iconst(types::I64, target as i64);
+            self.b.ins().store(trusted(), rip, self.state, RIP);
+            // RIP is stored: now the run loop may take over.
+            let stop = self.stop_flag();
+            let go = self.b.create_block();
+            self.b.ins().brif(stop, ret, &[], go, &[]);
+            self.b.seal_block(go);
+            self.b.switch_to_block(go);
+            // The slot `link` uses for this target (the first, if both targets are equal).
+            let slot = targets.iter().position(|&t| t == target).unwrap_or(k);
+            let at = self.b.ins().iconst(self.ptr, chain.links[slot] as i64);
+            let l_epoch =
+                self.b
+                    .ins()
+                    .load(types::I64, trusted(), at, offset_of!(Link, epoch) as i32);
+            let mut ok = self.b.ins().icmp(IntCC::Equal, l_epoch, epoch);
+            if target & !0xFFF != own_page {
+                let page = self.b.ins().iconst(types::I64, (target & !0xFFF) as i64);
+                let low = self.b.ins().iconst(types::I64, (target & 0xFFF) as i64);
+                let mapped = self.b.create_block();
+                self.b.append_block_param(mapped, types::I64);
+                self.tlb_successor(rip, page, low, mapped, ret);
+                self.b.seal_block(mapped);
+                self.b.switch_to_block(mapped);
+                let paddr = self.b.block_params(mapped)[0];
+                let l_paddr = self.b.ins().load(
+                    types::I64,
+                    trusted(),
+                    at,
+                    offset_of!(Link, key.paddr) as i32,
+                );
+                let same = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
+                ok = self.b.ins().band(ok, same);
+            }
+            self.enter_link(at, ok, ret, ret);
+        }
+        self.b.seal_block(ret);
+        self.b.switch_to_block(ret);
+        self.b.ins().return_(&[]);
+    }
+
+    /// Where the link at `at` is usable (`ok`; else to `miss`) and its target fits the
+    /// budget (else to `ret`): make it the running block and tail-call its code.
+    fn enter_link(&mut self, at: Value, ok: Value, miss: ir::Block, ret: ir::Block) {
+        let take = self.b.create_block();
+        self.b.ins().brif(ok, take, &[], miss, &[]);
+        self.b.seal_block(take);
+        self.b.switch_to_block(take);
+        let len = self
+            .b
+            .ins()
+            .uload32(trusted(), at, offset_of!(Link, len) as i32);
+        let fits = self.fits_budget(len);
+        let enter = self.b.create_block();
+        self.b.ins().brif(fits, enter, &[], ret, &[]);
+        self.b.seal_block(enter);
+        self.b.switch_to_block(enter);
+        // A link of a live epoch always has code (`link` stores it with the target).
+        let code = self
+            .b
+            .ins()
+            .load(self.ptr, trusted(), at, offset_of!(Link, code) as i32);
+        let target = self
+            .b
+            .ins()
+            .load(self.ptr, trusted(), at, offset_of!(Link, target) as i32);
+        self.b.ins().store(
+            trusted(),
+            target,
+            self.ctx,
+            offset_of!(BlockCtx, block) as i32,
+        );
+        self.count_native_entry();
+        let tail_sig = self.b.import_signature(block_signature(self.ptr));
+        self.b
+            .ins()
+            .return_call_indirect(tail_sig, code, &[self.ctx]);
     }
 
     /// The physical address of a successor RIP in another page, through the TLB's fetch

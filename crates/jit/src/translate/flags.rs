@@ -200,6 +200,7 @@ impl Translator<'_, '_> {
                 let fall = self.b.ins().iconst(types::I64, i.next_ip() as i64);
                 let rip = self.b.ins().select(c, target, fall);
                 self.retire_to(rip);
+                self.branch_taken = Some(c);
             }
         }
         true

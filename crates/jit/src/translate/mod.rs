@@ -364,7 +364,7 @@ fn is_cmovcc(m: Mnemonic) -> bool {
 /// target or the next instruction; RET and indirect branches (which leave through the
 /// helper, stopping the chain, unless inline RET) are not known; anything else falls
 /// through (the helper leaves the block whenever RIP is not the next instruction).
-fn exit_targets(last: &Instruction) -> Option<Vec<u64>> {
+pub(crate) fn exit_targets(last: &Instruction) -> Option<Vec<u64>> {
     let direct = last.op_count() == 1 && last.op0_kind() == OpKind::NearBranch64;
     match last.flow_control() {
         iced_x86::FlowControl::UnconditionalBranch | iced_x86::FlowControl::Call if direct => {
@@ -483,6 +483,9 @@ pub struct Translator<'a, 'b> {
     flag_vars: [Variable; 4],
     /// The block's exit (every path there has synced).
     exit: ir::Block,
+    /// The condition of the inline Jcc just translated (an I8: taken or not), which the
+    /// block's end branches on to enter the successor of each target directly.
+    branch_taken: Option<Value>,
     /// Instructions given inline IR.
     pub inlined: u32,
 }
@@ -571,6 +574,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             rip_var,
             flag_vars,
             exit,
+            branch_taken: None,
             inlined: 0,
         }
     }
@@ -617,6 +621,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         };
         let mut looped = false;
         for (k, i) in insns.iter().enumerate() {
+            self.branch_taken = None;
             if bits == 64 && self.branch(i) {
                 self.inlined += 1;
                 if k + 1 == insns.len() {
@@ -675,18 +680,33 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         // Helper calls that leave the block go to `exit` and return (the helper stopped the
         // chain); the end of the block may enter the successor.
-        let rip = self.pending_rip();
-        self.sync();
-        match (bits, chain, insns.last()) {
-            (64, Some(chain), Some(last)) => {
+        let targets = insns.last().and_then(exit_targets);
+        let direct = match (&targets, self.branch_taken) {
+            // A JMP, a CALL, a fall-through: RIP is the one target here.
+            (Some(t), None) => t.len() == 1,
+            // An inline Jcc: RIP is the target its condition picks.
+            (Some(t), Some(_)) => t.len() == 2,
+            _ => false,
+        };
+        match (bits, chain, targets) {
+            (64, Some(chain), Some(targets)) if direct => {
+                // Each path stores its own RIP.
+                self.tracked.rip = PendingRip::Stored;
+                self.sync();
+                let taken = self.branch_taken;
+                self.chain_direct(chain, &targets, taken);
+            }
+            (64, Some(chain), targets) => {
+                let rip = self.pending_rip();
+                self.sync();
                 let rip = match rip {
                     Some(v) => v,
                     None => self.b.ins().load(types::I64, trusted(), self.state, RIP),
                 };
-                let targets = exit_targets(last);
                 self.chain_exit(chain, rip, targets.as_deref());
             }
             _ => {
+                self.sync();
                 let exit = self.exit;
                 self.b.ins().jump(exit, &[]);
             }
