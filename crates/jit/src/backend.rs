@@ -71,7 +71,7 @@ fn host_isa() -> OwnedTargetIsa {
 /// The Rust helpers native code calls, each entered through a thunk of the translation
 /// module in Cranelift's `preserve_all` convention: the thunk saves every register the
 /// helper (host C convention) may clobber, calls it, and leaves its result in
-/// [`BlockCtx::ret`]. So a call clobbers nothing, and guest values stay in host registers
+/// `BlockCtx::ret`. So a call clobbers nothing, and guest values stay in host registers
 /// across the slow paths of inline code instead of being spilled or kept in the
 /// callee-saved registers that every block's prologue would then have to save. A thunk
 /// costs its saves only when it runs (slow paths, helper-run instructions).

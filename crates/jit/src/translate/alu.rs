@@ -1,5 +1,5 @@
-//! Inline ALU operations: ADD/SUB/AND/OR/XOR/CMP/TEST with their lazy-flags record, and
-//! SHL/SHR/SAR by an immediate and IMUL with materialized flags.
+//! Inline ALU operations: ADD/SUB/AND/OR/XOR/CMP/TEST with their lazy-flags record; the
+//! shifts and rotates, SHLD/SHRD, BSF/BSR, BT, IMUL and MUL with materialized flags; DIV.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! How a translated block ends: [`Translator::chain_exit`] enters the successor block
+//! How a translated block ends: [`Translator::chain_direct`] (every exit RIP known) and
+//! [`Translator::chain_exit`] (RIP known only at run time) enter the successor block
 //! itself (a tail call through the block's links), and a block whose last instruction
 //! branches back to its own start loops inside its function ([`Translator::loop_header`],
 //! [`Translator::back_edge`]) with the guest registers staying in host registers.

@@ -1,6 +1,7 @@
 //! Inline memory access: the softmmu TLB fast path with the interpreter as the slow path
-//! (loads, CMOVcc from memory, stores, load + ALU, ALU and INC/DEC to memory, PUSH/POP,
-//! CALL/RET, JMP [mem], the SSE memory forms), and effective addresses.
+//! (loads, CMOVcc/BSF/BSR/BT/MUL/DIV of memory, stores, FNSTCW, load + ALU, ALU and
+//! INC/DEC to memory, PUSH/POP, CALL/RET, CALL [mem] and JMP [mem], the SSE memory forms),
+//! JMP r64, and effective addresses.
 
 use super::sse::{xmm_offset, SseMem};
 use super::*;

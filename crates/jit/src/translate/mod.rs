@@ -1,13 +1,15 @@
 //! Guest block → Cranelift IR. Every instruction either gets inline IR (in 64-bit code: the
 //! register forms of MOV, LEA, ADD/ADC/SUB/SBB/AND/OR/XOR/CMP/TEST (any operand size, AH..BH
 //! included), NOT/NEG/INC/DEC, MOVZX/MOVSX/MOVSXD, SHL/SHR/SAR by an immediate, IMUL,
-//! SETcc, CMOVcc and NOP;
-//! through the TLB fast path MOV loads and stores of every size, ALU ops with a memory
-//! source, CMP/TEST of memory, ADD/SUB/AND/OR/XOR to memory, PUSH, POP, CALL rel32 and RET;
-//! ROL/ROR by an immediate, SHL/SHR/SAR r32/r64 by CL; direct JMP and every Jcc) or
-//! becomes a call to the interpreter's per-instruction step
-//! ([`crate::context::step_helper`]), which owns the semantics of everything else: faults,
-//! flags, platform actions, leaving the block.
+//! MUL, SETcc, CMOVcc, BT, BSF/BSR, SHLD/SHRD and NOP; ROL/ROR by an immediate,
+//! SHL/SHR/SAR r32/r64 by CL; through the TLB fast path MOV loads and stores of every
+//! size, ALU ops with a memory source, CMP/TEST of memory, ADD/SUB/AND/OR/XOR/INC/DEC to
+//! memory, MUL/DIV/BT/BSF/BSR of memory, FNSTCW, PUSH, POP, CALL rel32/[mem] and RET;
+//! under a run-time guard (the interpreter otherwise) DIV, JMP/CALL r64 and the SSE forms
+//! of `sse.rs`; direct JMP and every Jcc) or becomes a call to the interpreter's
+//! per-instruction step ([`crate::context::step_helper`]), which owns the semantics of
+//! everything else: faults, flags, platform actions, leaving the block. Helpers are called
+//! through thunks that preserve every register ([`crate::backend::Helpers`]).
 //!
 //! Conditions (Jcc, SETcc, CMOVcc) come from the pending inline flags when those decide
 //! them (the operands of an inline CMP/SUB/ADD/logic op, or the flags an inline shift
