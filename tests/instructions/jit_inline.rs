@@ -563,6 +563,18 @@ fn zero_count_shift_keeps_the_flags_of_every_producer() {
     }
 }
 
+/// Point RSI at `table` and fill it with the addresses of `first` and `second`, then a
+/// non-canonical address.
+fn branch_table(a: &mut CodeAssembler, table: u64, first: CodeLabel, second: CodeLabel) {
+    a.mov(rsi, table).unwrap();
+    a.lea(rax, ptr(first)).unwrap();
+    a.mov(qword_ptr(rsi), rax).unwrap();
+    a.lea(rax, ptr(second)).unwrap();
+    a.mov(qword_ptr(rsi + 8), rax).unwrap();
+    a.mov(rax, 0x8000_0000_0000_0000u64).unwrap();
+    a.mov(qword_ptr(rsi + 16), rax).unwrap();
+}
+
 /// JMP through memory (a jump table filled by the guest): the targets run as in the
 /// interpreter, and a non-canonical table entry is a #GP on the JMP, with the registers from
 /// before it.
@@ -576,13 +588,7 @@ fn jump_through_memory_matches_the_interpreter() {
             let mut t0 = a.create_label();
             let mut t1 = a.create_label();
             let mut done = a.create_label();
-            a.mov(rsi, table).unwrap();
-            a.lea(rax, ptr(t0)).unwrap();
-            a.mov(qword_ptr(rsi), rax).unwrap();
-            a.lea(rax, ptr(t1)).unwrap();
-            a.mov(qword_ptr(rsi + 8), rax).unwrap();
-            a.mov(rax, 0x8000_0000_0000_0000u64).unwrap();
-            a.mov(qword_ptr(rsi + 16), rax).unwrap();
+            branch_table(a, table, t0, t1);
             a.mov(ecx, 301).unwrap();
             a.xor(ebx, ebx).unwrap();
             a.set_label(&mut top).unwrap();
@@ -1217,13 +1223,7 @@ fn calls_through_memory_match_the_interpreter() {
             let mut f0 = a.create_label();
             let mut f1 = a.create_label();
             let mut done = a.create_label();
-            a.mov(rsi, table).unwrap();
-            a.lea(rax, ptr(f0)).unwrap();
-            a.mov(qword_ptr(rsi), rax).unwrap();
-            a.lea(rax, ptr(f1)).unwrap();
-            a.mov(qword_ptr(rsi + 8), rax).unwrap();
-            a.mov(rax, 0x8000_0000_0000_0000u64).unwrap();
-            a.mov(qword_ptr(rsi + 16), rax).unwrap();
+            branch_table(a, table, f0, f1);
             a.mov(ecx, 201).unwrap();
             a.xor(ebx, ebx).unwrap();
             a.set_label(&mut top).unwrap();

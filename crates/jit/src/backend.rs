@@ -10,7 +10,7 @@ use crate::perf_map;
 use crate::translate::{Chain, Translator};
 use crane86_interp::block::BLOCK_LINKS;
 use cranelift_codegen::ir::{
-    types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, UserFuncName,
+    self, types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, UserFuncName,
 };
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
@@ -101,21 +101,12 @@ fn define_thunk(
     ret: Type,
 ) -> Result<FuncId, String> {
     let ptr = module.target_config().pointer_type();
-    let mut ctx = module.make_context();
-    ctx.func.signature = thunk_signature(ptr, args);
     let mut helper_sig = Signature::new(module.target_config().default_call_conv);
     helper_sig
         .params
         .extend(args.iter().map(|&t| AbiParam::new(t)));
     helper_sig.returns.push(AbiParam::new(ret));
-    let mut fctx = FunctionBuilderContext::new();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let params = b.block_params(entry).to_vec();
+    define_small(module, thunk_signature(ptr, args), |b, params| {
         let sig = b.import_signature(helper_sig);
         let f = b.ins().iconst(ptr, helper as i64);
         let call = b.ins().call_indirect(sig, f, &params[1..]);
@@ -132,6 +123,27 @@ fn define_thunk(
             offset_of!(BlockCtx, ret) as i32,
         );
         b.ins().return_(&[]);
+    })
+}
+
+/// Define a one-block function of signature `sig` in `module`, whose IR `body` emits from
+/// the function's parameters (its return included).
+fn define_small(
+    module: &mut JITModule,
+    sig: Signature,
+    body: impl FnOnce(&mut FunctionBuilder, &[ir::Value]),
+) -> Result<FuncId, String> {
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let params = b.block_params(entry).to_vec();
+        body(&mut b, &params);
         b.finalize(module.target_config());
     }
     let id = define(module, &mut ctx)?;
@@ -216,24 +228,16 @@ impl Entry {
     pub fn new() -> Entry {
         let mut module = new_module(false);
         let ptr = module.target_config().pointer_type();
-        let mut ctx = module.make_context();
-        ctx.func.signature.call_conv = module.target_config().default_call_conv;
-        ctx.func.signature.params.push(AbiParam::new(ptr));
-        ctx.func.signature.params.push(AbiParam::new(ptr));
-        let mut fctx = FunctionBuilderContext::new();
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let entry = b.create_block();
-            b.append_block_params_for_function_params(entry);
-            b.switch_to_block(entry);
-            b.seal_block(entry);
-            let (block_ctx, code) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+        let mut sig = Signature::new(module.target_config().default_call_conv);
+        sig.params.push(AbiParam::new(ptr));
+        sig.params.push(AbiParam::new(ptr));
+        let built = define_small(&mut module, sig, |b, params| {
+            let (block_ctx, code) = (params[0], params[1]);
             let sig = b.import_signature(block_signature(ptr));
             b.ins().call_indirect(sig, code, &[block_ctx]);
             b.ins().return_(&[]);
-            b.finalize(module.target_config());
-        }
-        let built = define(&mut module, &mut ctx).and_then(|id| {
+        })
+        .and_then(|id| {
             module
                 .finalize_definitions()
                 .map(|()| id)
