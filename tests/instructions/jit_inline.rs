@@ -965,10 +965,11 @@ fn fnstcw_matches_the_interpreter() {
     assert_eq!(out[0], out[1]);
 }
 
-/// MUL and DIV of 32- and 64-bit registers and memory on edge operands: products with and without a
-/// high half, quotients the inline path computes (EDX below the divisor, RDX zero) and
-/// 64-bit ones it leaves to the interpreter (RDX not zero), each after flags that must
-/// survive DIV; then a DIV by zero, #DE on the DIV. Everything against the interpreter.
+/// MUL and DIV of 32- and 64-bit registers and memory on edge operands: products with and
+/// without a high half, quotients the inline path computes (EDX below the divisor, RDX
+/// zero) and 64-bit ones it leaves to the interpreter (RDX not zero), each after flags that
+/// must survive DIV; then a DIV by zero, #DE on the DIV. Everything against the
+/// interpreter.
 #[test]
 fn mul_and_div_match_the_interpreter() {
     // MUL/DIV of r32, r64, m32, m64, then of an m64 that crosses a page.

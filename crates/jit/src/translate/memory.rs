@@ -113,15 +113,8 @@ impl Translator<'_, '_> {
         let mut ok = hit;
         if i.mnemonic() == Mnemonic::Fnstcw {
             // The x87 unit usable (CR0.EM and CR0.TS clear): else the interpreter's #NM.
-            let c0 = self.b.ins().load(
-                types::I64,
-                trusted(),
-                self.state,
-                offset_of!(CpuState, cr0) as i32,
-            );
             use crane86_x86::regs::cr0;
-            let bad = self.b.ins().band_imm_u(c0, (cr0::EM | cr0::TS) as i64);
-            let usable = self.b.ins().icmp_imm_u(IntCC::Equal, bad, 0);
+            let usable = self.cr0_clear(cr0::EM | cr0::TS);
             ok = self.b.ins().band(ok, usable);
         }
         if let Some(target) = call_target {
@@ -268,12 +261,8 @@ impl Translator<'_, '_> {
                     self.def_flag_vars(f);
                 } else if matches!(i.mnemonic(), Mnemonic::Bsf | Mnemonic::Bsr) {
                     self.bit_scan_of(i, v);
-                    let f = self.tracked.flags.expect("BSF/BSR flags");
-                    self.def_flag_vars(f);
                 } else if i.mnemonic() == Mnemonic::Mul {
                     self.mul_of(i, 8 * size, v);
-                    let f = self.tracked.flags.expect("MUL flags");
-                    self.def_flag_vars(f);
                 } else if i.mnemonic() == Mnemonic::Div {
                     // A quotient that may not fit, or a zero divisor: the interpreter (on
                     // the state from before: nothing is written yet).
@@ -285,8 +274,6 @@ impl Translator<'_, '_> {
                     self.div_of(8 * size, n, v);
                 } else if i.mnemonic() == Mnemonic::Bt {
                     self.bit_test_of(i, v);
-                    let f = self.tracked.flags.expect("BT flags");
-                    self.def_flag_vars(f);
                 } else if is_cmovcc(i.mnemonic()) {
                     // A 32-bit destination is zero-extended even when the move does not
                     // happen.
@@ -300,6 +287,8 @@ impl Translator<'_, '_> {
                 }
             }
         }
+        // BSF/BSR/BT/MUL of memory: flags materialized on this path.
+        let materialized = self.define_materialized_flags(&before);
         self.tracked.tlb_hits += 1;
         match (kind, next) {
             (Inline::Call, _) => self.retire(i.near_branch_target()),
@@ -320,15 +309,10 @@ impl Translator<'_, '_> {
             let rip = self.b.ins().load(types::I64, trusted(), self.state, RIP);
             self.b.def_var(self.rip_var, rip);
         }
-        // Forms whose fast path materializes the flags.
-        let scan = matches!(
-            i.mnemonic(),
-            Mnemonic::Bsf | Mnemonic::Bsr | Mnemonic::Bt | Mnemonic::Mul
-        );
         let pending = after
             .flags
-            .filter(|_| matches!(kind, Inline::LoadAlu | Inline::Rmw) || scan);
-        if scan {
+            .filter(|_| matches!(kind, Inline::LoadAlu | Inline::Rmw) || materialized);
+        if materialized {
             self.reload_materialized_flags(&after);
         } else if let Some(f) = pending {
             // The interpreter's lazy record of the same op: the operands back from it.

@@ -827,13 +827,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.seal_block(slow);
         self.b.switch_to_block(fast);
         body(self);
+        let materialized = self.define_materialized_flags(&before);
         let after = self.tracked;
-        let materialized = after.flags.is_some_and(|f| f.kind == CcOp::Eflags)
-            && after.flags.map(|f| f.res) != before.flags.map(|f| f.res);
-        if materialized {
-            let f = after.flags.expect("materialized flags");
-            self.def_flag_vars(f);
-        }
         self.b.ins().jump(merge, &[]);
         self.b.switch_to_block(slow);
         self.interpreter_path(before, &after, index);
@@ -851,6 +846,33 @@ impl<'a, 'b> Translator<'a, 'b> {
         if materialized {
             self.use_flag_vars();
         }
+    }
+
+    /// At the end of a fast path that began at `before`: whether it materialized new flags,
+    /// and if so, their value into the flag variables (the slow path defines them with
+    /// [`Self::reload_materialized_flags`], the merge reads them with
+    /// [`Self::use_flag_vars`]).
+    fn define_materialized_flags(&mut self, before: &Tracked) -> bool {
+        let Some(f) = self.tracked.flags else {
+            return false;
+        };
+        let new = f.kind == CcOp::Eflags && before.flags.map(|b| b.res) != Some(f.res);
+        if new {
+            self.def_flag_vars(f);
+        }
+        new
+    }
+
+    /// Whether CR0 has none of the bits of `mask` set, as a boolean value.
+    fn cr0_clear(&mut self, mask: u64) -> Value {
+        let c0 = self.b.ins().load(
+            types::I64,
+            trusted(),
+            self.state,
+            offset_of!(CpuState, cr0) as i32,
+        );
+        let set = self.b.ins().band_imm_u(c0, mask as i64);
+        self.b.ins().icmp_imm_u(IntCC::Equal, set, 0)
     }
 
     /// A pointer field of [`BlockCtx`] that stays the same while native code runs (loaded

@@ -292,21 +292,14 @@ impl Translator<'_, '_> {
     /// Whether SSE instructions run now (CR0.EM and CR0.TS clear, CR4.OSFXSR set), as a
     /// boolean value.
     pub(super) fn sse_usable(&mut self) -> Value {
-        let c0 = self.b.ins().load(
-            types::I64,
-            trusted(),
-            self.state,
-            offset_of!(CpuState, cr0) as i32,
-        );
+        let ok0 = self.cr0_clear(cr0::EM | cr0::TS);
         let c4 = self.b.ins().load(
             types::I64,
             trusted(),
             self.state,
             offset_of!(CpuState, cr4) as i32,
         );
-        let bad0 = self.b.ins().band_imm_u(c0, (cr0::EM | cr0::TS) as i64);
         let ok4 = self.b.ins().band_imm_u(c4, cr4::OSFXSR as i64);
-        let ok0 = self.b.ins().icmp_imm_u(IntCC::Equal, bad0, 0);
         let ok4 = self.b.ins().icmp_imm_u(IntCC::NotEqual, ok4, 0);
         self.b.ins().band(ok0, ok4)
     }
