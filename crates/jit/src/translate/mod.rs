@@ -366,17 +366,33 @@ fn is_cmovcc(m: Mnemonic) -> bool {
 /// target or the next instruction; RET and indirect branches (which leave through the
 /// helper, stopping the chain, unless inline RET) are not known; anything else falls
 /// through (the helper leaves the block whenever RIP is not the next instruction).
-pub(crate) fn exit_targets(last: &Instruction) -> Option<Vec<u64>> {
+pub(crate) fn exit_targets(last: &Instruction) -> Option<ExitTargets> {
     let direct = last.op_count() == 1 && last.op0_kind() == OpKind::NearBranch64;
-    match last.flow_control() {
+    let (rips, len) = match last.flow_control() {
         iced_x86::FlowControl::UnconditionalBranch | iced_x86::FlowControl::Call if direct => {
-            Some(vec![last.near_branch_target()])
+            ([last.near_branch_target(), 0], 1)
         }
         iced_x86::FlowControl::ConditionalBranch if direct => {
-            Some(vec![last.near_branch_target(), last.next_ip()])
+            ([last.near_branch_target(), last.next_ip()], 2)
         }
-        iced_x86::FlowControl::Next => Some(vec![last.next_ip()]),
-        _ => None,
+        iced_x86::FlowControl::Next => ([last.next_ip(), 0], 1),
+        _ => return None,
+    };
+    Some(ExitTargets { rips, len })
+}
+
+/// The RIPs a block can leave with (see [`exit_targets`]): one or two, without an
+/// allocation (the run loop asks for them whenever it links blocks).
+#[derive(Clone, Copy)]
+pub(crate) struct ExitTargets {
+    rips: [u64; BLOCK_LINKS],
+    len: usize,
+}
+
+impl std::ops::Deref for ExitTargets {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        &self.rips[..self.len]
     }
 }
 
