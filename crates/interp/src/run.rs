@@ -351,8 +351,9 @@ fn lookup_block(cpu: &mut Cpu, blocks: &mut BlockCache) -> Result<Rc<Block>, Exc
         if !insns.is_empty() {
             let is_ram = matches!(cpu.mem.target(pa), PhysTarget::Ram(_));
             let block = Rc::new(Block::new(insns));
-            if is_ram {
-                cpu.mem.mark_code_page(off);
+            // Entries filled while the page is code get the code tag at their fill; those
+            // filled before it became code get it here.
+            if is_ram && cpu.mem.mark_code_page(off) {
                 cpu.tlb.protect_code_page(pa & PAGE_MASK);
             }
             blocks.insert(key, block.clone());

@@ -206,10 +206,15 @@ impl PhysMem {
 
     // ---- self-modifying code tracking ----
 
-    /// Mark the backing page containing `offset` as holding decoded code.
-    pub fn mark_code_page(&mut self, offset: u64) {
+    /// Mark the backing page containing `offset` as holding decoded code. Returns true when
+    /// it did not hold code before (the caller must then protect the TLB entries that map it).
+    pub fn mark_code_page(&mut self, offset: u64) -> bool {
         let p = offset >> 12;
-        self.code_pages[(p / 64) as usize] |= 1 << (p % 64);
+        let word = &mut self.code_pages[(p / 64) as usize];
+        let bit = 1 << (p % 64);
+        let newly = *word & bit == 0;
+        *word |= bit;
+        newly
     }
 
     #[inline]

@@ -72,12 +72,110 @@ impl TlbStats {
 pub struct SoftTlb {
     /// `[0]`: supervisor accesses, `[1]`: user (CPL 3) accesses.
     entries: Box<[[TlbEntry; TLB_ENTRIES]; 2]>,
-    /// The slots of each set that hold an entry, so that flushes and scans touch only those
-    /// (a guest's working set is a small part of the sets, and a flush per address-space
-    /// switch would otherwise clear all of them).
-    used: [Vec<u16>; 2],
+    /// Which slots of each set hold entries, so that flushes touch only the slots they may
+    /// clear (a guest's working set is a small part of the sets, and a flush per
+    /// address-space switch would otherwise clear all of them).
+    slots: [UsedSlots; 2],
     pub stats: TlbStats,
 }
+
+/// Membership bits of [`UsedSlots::listed`], one per list.
+const IN_LOCAL: u8 = 1 << 0;
+const IN_GLOBAL: u8 = 1 << 1;
+const IN_LARGE: u8 = 1 << 2;
+
+/// The filled slots of one set, in three lists: non-global entries (all that a CR3 write
+/// clears), global entries, and pieces of large pages (all that INVLPG must look at beyond
+/// the slot of its address). Invariant: every filled slot is in the list of its entry's
+/// kind, at most once. A list may also hold slots whose entry has since gone or changed
+/// kind; a scan of the list drops them.
+struct UsedSlots {
+    local: Vec<u16>,
+    global: Vec<u16>,
+    large: Vec<u16>,
+    /// Per slot, the lists (`IN_*` bits) it is in.
+    listed: Box<[u8; TLB_ENTRIES]>,
+    /// The linear range `[lo, hi]` the large-page pieces in `large` may cover, so that
+    /// INVLPG of an address outside it skips the list.
+    large_span: (u64, u64),
+}
+
+impl UsedSlots {
+    const NO_SPAN: (u64, u64) = (u64::MAX, 0);
+
+    fn new() -> UsedSlots {
+        UsedSlots {
+            local: Vec::new(),
+            global: Vec::new(),
+            large: Vec::new(),
+            listed: Box::new([0; TLB_ENTRIES]),
+            large_span: Self::NO_SPAN,
+        }
+    }
+
+    fn list(&mut self, k: usize, which: u8) {
+        if self.listed[k] & which == 0 {
+            self.listed[k] |= which;
+            match which {
+                IN_LOCAL => self.local.push(k as u16),
+                IN_GLOBAL => self.global.push(k as u16),
+                _ => self.large.push(k as u16),
+            }
+        }
+    }
+
+    /// Visit the entries of list `which` that are of its kind with `f`, which may clear
+    /// them. A slot leaves the list when its entry is gone or is no longer of the kind.
+    fn sweep(
+        &mut self,
+        set: &mut [TlbEntry; TLB_ENTRIES],
+        which: u8,
+        mut f: impl FnMut(&mut TlbEntry),
+    ) {
+        let of_kind = |e: &TlbEntry| {
+            e.mapping_base != INVALID
+                && match which {
+                    IN_LOCAL => !e.global,
+                    IN_GLOBAL => e.global,
+                    _ => e.mapping_mask > PAGE_OFFSET_MASK,
+                }
+        };
+        let listed = &mut self.listed;
+        let list = match which {
+            IN_LOCAL => &mut self.local,
+            IN_GLOBAL => &mut self.global,
+            _ => &mut self.large,
+        };
+        list.retain(|&k| {
+            let e = &mut set[k as usize];
+            if of_kind(e) {
+                f(e);
+            }
+            let keep = of_kind(e);
+            if !keep {
+                listed[k as usize] &= !which;
+            }
+            keep
+        });
+        if which == IN_LARGE && self.large.is_empty() {
+            self.large_span = Self::NO_SPAN;
+        }
+    }
+
+    fn clear(&mut self, set: &mut [TlbEntry; TLB_ENTRIES]) {
+        for &k in self.local.iter().chain(&self.global) {
+            set[k as usize] = TlbEntry::EMPTY;
+        }
+        self.local.clear();
+        self.global.clear();
+        self.large.clear();
+        self.listed.fill(0);
+        self.large_span = Self::NO_SPAN;
+    }
+}
+
+/// The offset bits of a 4 KiB page: a `mapping_mask` above this is a large page's.
+const PAGE_OFFSET_MASK: u64 = 0xFFF;
 
 impl Default for SoftTlb {
     fn default() -> Self {
@@ -89,7 +187,7 @@ impl SoftTlb {
     pub fn new() -> SoftTlb {
         SoftTlb {
             entries: Box::new([[TlbEntry::EMPTY; TLB_ENTRIES]; 2]),
-            used: [Vec::new(), Vec::new()],
+            slots: [UsedSlots::new(), UsedSlots::new()],
             stats: TlbStats::default(),
         }
     }
@@ -115,60 +213,71 @@ impl SoftTlb {
     #[inline]
     pub fn fill(&mut self, user: bool, lin: u64, entry: TlbEntry) {
         let k = Self::index(lin);
-        let slot = &mut self.entries[user as usize][k];
-        if slot.mapping_base == INVALID && entry.mapping_base != INVALID {
-            self.used[user as usize].push(k as u16);
+        self.entries[user as usize][k] = entry;
+        if entry.mapping_base == INVALID {
+            return;
         }
-        *slot = entry;
-    }
-
-    /// Apply `f` to every entry of both sets that holds a translation; entries `f` leaves
-    /// empty leave the used lists.
-    fn for_each_used(&mut self, mut f: impl FnMut(&mut TlbEntry)) {
-        for (set, used) in self.entries.iter_mut().zip(self.used.iter_mut()) {
-            used.retain(|&k| {
-                let e = &mut set[k as usize];
-                f(e);
-                e.mapping_base != INVALID
-            });
+        let slots = &mut self.slots[user as usize];
+        slots.list(k, if entry.global { IN_GLOBAL } else { IN_LOCAL });
+        if entry.mapping_mask > PAGE_OFFSET_MASK {
+            slots.list(k, IN_LARGE);
+            let (lo, hi) = slots.large_span;
+            slots.large_span = (
+                lo.min(entry.mapping_base),
+                hi.max(entry.mapping_base | entry.mapping_mask),
+            );
         }
     }
 
     /// Flush everything (CR0/CR4 paging changes, A20 toggles).
     pub fn flush_all(&mut self) {
         self.stats.flushes += 1;
-        self.for_each_used(|e| *e = TlbEntry::EMPTY);
+        for (set, slots) in self.entries.iter_mut().zip(&mut self.slots) {
+            slots.clear(set);
+        }
     }
 
     /// Flush all but global entries (CR3 write with CR4.PGE).
     pub fn flush_non_global(&mut self) {
         self.stats.flushes += 1;
-        self.for_each_used(|e| {
-            if !e.global {
-                *e = TlbEntry::EMPTY;
-            }
-        });
+        for (set, slots) in self.entries.iter_mut().zip(&mut self.slots) {
+            slots.sweep(set, IN_LOCAL, |e| *e = TlbEntry::EMPTY);
+        }
     }
 
     /// INVLPG: drop the translation of the guest page containing `lin` (global or not), in
     /// both privilege sets. The TLB caches large pages as 4 KiB pieces, so every piece of the
     /// mapping that contains `lin` goes.
     pub fn flush_page(&mut self, lin: u64) {
-        self.for_each_used(|e| {
-            if lin & !e.mapping_mask == e.mapping_base {
+        let covers = |e: &TlbEntry| lin & !e.mapping_mask == e.mapping_base;
+        for (set, slots) in self.entries.iter_mut().zip(&mut self.slots) {
+            let e = &mut set[Self::index(lin)];
+            if e.mapping_base != INVALID && covers(e) {
                 *e = TlbEntry::EMPTY;
             }
-        });
+            let (lo, hi) = slots.large_span;
+            if (lo..=hi).contains(&lin) {
+                slots.sweep(set, IN_LARGE, |e| {
+                    if covers(e) {
+                        *e = TlbEntry::EMPTY;
+                    }
+                });
+            }
+        }
     }
 
     /// Remove the fast write path from every entry that maps physical page `paddr_page`
     /// (it has just become a code page).
     pub fn protect_code_page(&mut self, paddr_page: u64) {
-        self.for_each_used(|e| {
+        let protect = |e: &mut TlbEntry| {
             if e.paddr_page == paddr_page && e.write_tag != INVALID {
                 e.write_tag |= TLB_CODE;
             }
-        });
+        };
+        for (set, slots) in self.entries.iter_mut().zip(&mut self.slots) {
+            slots.sweep(set, IN_LOCAL, protect);
+            slots.sweep(set, IN_GLOBAL, protect);
+        }
     }
 }
 
@@ -242,7 +351,84 @@ mod tests {
                 assert!(t.entries[user as usize]
                     .iter()
                     .all(|e| *e == TlbEntry::EMPTY));
-                assert!(t.used[user as usize].is_empty());
+                let slots = &t.slots[user as usize];
+                assert!(slots.local.is_empty() && slots.global.is_empty());
+                assert!(slots.large.is_empty() && slots.listed.iter().all(|&b| b == 0));
+            }
+        }
+    }
+
+    /// The flushes give what scanning every slot would, over random fills (4 KiB and large
+    /// pieces, global or not, slots changing kind) and flushes. The reference clears by
+    /// visiting all slots of both sets.
+    #[test]
+    fn flushes_match_a_scan_of_every_slot() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut t = SoftTlb::new();
+        let mut reference = Box::new([[TlbEntry::EMPTY; TLB_ENTRIES]; 2]);
+        for step in 0..20_000 {
+            let user = next(2) == 1;
+            // Pages from a range a few times the set's size, so slots alias.
+            let lin = next(4 * TLB_ENTRIES as u64) << 12;
+            match next(40) {
+                0 => {
+                    t.flush_all();
+                    reference.iter_mut().for_each(|s| s.fill(TlbEntry::EMPTY));
+                }
+                1 | 2 => {
+                    t.flush_non_global();
+                    for e in reference.iter_mut().flatten() {
+                        if !e.global {
+                            *e = TlbEntry::EMPTY;
+                        }
+                    }
+                }
+                3..=6 => {
+                    let lin = lin | next(0x1000);
+                    t.flush_page(lin);
+                    for e in reference.iter_mut().flatten() {
+                        if e.mapping_base != INVALID && lin & !e.mapping_mask == e.mapping_base {
+                            *e = TlbEntry::EMPTY;
+                        }
+                    }
+                }
+                7 => {
+                    t.protect_code_page(lin);
+                    for e in reference.iter_mut().flatten() {
+                        if e.paddr_page == lin && e.write_tag != INVALID {
+                            e.write_tag |= TLB_CODE;
+                        }
+                    }
+                }
+                _ => {
+                    let mapping_mask = if next(4) == 0 { 0x1F_FFFF } else { 0xFFF };
+                    let entry = TlbEntry {
+                        read_tag: lin,
+                        write_tag: lin,
+                        paddr_page: lin,
+                        mapping_base: lin & !mapping_mask,
+                        mapping_mask,
+                        global: next(2) == 1,
+                        ..TlbEntry::EMPTY
+                    };
+                    t.fill(user, lin, entry);
+                    reference[user as usize][SoftTlb::index(lin)] = entry;
+                }
+            }
+            for user in [false, true] {
+                let (got, want) = (&t.entries[user as usize], &reference[user as usize]);
+                if let Some(k) = (0..TLB_ENTRIES).find(|&k| got[k] != want[k]) {
+                    panic!(
+                        "step {step}, set {user}, slot {k}: {:?} != {:?}",
+                        got[k], want[k]
+                    );
+                }
             }
         }
     }
