@@ -58,6 +58,12 @@ fn host_isa() -> OwnedTargetIsa {
     flags
         .set("preserve_frame_pointers", "true")
         .expect("preserve_frame_pointers");
+    // The pinned register (r15 on x86-64, x21 on AArch64) holds the guest's `CpuState`
+    // pointer while native code runs: blocks neither load it nor save and restore one more
+    // callee-saved register. The entry trampoline sets it and restores the caller's value.
+    flags
+        .set("enable_pinned_reg", "true")
+        .expect("enable_pinned_reg");
     // The IR is generated, not hand-written: skip the verifier (it showed up in profiles).
     flags
         .set("enable_verifier", "false")
@@ -234,7 +240,16 @@ impl Entry {
         let built = define_small(&mut module, sig, |b, params| {
             let (block_ctx, code) = (params[0], params[1]);
             let sig = b.import_signature(block_signature(ptr));
+            let callers = b.ins().get_pinned_reg(ptr);
+            let state = b.ins().load(
+                ptr,
+                MemFlagsData::trusted(),
+                block_ctx,
+                offset_of!(BlockCtx, state) as i32,
+            );
+            b.ins().set_pinned_reg(state);
             b.ins().call_indirect(sig, code, &[block_ctx]);
+            b.ins().set_pinned_reg(callers);
             b.ins().return_(&[]);
         })
         .and_then(|id| {

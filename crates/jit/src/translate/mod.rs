@@ -568,9 +568,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.switch_to_block(entry);
         b.seal_block(entry);
         let ctx = b.block_params(entry)[0];
-        let state = b
-            .ins()
-            .load(ptr, fixed(), ctx, offset_of!(BlockCtx, state) as i32);
+        // Set by the entry trampoline (see `host_isa` in the backend).
+        let state = b.ins().get_pinned_reg(ptr);
         let thunk_sig = b.import_signature(thunk_signature(ptr, &[ptr, types::I32]));
         let flags_thunk_sig = b.import_signature(thunk_signature(ptr, &[ptr]));
         let vars = std::array::from_fn(|_| b.declare_var(types::I64));
