@@ -35,6 +35,11 @@ pub struct Job {
     /// enter a successor itself; `None` for a block without links (the code then always
     /// returns at its end).
     pub links: Option<[usize; BLOCK_LINKS]>,
+    /// Count TLB hits and chained transitions in the code (see [`Compiler::native_counters`]
+    /// in the compiler).
+    ///
+    /// [`Compiler::native_counters`]: crate::compiler::Compiler::native_counters
+    pub counters: bool,
 }
 
 /// A translated block.
@@ -370,7 +375,7 @@ impl Backend {
         let frontend = module.target_config();
         let inlined = {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.builder_ctx);
-            let mut t = Translator::new(&mut b, ptr, self.helpers);
+            let mut t = Translator::new(&mut b, ptr, self.helpers, job.counters);
             let chain = job.links.map(|links| Chain {
                 links,
                 rip: job.rip,

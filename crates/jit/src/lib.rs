@@ -116,6 +116,19 @@ impl Jit {
     }
 
     pub fn stats(&self) -> JitStats {
-        self.compiler.stats
+        JitStats {
+            native_counters: self.compiler.native_counters,
+            ..self.compiler.stats
+        }
+    }
+
+    /// Make translated code count its TLB hits and chained transitions (`--stats`), or
+    /// not (the default: it runs faster). A change drops the translations made so far,
+    /// which were made for the other setting.
+    pub fn set_native_counters(&mut self, on: bool) {
+        if self.compiler.native_counters != on {
+            self.compiler.native_counters = on;
+            self.reset_caches();
+        }
     }
 }

@@ -170,6 +170,9 @@ pub struct MachineConfig {
     pub engine_reason: Option<String>,
     /// Engine switches during the run, in order (`--switch-engine`).
     pub switches: Vec<EngineSwitch>,
+    /// Collect the counters that cost time in translated code (`--stats`): the JIT's TLB
+    /// hits and chained transitions. Without them those figures leave native code out.
+    pub detailed_stats: bool,
 }
 
 /// When an engine switch happens.
@@ -288,6 +291,7 @@ impl Default for MachineConfig {
             max_instructions: None,
             engine_reason: None,
             switches: Vec::new(),
+            detailed_stats: false,
         }
     }
 }

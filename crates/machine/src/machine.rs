@@ -235,11 +235,13 @@ impl PcMachine {
         if config.switches.iter().any(|s| s.at == SwitchPoint::Signal) {
             install_switch_signal();
         }
+        let mut engine = config.engine.create()?;
+        engine.set_detailed_stats(config.detailed_stats);
         let mut m = PcMachine {
             cpu: CpuState::reset(),
             mem,
             platform,
-            engine: config.engine.create()?,
+            engine,
             pending_switches: config.switches.iter().copied().collect(),
             instructions_counted: config.engine.counts_instructions(),
             config,
@@ -285,6 +287,7 @@ impl PcMachine {
     /// the new engine starts with empty caches.
     pub fn switch_engine(&mut self, kind: EngineKind) -> Result<(), MachineError> {
         let mut next = kind.create()?;
+        next.set_detailed_stats(self.config.detailed_stats);
         let at = self.instructions();
         tracing::info!(from = %self.engine.kind(), to = %kind, instructions = at, "switching engine");
         if kind.counts_instructions() {

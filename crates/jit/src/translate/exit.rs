@@ -356,6 +356,9 @@ impl Translator<'_, '_> {
 
     /// Count one block entered by native code itself ([`BlockCtx::chained`]).
     fn count_native_entry(&mut self) {
+        if !self.counters {
+            return;
+        }
         let at = offset_of!(BlockCtx, chained) as i32;
         let n = self.b.ins().load(types::I64, trusted(), self.ctx, at);
         let n = self.b.ins().iadd_imm_s(n, 1);

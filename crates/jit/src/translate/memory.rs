@@ -229,7 +229,7 @@ impl Translator<'_, '_> {
                     let ret = self.b.ins().iconst(types::I64, i.next_ip() as i64);
                     self.b.ins().store(MemFlagsData::new(), ret, host, 0);
                     self.set_gpr(RSP, slot);
-                    self.tracked.tlb_hits += 1;
+                    self.count_tlb_hit();
                     next = Some(v);
                 } else if matches!(kind, Inline::Ret | Inline::JmpMem) {
                     // A non-canonical target is the interpreter's #GP (with RSP unchanged):
@@ -289,7 +289,7 @@ impl Translator<'_, '_> {
         }
         // BSF/BSR/BT/MUL of memory: flags materialized on this path.
         let materialized = self.define_materialized_flags(&before);
-        self.tracked.tlb_hits += 1;
+        self.count_tlb_hit();
         match (kind, next) {
             (Inline::Call, _) => self.retire(i.near_branch_target()),
             (Inline::CallReg, _) => self.retire_to(call_target.expect("CALL r64 target")),

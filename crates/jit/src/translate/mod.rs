@@ -506,6 +506,8 @@ pub struct Translator<'a, 'b> {
     branch_taken: Option<Value>,
     /// Instructions given inline IR.
     pub inlined: u32,
+    /// Count TLB hits and chained transitions ([`crate::backend::Job::counters`]).
+    counters: bool,
 }
 
 /// The compile-time half of the translator's state, saved around an inline form whose slow
@@ -562,7 +564,12 @@ pub struct Chain {
 }
 
 impl<'a, 'b> Translator<'a, 'b> {
-    pub fn new(b: &'a mut FunctionBuilder<'b>, ptr: Type, helpers: Helpers) -> Self {
+    pub fn new(
+        b: &'a mut FunctionBuilder<'b>,
+        ptr: Type,
+        helpers: Helpers,
+        counters: bool,
+    ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -593,6 +600,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             exit,
             branch_taken: None,
             inlined: 0,
+            counters,
         }
     }
 
@@ -753,6 +761,14 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// Add the pending retired instructions and TLB hits to their counters.
+    /// One more inline access through the TLB (counted only with
+    /// [`crate::backend::Job::counters`]).
+    fn count_tlb_hit(&mut self) {
+        if self.counters {
+            self.tracked.tlb_hits += 1;
+        }
+    }
+
     fn flush_counts(&mut self) {
         let retired = std::mem::take(&mut self.tracked.retired);
         self.add_to_counter(offset_of!(BlockCtx, retired), i64::from(retired));

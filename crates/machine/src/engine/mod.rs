@@ -103,12 +103,16 @@ impl EngineKind {
     }
 
     /// An engine for small test guests: the JIT translates every block on its first run,
-    /// so tests exercise translated code rather than its interpreter tier.
+    /// so tests exercise translated code rather than its interpreter tier, and collects
+    /// every counter.
     pub fn create_eager(self) -> Result<Box<dyn Engine>, MachineError> {
         match self {
-            EngineKind::Jit => Ok(Box::new(JitEngine {
-                jit: crane86_jit::Jit::with_hot_threshold(1),
-            })),
+            EngineKind::Jit => {
+                let mut jit = crane86_jit::Jit::with_hot_threshold(1);
+                // The tests check the chaining counters.
+                jit.set_native_counters(true);
+                Ok(Box::new(JitEngine { jit }))
+            }
             other => other.create(),
         }
     }
@@ -226,6 +230,9 @@ pub trait Engine {
     /// Drop cached translations (after state was changed from outside the engine).
     fn reset_caches(&mut self);
     fn stats(&self) -> EngineStats;
+    /// Also collect the counters that cost run time ([`crate::MachineConfig::detailed_stats`]).
+    /// Engines without such counters ignore it.
+    fn set_detailed_stats(&mut self, _on: bool) {}
     /// After [`EngineExit::Failed`]: what failed.
     fn take_failure(&mut self) -> Option<String> {
         None

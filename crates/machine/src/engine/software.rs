@@ -100,6 +100,10 @@ impl Engine for JitEngine {
         self.jit.reset_caches();
     }
 
+    fn set_detailed_stats(&mut self, on: bool) {
+        self.jit.set_native_counters(on);
+    }
+
     fn stats(&self) -> EngineStats {
         let j = self.jit.stats();
         let mut v = vec![
@@ -146,6 +150,17 @@ impl Engine for JitEngine {
             v.push(("translation failures", j.translation_failures.to_string()));
         }
         v.extend(interp_stats(&self.jit.interp));
+        if !j.native_counters {
+            // Native code did not count these (see `set_detailed_stats`).
+            for (name, value) in &mut v {
+                if matches!(
+                    *name,
+                    "chained transitions" | "chained transitions (native)" | "TLB hit rate"
+                ) {
+                    *value = "not counted in native code (see --stats)".to_string();
+                }
+            }
+        }
         v
     }
 }
