@@ -9,7 +9,7 @@
 
 use super::*;
 use crane86::devices::{Platform, PlatformAction};
-use crane86::machine::testkit::TestExit;
+use crane86::machine::testkit::{pte_addr, TestExit, DATA_BASE};
 use crane86::machine::EngineExit;
 use crane86::x86::CpuState;
 use std::cell::Cell;
@@ -531,4 +531,138 @@ fn interrupt_pending_before_a_direct_jump_is_taken_at_its_target() {
         out.push((summary(&g.cpu), g.engine.instructions()));
     }
     assert_eq!(out[0], out[1], "state and retired instructions");
+}
+
+/// A function called from six sites of a loop returns to each in turn: more successors than
+/// a block has links. The RETs go on natively through the jump table (run-time RIP), for a
+/// function in the caller's page and in the next one (where the table entry's physical
+/// address is what tells the successor apart).
+#[test]
+fn returns_to_many_callers_chain_natively() {
+    for other_page in [false, true] {
+        let func = CODE_BASE + 0x1000;
+        let program = |a: &mut CodeAssembler| {
+            let mut top = a.create_label();
+            let mut local = a.create_label();
+            a.mov(ecx, 2000)?;
+            a.xor(eax, eax)?;
+            a.xor(ebx, ebx)?;
+            a.set_label(&mut top)?;
+            for k in 1..=6 {
+                a.mov(edi, k)?;
+                if other_page {
+                    a.call(func)?;
+                } else {
+                    a.call(local)?;
+                }
+                a.add(ebx, eax)?;
+            }
+            a.sub(ecx, 1)?;
+            a.jnz(top)?;
+            a.hlt()?;
+            a.set_label(&mut local)?;
+            a.imul_3(eax, edi, 3)?;
+            a.ret()?;
+            Ok(vec![])
+        };
+        let callee = build(64, func, |a| {
+            a.imul_3(eax, edi, 3)?;
+            a.ret()?;
+            Ok(vec![])
+        });
+        let what = format!("function in the other page: {other_page}");
+        let (mut want, _) = guest(EngineKind::Interp, Mode::Long64, program);
+        want.write(func, &callee.bytes);
+        want.run_to_halt();
+        let (mut got, _) = guest(EngineKind::Jit, Mode::Long64, program);
+        got.write(func, &callee.bytes);
+        got.run_to_halt();
+        assert_eq!(summary(&got.cpu), summary(&want.cpu), "{what}");
+        assert_eq!(got.cpu.gpr[3] as u32, 2000 * 3 * 21, "{what}");
+        let native = stat(&got, "chained transitions (native)");
+        let dispatcher = stat(&got, "dispatcher transitions");
+        // 12 block transitions per pass; with the links alone two in three RETs went to
+        // the run loop.
+        assert!(native > 2000 * 11, "{what}: {native} native transitions");
+        assert!(
+            dispatcher < native / 100,
+            "{what}: {dispatcher} dispatcher transitions"
+        );
+    }
+}
+
+/// One indirect call site with seven targets (so most are found in the jump table). After
+/// 100 passes the guest maps the page of the seventh function to another physical page
+/// holding other code (PTE write + INVLPG) and runs 100 more: the table entry of the old
+/// page must not be taken for the new one.
+#[test]
+fn jump_table_entries_keep_their_physical_page() {
+    let funcs = CODE_BASE + 0x1000;
+    let remapped = CODE_BASE + 0x2000;
+    let replacement = CODE_BASE + 0x3000;
+    let pte = pte_addr(Mode::Long64, remapped);
+    let program = |a: &mut CodeAssembler| {
+        let mut outer = a.create_label();
+        let mut top = a.create_label();
+        let mut inner = a.create_label();
+        a.xor(ebx, ebx)?;
+        a.mov(r8d, 2)?;
+        a.set_label(&mut outer)?;
+        a.mov(ecx, 100)?;
+        a.set_label(&mut top)?;
+        a.xor(edx, edx)?;
+        a.set_label(&mut inner)?;
+        a.mov(rsi, DATA_BASE)?;
+        a.call(qword_ptr(rsi + rdx * 8))?;
+        a.add(ebx, eax)?;
+        a.add(edx, 1)?;
+        a.cmp(edx, 7)?;
+        a.jne(inner)?;
+        a.sub(ecx, 1)?;
+        a.jnz(top)?;
+        a.mov(rsi, pte)?;
+        a.mov(rax, qword_ptr(rsi))?;
+        a.and(rax, 0xFFF)?;
+        a.mov(rdi, replacement)?;
+        a.or(rax, rdi)?;
+        a.mov(qword_ptr(rsi), rax)?;
+        a.mov(rdi, remapped)?;
+        a.invlpg(byte_ptr(rdi))?;
+        a.sub(r8d, 1)?;
+        a.jnz(outer)?;
+        a.hlt()?;
+        Ok(vec![])
+    };
+    let function = |at: u64, value: u32| {
+        build(64, at, |a| {
+            a.mov(eax, value)?;
+            a.ret()?;
+            Ok(vec![])
+        })
+        .bytes
+    };
+    let mut results = Vec::new();
+    for engine in [EngineKind::Interp, EngineKind::Jit] {
+        let (mut g, _) = guest(engine, Mode::Long64, program);
+        for k in 0..6u64 {
+            let at = funcs + 0x10 * k;
+            g.write(at, &function(at, k as u32 + 1));
+            g.write(DATA_BASE + 8 * k, &at.to_le_bytes());
+        }
+        g.write(remapped, &function(remapped, 100));
+        g.write(replacement, &function(remapped, 1000));
+        g.write(DATA_BASE + 8 * 6, &remapped.to_le_bytes());
+        g.run_to_halt();
+        assert_eq!(
+            g.cpu.gpr[3] as u32,
+            100 * (21 + 100) + 100 * (21 + 1000),
+            "{engine}"
+        );
+        if engine == EngineKind::Jit {
+            let native = stat(&g, "chained transitions (native)");
+            assert!(native > 200 * 7, "{native} native transitions");
+        }
+        results.push(summary(&g.cpu));
+    }
+    assert_eq!(results[0], results[1]);
 }

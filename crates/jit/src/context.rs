@@ -4,7 +4,7 @@
 //! return to the run loop instead of entering the next block.
 
 use crate::profile;
-use crane86_interp::block::Block;
+use crane86_interp::block::{Block, Link};
 use crane86_interp::cpu::Cpu;
 use crane86_interp::{step_insn, RunExit, Step};
 use crane86_memory::tlb::TlbEntry;
@@ -42,6 +42,8 @@ pub struct BlockCtx {
     /// The result of the last helper native code called (through its thunk, see
     /// [`crate::backend::Helpers`]).
     pub(crate) ret: u64,
+    /// The vCPU's [`crate::compiler::JumpTable`] (its first entry).
+    pub(crate) jump_table: *const Link,
 }
 
 /// Whether the run loop has to look at the machine before the next block: an interrupt
@@ -87,7 +89,9 @@ pub unsafe extern "C" fn step_helper(ctx: *mut BlockCtx, index: u32) -> u32 {
             1
         }
     };
-    if leave != 0 || must_leave_chain(cpu) {
+    // A change of code size (a far transfer or IRET into compatibility mode, say) also
+    // stops the chain: native exits look up successors of the block's own code size only.
+    if leave != 0 || must_leave_chain(cpu) || cpu.s.code_bits() != ctx.bits {
         ctx.stop = 1;
     }
     leave

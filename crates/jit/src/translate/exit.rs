@@ -69,7 +69,7 @@ impl Translator<'_, '_> {
             .b
             .ins()
             .load(i64t, fixed(), self.ctx, offset_of!(BlockCtx, epoch) as i32);
-        for (k, &link) in links.iter().enumerate() {
+        for &link in links {
             let at = self.b.ins().iconst(self.ptr, link as i64);
             let field = |t: &mut Self, ty: Type, offset: usize| {
                 t.b.ins().load(ty, trusted(), at, offset as i32)
@@ -84,17 +84,35 @@ impl Translator<'_, '_> {
                 let same_paddr = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
                 m = self.b.ins().band(m, same_paddr);
             }
-            let next = if k + 1 == links.len() {
-                ret
-            } else {
-                self.b.create_block()
-            };
+            let next = self.b.create_block();
             self.enter_link(at, m, next, ret);
-            if k + 1 < links.len() {
-                self.b.seal_block(next);
-                self.b.switch_to_block(next);
-            }
+            self.b.seal_block(next);
+            self.b.switch_to_block(next);
         }
+        // No link: the vCPU's jump table (`JumpTable`, in the compiler).
+        let table = self.ctx_ptr(offset_of!(BlockCtx, jump_table));
+        let high = self.b.ins().ushr_imm_u(rip, 12);
+        let hash = self.b.ins().bxor(rip, high);
+        let index = self
+            .b
+            .ins()
+            .band_imm_u(hash, (JUMP_TABLE_ENTRIES - 1) as i64);
+        let offset = self
+            .b
+            .ins()
+            .imul_imm_u(index, std::mem::size_of::<Link>() as i64);
+        let at = self.b.ins().iadd(table, offset);
+        let field =
+            |t: &mut Self, offset: usize| t.b.ins().load(i64t, trusted(), at, offset as i32);
+        let e_epoch = field(self, offset_of!(Link, epoch));
+        let e_rip = field(self, offset_of!(Link, key.rip));
+        let e_paddr = field(self, offset_of!(Link, key.paddr));
+        let same_epoch = self.b.ins().icmp(IntCC::Equal, e_epoch, epoch);
+        let same_rip = self.b.ins().icmp(IntCC::Equal, e_rip, rip);
+        let same_paddr = self.b.ins().icmp(IntCC::Equal, e_paddr, paddr);
+        let m = self.b.ins().band(same_epoch, same_rip);
+        let m = self.b.ins().band(m, same_paddr);
+        self.enter_link(at, m, ret, ret);
         self.b.seal_block(ret);
         self.b.switch_to_block(ret);
         self.b.ins().return_(&[]);

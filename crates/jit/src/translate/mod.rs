@@ -31,6 +31,7 @@
 //! own start, iterating inside the function.
 
 use crate::backend::{block_signature, thunk_signature, Helpers};
+use crate::compiler::JUMP_TABLE_ENTRIES;
 use crate::context::BlockCtx;
 use crane86_interp::block::{Link, BLOCK_LINKS};
 use crane86_memory::tlb::{TlbEntry, TLB_ENTRIES};
