@@ -234,18 +234,35 @@ impl Translator<'_, '_> {
         };
         if f.kind == CcOp::Eflags {
             use crane86_x86::flags::{CF, OF, PF, SF, ZF};
+            let cc = JCC.iter().position(|&j| j == m)? as u8;
+            // The odd conditions are the even ones negated: one compare either way.
+            let negated = cc & 1 != 0;
+            let bits_set = |t: &mut Self, mask: u64| {
+                let x = t.b.ins().band_imm_u(res, mask as i64);
+                let cond = if negated {
+                    IntCC::Equal
+                } else {
+                    IntCC::NotEqual
+                };
+                t.b.ins().icmp_imm_u(cond, x, 0)
+            };
+            let single = match cc >> 1 {
+                0 => Some(OF),
+                1 => Some(CF),
+                2 => Some(ZF),
+                3 => Some(CF | ZF),
+                4 => Some(SF),
+                5 => Some(PF),
+                _ => None,
+            };
+            if let Some(mask) = single {
+                return Some(bits_set(self, mask));
+            }
             let bit = |t: &mut Self, mask: u64| {
                 let x = t.b.ins().band_imm_u(res, mask as i64);
                 t.b.ins().icmp_imm_u(IntCC::NotEqual, x, 0)
             };
-            let cc = JCC.iter().position(|&j| j == m)? as u8;
             let r = match cc >> 1 {
-                0 => bit(self, OF),
-                1 => bit(self, CF),
-                2 => bit(self, ZF),
-                3 => bit(self, CF | ZF),
-                4 => bit(self, SF),
-                5 => bit(self, PF),
                 6 => {
                     let (s, o) = (bit(self, SF), bit(self, OF));
                     self.b.ins().bxor(s, o)
@@ -256,16 +273,21 @@ impl Translator<'_, '_> {
                     self.b.ins().bor(x, z)
                 }
             };
-            return Some(if cc & 1 != 0 {
+            return Some(if negated {
                 self.b.ins().bxor_imm_u(r, 1)
             } else {
                 r
             });
         }
         let ins_zero = |t: &mut Self| t.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
+        let nonzero = |t: &mut Self| t.b.ins().icmp_imm_s(IntCC::NotEqual, res, 0);
         let sign = |t: &mut Self| {
             let r = narrow(t, res);
             t.b.ins().icmp_imm_s(IntCC::SignedLessThan, r, 0)
+        };
+        let no_sign = |t: &mut Self| {
+            let r = narrow(t, res);
+            t.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, r, 0)
         };
         let cc = |t: &mut Self, cc: IntCC| {
             let (x, y) = (narrow(t, a), narrow(t, b));
@@ -276,15 +298,9 @@ impl Translator<'_, '_> {
         let zero_or_sign = |t: &mut Self| {
             Some(match m {
                 Je => ins_zero(t),
-                Jne => {
-                    let z = ins_zero(t);
-                    t.b.ins().bxor_imm_u(z, 1)
-                }
+                Jne => nonzero(t),
                 Js => sign(t),
-                Jns => {
-                    let s = sign(t);
-                    t.b.ins().bxor_imm_u(s, 1)
-                }
+                Jns => no_sign(t),
                 _ => return None,
             })
         };
@@ -327,10 +343,7 @@ impl Translator<'_, '_> {
         if f.kind == CcOp::Sub8 {
             Some(match m {
                 Je => ins_zero(self),
-                Jne => {
-                    let z = ins_zero(self);
-                    self.b.ins().bxor_imm_u(z, 1)
-                }
+                Jne => nonzero(self),
                 Jb => cc(self, IntCC::UnsignedLessThan),
                 Jae => cc(self, IntCC::UnsignedGreaterThanOrEqual),
                 Jbe => cc(self, IntCC::UnsignedLessThanOrEqual),
@@ -340,25 +353,16 @@ impl Translator<'_, '_> {
                 Jle => cc(self, IntCC::SignedLessThanOrEqual),
                 Jg => cc(self, IntCC::SignedGreaterThan),
                 Js => sign(self),
-                Jns => {
-                    let s = sign(self);
-                    self.b.ins().bxor_imm_u(s, 1)
-                }
+                Jns => no_sign(self),
                 _ => return None,
             })
         } else if f.kind == CcOp::Logic8 {
             // CF = OF = 0.
             Some(match m {
                 Je | Jbe => ins_zero(self),
-                Jne | Ja => {
-                    let z = ins_zero(self);
-                    self.b.ins().bxor_imm_u(z, 1)
-                }
+                Jne | Ja => nonzero(self),
                 Js | Jl => sign(self),
-                Jns | Jge => {
-                    let s = sign(self);
-                    self.b.ins().bxor_imm_u(s, 1)
-                }
+                Jns | Jge => no_sign(self),
                 Jle => {
                     let (z, s) = (ins_zero(self), sign(self));
                     self.b.ins().bor(z, s)
@@ -398,6 +402,8 @@ impl Translator<'_, '_> {
         self.b.ins().store(trusted(), op, self.state, LAZY_OP);
         self.b.ins().store(trusted(), f.res, self.state, LAZY_RES);
         self.b.ins().store(trusted(), f.src, self.state, LAZY_SRC);
+        // Without a carry-in or preserved CF the operation ignores `aux` (see
+        // `LazyFlags::arith_flags`).
         let aux = match f.aux {
             Some(v) => v,
             None => self.b.ins().iconst(types::I64, 0),
