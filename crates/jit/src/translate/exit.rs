@@ -69,6 +69,7 @@ impl Translator<'_, '_> {
             .b
             .ins()
             .load(i64t, fixed(), self.ctx, offset_of!(BlockCtx, epoch) as i32);
+        let enter = self.link_entry();
         for &link in links {
             let at = self.b.ins().iconst(self.ptr, link as i64);
             let field = |t: &mut Self, ty: Type, offset: usize| {
@@ -85,7 +86,7 @@ impl Translator<'_, '_> {
                 m = self.b.ins().band(m, same_paddr);
             }
             let next = self.b.create_block();
-            self.enter_link(at, m, next, ret);
+            self.b.ins().brif(m, enter, &[at.into()], next, &[]);
             self.b.seal_block(next);
             self.b.switch_to_block(next);
         }
@@ -112,7 +113,8 @@ impl Translator<'_, '_> {
         let same_paddr = self.b.ins().icmp(IntCC::Equal, e_paddr, paddr);
         let m = self.b.ins().band(same_epoch, same_rip);
         let m = self.b.ins().band(m, same_paddr);
-        self.enter_link(at, m, ret, ret);
+        self.b.ins().brif(m, enter, &[at.into()], ret, &[]);
+        self.fill_link_entry(enter, ret);
         self.b.seal_block(ret);
         self.b.switch_to_block(ret);
         self.b.ins().return_(&[]);
@@ -136,6 +138,7 @@ impl Translator<'_, '_> {
             self.ctx,
             offset_of!(BlockCtx, epoch) as i32,
         );
+        let enter = self.link_entry();
         match (taken, paths.as_slice()) {
             (Some(c), [t, f]) => _ = self.b.ins().brif(c, *t, &[], *f, &[]),
             (None, [only]) => _ = self.b.ins().jump(*only, &[]),
@@ -178,29 +181,38 @@ impl Translator<'_, '_> {
                 let same = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
                 ok = self.b.ins().band(ok, same);
             }
-            self.enter_link(at, ok, ret, ret);
+            self.b.ins().brif(ok, enter, &[at.into()], ret, &[]);
         }
+        self.fill_link_entry(enter, ret);
         self.b.seal_block(ret);
         self.b.switch_to_block(ret);
         self.b.ins().return_(&[]);
     }
 
-    /// Where the link at `at` is usable (`ok`; else to `miss`) and its target fits the
-    /// budget (else to `ret`): make it the running block and tail-call its code.
-    fn enter_link(&mut self, at: Value, ok: Value, miss: ir::Block, ret: ir::Block) {
-        let take = self.b.create_block();
-        self.b.ins().brif(ok, take, &[], miss, &[]);
-        self.b.seal_block(take);
-        self.b.switch_to_block(take);
+    /// The block every usable link of an exit branches to with the link's address (its
+    /// one parameter); [`Self::fill_link_entry`] emits it once all branches are in. One per
+    /// exit, so the entry sequence is emitted once.
+    fn link_entry(&mut self) -> ir::Block {
+        let enter = self.b.create_block();
+        self.b.append_block_param(enter, self.ptr);
+        enter
+    }
+
+    /// The body of [`Self::link_entry`]'s block `enter`: if the link's target fits the
+    /// budget (else to `ret`), make it the running block and tail-call its code.
+    fn fill_link_entry(&mut self, enter: ir::Block, ret: ir::Block) {
+        self.b.seal_block(enter);
+        self.b.switch_to_block(enter);
+        let at = self.b.block_params(enter)[0];
         let len = self
             .b
             .ins()
             .uload32(trusted(), at, offset_of!(Link, len) as i32);
         let fits = self.fits_budget(len);
-        let enter = self.b.create_block();
-        self.b.ins().brif(fits, enter, &[], ret, &[]);
-        self.b.seal_block(enter);
-        self.b.switch_to_block(enter);
+        let go = self.b.create_block();
+        self.b.ins().brif(fits, go, &[], ret, &[]);
+        self.b.seal_block(go);
+        self.b.switch_to_block(go);
         // A link of a live epoch always has code (`link` stores it with the target).
         let code = self
             .b
