@@ -347,8 +347,7 @@ fn self_loop_matches_the_interpreter_in_any_slicing() {
         let (mut whole, _) = guest(EngineKind::Jit, Mode::Long64, self_loop(variant));
         whole.run_to_halt();
         assert_eq!(summary(&whole.cpu), summary(&want.cpu), "variant {variant}");
-        // The passes' retired instructions are all counted (native code keeps them in a
-        // register between passes).
+        // Every pass's instructions are counted.
         assert_eq!(
             whole.engine.instructions(),
             want.engine.instructions(),
