@@ -50,6 +50,7 @@ fn compile(c: &mut Criterion) {
             paddr: 0x1000,
             links: Some(links),
             counters: false,
+            entry_flags: None,
         };
         group.bench_function(name, |b| {
             b.iter(|| backend.compile(&job).expect("the block compiles"))

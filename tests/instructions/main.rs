@@ -12,6 +12,7 @@ mod data;
 mod flags_io;
 mod jit_inline;
 mod jit_sse;
+mod jit_state_flags;
 mod muldiv;
 mod shift;
 mod sse;

@@ -9,6 +9,7 @@ use crate::context::BlockCtx;
 use crate::perf_map;
 use crate::translate::{Chain, Translator};
 use crane86_interp::block::BLOCK_LINKS;
+use crane86_x86::flags::CcOp;
 use cranelift_codegen::ir::{
     self, types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, UserFuncName,
 };
@@ -40,6 +41,11 @@ pub struct Job {
     ///
     /// [`Compiler::native_counters`]: crate::compiler::Compiler::native_counters
     pub counters: bool,
+    /// The lazy-flags op in `CpuState` when the block became hot (`LazyFlags::op`, the
+    /// record the block starts with): where the block reads flags it did not set, the code
+    /// evaluates them inline when the record has that op at run time (else a helper does).
+    /// `None`: always the helper.
+    pub entry_flags: Option<CcOp>,
 }
 
 /// A translated block.
@@ -375,7 +381,7 @@ impl Backend {
         let frontend = module.target_config();
         let inlined = {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.builder_ctx);
-            let mut t = Translator::new(&mut b, ptr, self.helpers, job.counters);
+            let mut t = Translator::new(&mut b, ptr, self.helpers, job.counters, job.entry_flags);
             let chain = job.links.map(|links| Chain {
                 links,
                 rip: job.rip,

@@ -242,7 +242,8 @@ impl Compiler {
 
     /// `block` just became hot: translate it now, or queue it. Returns the code if it is
     /// ready.
-    fn translate(&mut self, block: &Rc<Block>, bits: u32) -> Option<NativeBlock> {
+    fn translate(&mut self, block: &Rc<Block>, cpu: &Cpu) -> Option<NativeBlock> {
+        let bits = cpu.s.code_bits();
         if self.module_blocks >= MAX_MODULE_BLOCKS || self.module_bytes >= MAX_MODULE_BYTES {
             // Full: the next run starts a fresh module with an empty block cache.
             self.needs_block_flush = true;
@@ -257,6 +258,7 @@ impl Compiler {
             paddr: key.map_or(0, |k| k.paddr),
             links: key.map(|_| std::array::from_fn(|k| block.links[k].as_ptr() as usize)),
             counters: self.native_counters,
+            entry_flags: Some(cpu.s.lazy.op),
         };
         match &mut self.translations {
             Translations::InThread(b) => {
@@ -358,7 +360,7 @@ impl Tier for Compiler {
                         if n + 1 < self.hot_threshold || self.needs_block_flush {
                             return None;
                         }
-                        let code = self.translate(block, cpu.s.code_bits())?;
+                        let code = self.translate(block, cpu)?;
                         block.native.set(Some(code));
                         code
                     }

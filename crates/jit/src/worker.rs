@@ -134,6 +134,7 @@ mod tests {
             paddr: 0x1000,
             links: None,
             counters: true,
+            entry_flags: None,
         }
     }
 

@@ -61,7 +61,7 @@ impl Translator<'_, '_> {
     pub(super) fn arith_flags_now(&mut self) -> Value {
         use crane86_x86::flags::{AF, CF, OF};
         let Some(f) = self.tracked.flags else {
-            return self.call_helper(self.helpers.flags, &[self.state], types::I64);
+            return self.arith_flags_from_state();
         };
         if f.kind == CcOp::Eflags {
             return f.res;
@@ -216,9 +216,133 @@ impl Translator<'_, '_> {
             }
         }
         self.flush_flags();
-        let ccv = self.b.ins().iconst(types::I32, i64::from(cc));
-        let r = self.call_helper(self.helpers.cond, &[self.state, ccv], types::I32);
-        self.b.ins().icmp_imm_s(IntCC::NotEqual, r, 0)
+        self.state_flags_guarded(
+            types::I8,
+            |t, f| match t.condition(JCC[cc as usize], f) {
+                Some(v) => v,
+                None => {
+                    let fl = t.arith_flags_now();
+                    let m = PendingFlags {
+                        op: CcOp::Eflags,
+                        kind: CcOp::Eflags,
+                        res: fl,
+                        src: fl,
+                        a: fl,
+                        ..f
+                    };
+                    t.condition(JCC[cc as usize], m)
+                        .expect("every condition of materialized flags")
+                }
+            },
+            |t| {
+                let ccv = t.b.ins().iconst(types::I32, i64::from(cc));
+                let r = t.call_helper(t.helpers.cond, &[t.state, ccv], types::I32);
+                t.b.ins().icmp_imm_s(IntCC::NotEqual, r, 0)
+            },
+        )
+    }
+
+    /// The six arithmetic flags from `CpuState`'s lazy record (no flags pending inline).
+    fn arith_flags_from_state(&mut self) -> Value {
+        self.state_flags_guarded(
+            types::I64,
+            |t, f| {
+                t.tracked.flags = Some(f);
+                let fl = t.arith_flags_now();
+                t.tracked.flags = None;
+                fl
+            },
+            |t| t.call_helper(t.helpers.flags, &[t.state], types::I64),
+        )
+    }
+
+    /// A value of type `ty` computed from the flags in `CpuState` (none pending inline).
+    /// When the block's translation expects a lazy record of op `K` there
+    /// ([`crate::backend::Job::entry_flags`]: the op it saw when the block became hot), and
+    /// the record's op is `K` at run time, `inline` computes it from the record's operands
+    /// loaded as pending flags of op `K`; otherwise `helper` does (a helper call).
+    fn state_flags_guarded(
+        &mut self,
+        ty: Type,
+        inline: impl FnOnce(&mut Self, PendingFlags) -> Value,
+        helper: impl FnOnce(&mut Self) -> Value,
+    ) -> Value {
+        debug_assert!(self.tracked.flags.is_none());
+        let Some(op) = self.entry_flags else {
+            return helper(self);
+        };
+        let (fast, slow, merge) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        let v = self.b.append_block_param(merge, ty);
+        let recorded = self
+            .b
+            .ins()
+            .load(types::I32, trusted(), self.state, LAZY_OP);
+        let same = self.b.ins().icmp_imm_u(IntCC::Equal, recorded, op as i64);
+        self.b.ins().brif(same, fast, &[], slow, &[]);
+        self.b.seal_block(fast);
+        self.b.switch_to_block(fast);
+        let f = self.flags_of_state(op);
+        let x = inline(self, f);
+        self.b.ins().jump(merge, &[x.into()]);
+        self.b.seal_block(slow);
+        self.b.switch_to_block(slow);
+        let y = helper(self);
+        self.b.ins().jump(merge, &[y.into()]);
+        self.b.seal_block(merge);
+        self.b.switch_to_block(merge);
+        v
+    }
+
+    /// `CpuState`'s lazy record, known to be of op `op`, as pending flags (loaded).
+    fn flags_of_state(&mut self, op: CcOp) -> PendingFlags {
+        let i64t = types::I64;
+        if op == CcOp::Eflags {
+            let rflags = self.b.ins().load(i64t, trusted(), self.state, RFLAGS);
+            let fl = self
+                .b
+                .ins()
+                .band_imm_u(rflags, crane86_x86::flags::ARITH as i64);
+            return PendingFlags {
+                op,
+                kind: op,
+                res: fl,
+                src: fl,
+                a: fl,
+                bits: 64,
+                aux: None,
+            };
+        }
+        let raw = op as u32;
+        let bits = 8u32 << (raw & 3);
+        let kind = CcOp::from_u32(raw & !3).expect("a CcOp kind");
+        let res = self.b.ins().load(i64t, trusted(), self.state, LAZY_RES);
+        let res = self.truncate(res, bits);
+        let src = self.b.ins().load(i64t, trusted(), self.state, LAZY_SRC);
+        let src = self.truncate(src, bits);
+        let aux = matches!(kind, CcOp::Adc8 | CcOp::Sbb8 | CcOp::Inc8 | CcOp::Dec8).then(|| {
+            let aux = self.b.ins().load(i64t, trusted(), self.state, LAZY_AUX);
+            self.b.ins().band_imm_u(aux, 1)
+        });
+        // The first operand, back from the result (what conditions on SUB and ADD compare).
+        let a = match kind {
+            CcOp::Sub8 => self.b.ins().iadd(res, src),
+            CcOp::Add8 => self.b.ins().isub(res, src),
+            _ => res,
+        };
+        let a = self.truncate(a, bits);
+        PendingFlags {
+            op,
+            kind,
+            res,
+            src,
+            a,
+            bits,
+            aux,
+        }
     }
 
     /// The Jcc condition from an inline SUB/CMP, ADD or logic op's operands or from

@@ -509,6 +509,9 @@ pub struct Translator<'a, 'b> {
     pub inlined: u32,
     /// Count TLB hits and chained transitions ([`crate::backend::Job::counters`]).
     counters: bool,
+    /// The lazy-flags op expected in `CpuState` where the block reads flags it did not set
+    /// ([`crate::backend::Job::entry_flags`]).
+    entry_flags: Option<CcOp>,
 }
 
 /// The compile-time half of the translator's state, saved around an inline form whose slow
@@ -570,6 +573,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         ptr: Type,
         helpers: Helpers,
         counters: bool,
+        entry_flags: Option<CcOp>,
     ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -602,6 +606,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             branch_taken: None,
             inlined: 0,
             counters,
+            entry_flags,
         }
     }
 
