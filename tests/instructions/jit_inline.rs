@@ -1266,3 +1266,49 @@ fn calls_through_memory_match_the_interpreter() {
     }
     assert_eq!(out[0], out[1]);
 }
+
+/// MOV r, Sreg of every segment register into 16-, 32- and 64-bit registers that hold
+/// other bits (the 16-bit form keeps the rest, the others zero-extend), and the hints the
+/// interpreter runs as NOPs (PAUSE, PREFETCHh of an address that is not mapped, the fences,
+/// ENDBR64) between them: registers and flags as the interpreter leaves them.
+#[test]
+fn segment_reads_and_hints_match_the_interpreter() {
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            let sregs = [es, cs, ss, ds, fs, gs];
+            a.mov(r9, 0x0000_7FFF_DEAD_0000u64).unwrap(); // not mapped
+            a.cmp(r9, 5).unwrap();
+            for (k, &s) in sregs.iter().enumerate() {
+                a.mov(rax, u64::MAX).unwrap();
+                a.mov(rbx, u64::MAX).unwrap();
+                a.mov(rcx, u64::MAX).unwrap();
+                a.mov(ax, s).unwrap();
+                a.mov(ebx, s).unwrap();
+                a.mov(rcx, s).unwrap();
+                a.pause().unwrap();
+                a.prefetcht0(byte_ptr(r9)).unwrap();
+                a.prefetchnta(byte_ptr(r9 + 64)).unwrap();
+                a.lfence().unwrap();
+                a.mfence().unwrap();
+                a.sfence().unwrap();
+                a.endbr64().unwrap();
+                a.mov(qword_ptr(rdi + 24 * k as i32), rax).unwrap();
+                a.mov(qword_ptr(rdi + 24 * k as i32 + 8), rbx).unwrap();
+                a.mov(qword_ptr(rdi + 24 * k as i32 + 16), rcx).unwrap();
+            }
+            a.pushfq().unwrap();
+            a.pop(rdx).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[(RDI, DATA_BASE)], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, &format!("{engine}"));
+        let stored: Vec<u64> = (0..18).map(|k| g.read_u64(DATA_BASE + 8 * k)).collect();
+        results.push((stored, g.cpu.gpr[RDX]));
+    }
+    assert_eq!(results[0], results[1]);
+    // The 16-bit form kept the other bits; the others did not.
+    let ss_row = &results[0].0[6..9];
+    assert_eq!(ss_row[0] >> 16, 0xFFFF_FFFF_FFFF);
+    assert!(ss_row[1] <= 0xFFFF && ss_row[2] <= 0xFFFF);
+}

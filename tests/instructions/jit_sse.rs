@@ -29,7 +29,7 @@ fn one_form(a: &mut CodeAssembler, r: &mut Rng) {
     // Shuffle immediates of any value; shift counts around and beyond the lane widths.
     let imm = r.below(256) as i32;
     let count = [0, 1, 7, 8, 15, 16, 31, 32, 63, 64, 200][r.below(11) as usize];
-    match r.below(46) {
+    match r.below(47) {
         0 => a.pxor(d, s),
         1 => a.pand(d, s),
         2 => a.pandn(d, s),
@@ -75,6 +75,7 @@ fn one_form(a: &mut CodeAssembler, r: &mut Rng) {
         42 => a.psrlq(d, count),
         43 => a.psraw(d, count),
         44 => a.psrad(d, count),
+        45 => a.pshufb(d, s),
         _ => a.pshufd(d, d, imm),
     }
     .unwrap();
@@ -131,7 +132,7 @@ fn one_memory_form(a: &mut CodeAssembler, r: &mut Rng) {
         };
         a.add_instruction(i.unwrap())
     };
-    match r.below(24) {
+    match r.below(25) {
         0 => a.movdqu(x, xmmword_ptr(m(any))),
         1 => a.movups(x, xmmword_ptr(m(any))),
         2 => a.movdqa(x, xmmword_ptr(m(at16))),
@@ -155,6 +156,7 @@ fn one_memory_form(a: &mut CodeAssembler, r: &mut Rng) {
         20 => a.pxor(x, xmmword_ptr(m(at16))),
         21 => a.paddd(x, xmmword_ptr(m(at16))),
         22 => a.psubq(x, xmmword_ptr(m(at16))),
+        23 => a.pshufb(x, xmmword_ptr(m(at16))),
         _ => a.pandn(x, xmmword_ptr(m(at16))),
     }
     .unwrap();

@@ -91,7 +91,25 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         return Some(Inline::SseMem(k));
     }
     match i.mnemonic() {
-        Mnemonic::Nop => Some(Inline::Nop),
+        // What the interpreter runs as NOPs (hints, and fences: one vCPU, program order).
+        Mnemonic::Nop
+        | Mnemonic::Pause
+        | Mnemonic::Prefetchnta
+        | Mnemonic::Prefetcht0
+        | Mnemonic::Prefetcht1
+        | Mnemonic::Prefetcht2
+        | Mnemonic::Prefetchw
+        | Mnemonic::Lfence
+        | Mnemonic::Sfence
+        | Mnemonic::Mfence
+        | Mnemonic::Endbr64 => Some(Inline::Nop),
+        Mnemonic::Mov
+            if reg_any(0)
+                && i.op_kind(1) == OpKind::Register
+                && i.op_register(1).is_segment_register() =>
+        {
+            Some(Inline::MovFromSeg)
+        }
         Mnemonic::Mov if reg_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Mov),
         Mnemonic::Mov if reg_any(0) && mem_any(1) => Some(Inline::Load),
         Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
@@ -245,8 +263,11 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
 /// The inline forms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inline {
+    /// NOP and what executes as one: PAUSE, the PREFETCH hints, the fences, ENDBR64.
     Nop,
     Mov,
+    /// MOV r, Sreg: the selector, zero-extended to a 32/64-bit register.
+    MovFromSeg,
     Lea,
     Alu,
     /// MOV r32/r64, [mem] (and MOVZX/MOVSX/MOVSXD from memory): TLB fast path inline, the
@@ -999,6 +1020,17 @@ impl<'a, 'b> Translator<'a, 'b> {
     fn inline(&mut self, i: &Instruction, kind: Inline) {
         match kind {
             Inline::Nop => {}
+            Inline::MovFromSeg => {
+                let seg = i.op_register(1) as usize - Register::ES as usize;
+                let at = offset_of!(CpuState, seg)
+                    + seg * size_of::<Segment>()
+                    + offset_of!(Segment, selector);
+                let sel = self
+                    .b
+                    .ins()
+                    .uload16(types::I64, trusted(), self.state, at as i32);
+                self.write_reg(i.op_register(0), sel);
+            }
             Inline::Mov => {
                 let bits = i.op_register(0).size() as u32 * 8;
                 let v = self.operand(i, 1, bits);
@@ -1119,6 +1151,15 @@ mod tests {
     #[test]
     fn inline_selection() {
         assert_eq!(inline_kind(&decode(&[0x31, 0xC0]), 64), Some(Inline::Alu)); // xor eax,eax
+        assert_eq!(
+            inline_kind(&decode(&[0x8C, 0xD0]), 64),
+            Some(Inline::MovFromSeg)
+        ); // mov eax,ss
+        assert_eq!(inline_kind(&decode(&[0xF3, 0x90]), 64), Some(Inline::Nop)); // pause
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0x18, 0x08]), 64),
+            Some(Inline::Nop)
+        ); // prefetcht0 [rax]
         assert_eq!(
             inline_kind(&decode(&[0x48, 0x89, 0xD8]), 64),
             Some(Inline::Mov)

@@ -59,6 +59,9 @@ pub enum SseOp {
     Equal,
     Add,
     Sub,
+    /// PSHUFB: each byte from the byte of XMM its selector names, or 0 for a selector with
+    /// the top bit set.
+    ByteShuffle,
 }
 
 /// The inline form of an SSE instruction with a memory operand.
@@ -82,7 +85,7 @@ impl SseMem {
     }
 }
 
-/// The lane operation of an SSE2 integer instruction.
+/// The lane operation of an SSE2 (or SSSE3 PSHUFB) integer instruction.
 fn lane_op(code: Code) -> Option<(SseOp, Type)> {
     use Code::*;
     Some(match code {
@@ -101,6 +104,7 @@ fn lane_op(code: Code) -> Option<(SseOp, Type)> {
         Psubw_xmm_xmmm128 => (SseOp::Sub, types::I16X8),
         Psubd_xmm_xmmm128 => (SseOp::Sub, types::I32X4),
         Psubq_xmm_xmmm128 => (SseOp::Sub, types::I64X2),
+        Pshufb_xmm_xmmm128 => (SseOp::ByteShuffle, types::I8X16),
         _ => return None,
     })
 }
@@ -367,6 +371,14 @@ impl Translator<'_, '_> {
             SseOp::Equal => ins.icmp(IntCC::Equal, a, b),
             SseOp::Add => ins.iadd(a, b),
             SseOp::Sub => ins.isub(a, b),
+            SseOp::ByteShuffle => {
+                // Cranelift's swizzle gives 0 for an index of 16 or more: keep the selector's
+                // top bit and its low four.
+                let keep = ins.iconst(types::I8, 0x8F_u8 as i8 as i64);
+                let keep = self.b.ins().splat(types::I8X16, keep);
+                let index = self.b.ins().band(b, keep);
+                self.b.ins().swizzle(a, index)
+            }
         };
         self.b.ins().store(trusted(), r, self.state, at);
     }
