@@ -501,6 +501,37 @@ impl Translator<'_, '_> {
         self.alu_values(i, bits, a, bv);
     }
 
+    /// CMPXCHG of `old` (the destination, zero-extended) with the accumulator: the flags of
+    /// CMP accumulator, `old`; RAX gets `old` when they differ (the 32-bit form
+    /// zero-extends, the 8/16-bit forms keep the rest), else stays. Returns what the
+    /// destination gets: `src` when equal, else `old` (written back unchanged).
+    pub(super) fn cmpxchg_values(&mut self, bits: u32, old: Value, src: Value) -> Value {
+        let rax = self.gpr(RAX);
+        let acc = self.truncate(rax, bits);
+        let diff = self.b.ins().isub(acc, old);
+        let res = self.truncate(diff, bits);
+        self.tracked.flags = Some(PendingFlags {
+            op: CcOp::sized(CcOp::Sub8, bits),
+            res,
+            src: old,
+            a: acc,
+            bits,
+            kind: CcOp::Sub8,
+            aux: None,
+        });
+        let equal = self.b.ins().icmp(IntCC::Equal, acc, old);
+        let loaded = match bits {
+            32 | 64 => old,
+            _ => {
+                let kept = self.b.ins().band_imm_s(rax, !((1i64 << bits) - 1));
+                self.b.ins().bor(kept, old)
+            }
+        };
+        let new_rax = self.b.ins().select(equal, rax, loaded);
+        self.set_gpr(RAX, new_rax);
+        self.b.ins().select(equal, src, old)
+    }
+
     /// The ALU op of `i` on `a` and `bv` (zero-extended `bits`-bit values): pending flags,
     /// and the result written to operand 0 when it is a register and the op writes.
     pub(super) fn alu_values(&mut self, i: &Instruction, bits: u32, a: Value, bv: Value) {

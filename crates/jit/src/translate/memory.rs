@@ -172,16 +172,27 @@ impl Translator<'_, '_> {
                     self.b.ins().uextend(types::I64, v)
                 };
                 let bits = 8 * size;
-                match i.mnemonic() {
-                    Mnemonic::Inc => _ = self.inc_dec_values(true, bits, v),
-                    Mnemonic::Dec => _ = self.inc_dec_values(false, bits, v),
-                    _ => self.alu_values(i, bits, v, data.expect("ALU source")),
-                }
+                let stored = match i.mnemonic() {
+                    Mnemonic::Inc => {
+                        self.inc_dec_values(true, bits, v);
+                        None
+                    }
+                    Mnemonic::Dec => {
+                        self.inc_dec_values(false, bits, v);
+                        None
+                    }
+                    Mnemonic::Cmpxchg => Some(self.cmpxchg_values(bits, v, data.expect("source"))),
+                    _ => {
+                        self.alu_values(i, bits, v, data.expect("ALU source"));
+                        None
+                    }
+                };
                 let f = self.tracked.flags.expect("ALU flags");
+                let res = stored.unwrap_or(f.res);
                 let res = if size == 8 {
-                    f.res
+                    res
                 } else {
-                    self.b.ins().ireduce(ty, f.res)
+                    self.b.ins().ireduce(ty, res)
                 };
                 self.b.ins().store(MemFlagsData::new(), res, host, 0);
                 self.def_flag_vars(f);

@@ -179,6 +179,8 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             Some(Inline::Rmw)
         }
         Mnemonic::Inc | Mnemonic::Dec if i.op_count() == 1 && mem_any(0) => Some(Inline::Rmw),
+        // One vCPU: LOCK changes nothing.
+        Mnemonic::Cmpxchg if mem_any(0) && reg_any(1) => Some(Inline::Rmw),
         Mnemonic::Imul
             if reg(0)
                 && wide(0)
@@ -479,6 +481,7 @@ fn gpr_offset(k: usize) -> i32 {
 const RIP: i32 = offset_of!(CpuState, rip) as i32;
 const RFLAGS: i32 = offset_of!(CpuState, rflags) as i32;
 /// GPR number of RSP.
+const RAX: usize = 0;
 const RSP: usize = 4;
 const LAZY_OP: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, op)) as i32;
 const LAZY_RES: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, res)) as i32;
@@ -1156,6 +1159,10 @@ mod tests {
             Some(Inline::MovFromSeg)
         ); // mov eax,ss
         assert_eq!(inline_kind(&decode(&[0xF3, 0x90]), 64), Some(Inline::Nop)); // pause
+        assert_eq!(
+            inline_kind(&decode(&[0xF0, 0x0F, 0xB1, 0x17]), 64),
+            Some(Inline::Rmw)
+        ); // lock cmpxchg [rdi],edx
         assert_eq!(
             inline_kind(&decode(&[0x0F, 0x18, 0x08]), 64),
             Some(Inline::Nop)
