@@ -310,7 +310,7 @@ fn self_loop(variant: u32) -> impl FnOnce(&mut CodeAssembler) -> Result<Vec<Code
         a.set_label(&mut top)?;
         a.add(eax, ecx)?;
         if variant == 2 {
-            a.add(edx, r8d)?; // R8: the flags the interpreter-run PUSHF saw a pass before
+            a.add(edx, r8d)?; // R8: from the interpreter-run CPUID of the pass before
         }
         a.cmp(eax, 0x10_0000)?;
         a.setb(bl)?;
@@ -324,8 +324,18 @@ fn self_loop(variant: u32) -> impl FnOnce(&mut CodeAssembler) -> Result<Vec<Code
                 a.mov(dword_ptr(rsi + 8), eax)?;
             }
             2 => {
-                a.pushfq()?;
-                a.pop(r8)?;
+                // CPUID leaf 0 (the highest basic leaf into R8), registers kept.
+                a.mov(r9d, eax)?;
+                a.mov(r10d, edx)?;
+                a.mov(r11d, ecx)?;
+                a.mov(r12d, ebx)?;
+                a.xor(eax, eax)?;
+                a.cpuid()?;
+                a.mov(r8d, eax)?;
+                a.mov(eax, r9d)?;
+                a.mov(edx, r10d)?;
+                a.mov(ecx, r11d)?;
+                a.mov(ebx, r12d)?;
             }
             _ => {}
         }

@@ -78,6 +78,7 @@ impl Translator<'_, '_> {
             }
             Inline::Store => Some(self.operand(i, 1, 8 * size)),
             Inline::Rmw if i.op_count() == 2 => Some(self.operand(i, 1, 8 * size)),
+            Inline::Push if i.code() == Code::Pushfq => Some(self.pushed_rflags()),
             Inline::Push => Some(self.operand(i, 0, 64)),
             Inline::Call | Inline::CallReg => {
                 Some(self.b.ins().iconst(types::I64, i.next_ip() as i64))
@@ -364,6 +365,16 @@ impl Translator<'_, '_> {
         if pending.is_some() {
             self.use_flag_vars();
         }
+    }
+
+    /// The RFLAGS image PUSHF stores: the arithmetic flags as they are now, the others from
+    /// `CpuState`, VM and RF clear.
+    fn pushed_rflags(&mut self) -> Value {
+        use crane86_x86::flags::{ARITH, RF, VM};
+        let arith = self.arith_flags_now();
+        let rflags = self.b.ins().load(types::I64, trusted(), self.state, RFLAGS);
+        let rest = self.b.ins().band_imm_s(rflags, !(ARITH | VM | RF) as i64);
+        self.b.ins().bor(rest, arith)
     }
 
     /// On the slow path of a form whose fast path materializes the flags (`after`'s): the

@@ -197,6 +197,7 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         {
             Some(Inline::Push)
         }
+        Mnemonic::Pushfq => Some(Inline::Push),
         Mnemonic::Pop if i.code() == Code::Pop_r64 => Some(Inline::Pop),
         Mnemonic::Not | Mnemonic::Neg | Mnemonic::Inc | Mnemonic::Dec
             if i.op_count() == 1 && reg_any(0) =>
@@ -1295,6 +1296,7 @@ mod tests {
         let addr32 = inline_kind(&decode(&[0x67, 0x8B, 0x03]), 64); // mov eax,[ebx]
         assert_eq!(addr32, None, "32-bit addressing uses the helper");
         assert_eq!(inline_kind(&decode(&[0x55]), 64), Some(Inline::Push)); // push rbp
+        assert_eq!(inline_kind(&decode(&[0x9C]), 64), Some(Inline::Push)); // pushfq
         let movzx = inline_kind(&decode(&[0x0F, 0xB6, 0x03]), 64); // movzx eax,byte [rbx]
         assert_eq!(movzx, Some(Inline::Load));
         let movsx_reg = inline_kind(&decode(&[0x0F, 0xBE, 0xC4]), 64); // movsx eax,ah
