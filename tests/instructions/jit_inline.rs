@@ -1412,3 +1412,92 @@ fn cmpxchg_matches_the_interpreter() {
     assert_eq!(first, None, "first differing result quadword");
     assert_eq!(results[0].2, results[1].2, "registers");
 }
+
+/// BTS, BTR and BTC of 16/32/64-bit memory by immediates (masked to the width), after flags
+/// of each kind (inline, stored, materialized by POPF): the memory, CF through SETC and the
+/// whole RFLAGS image through PUSHF, and an operand across a page boundary (the
+/// interpreter's path), as the interpreter leaves them.
+#[test]
+fn bit_test_and_modify_of_memory_match_the_interpreter() {
+    let cross = DATA_BASE + 0x1FFE;
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            a.mov(rsi, DATA_BASE + 0x800).unwrap();
+            let mut out = 0;
+            for (k, imm) in [0u32, 5, 15, 31, 63, 70, 200].into_iter().enumerate() {
+                for op in 0..3 {
+                    for size in [16, 32, 64] {
+                        let at = 8 * (k as i32 * 9 + op * 3 + size / 32);
+                        a.mov(rax, 0x8000_4000_A5A5_0021u64 ^ (k as u64 * 0x1111))
+                            .unwrap();
+                        a.mov(qword_ptr(rdi + at), rax).unwrap();
+                        // Flags before: inline (CMP), or from POPF.
+                        if (k + op as usize) % 2 == 0 {
+                            a.cmp(rax, rdi).unwrap();
+                        } else {
+                            a.push(0x8D5).unwrap();
+                            a.popfq().unwrap();
+                        }
+                        let m = |size| match size {
+                            16 => word_ptr(rdi + at),
+                            32 => dword_ptr(rdi + at),
+                            _ => qword_ptr(rdi + at),
+                        };
+                        match op {
+                            0 => a.bts(m(size), imm as i32).unwrap(),
+                            1 => a.btr(m(size), imm as i32).unwrap(),
+                            _ => a.btc(m(size), imm as i32).unwrap(),
+                        }
+                        a.setb(cl).unwrap();
+                        a.pushfq().unwrap();
+                        a.pop(rdx).unwrap();
+                        a.mov(byte_ptr(rsi + out), cl).unwrap();
+                        a.mov(qword_ptr(rsi + out + 8), rdx).unwrap();
+                        out += 16;
+                    }
+                }
+            }
+            a.mov(rbx, cross).unwrap();
+            a.mov(qword_ptr(rbx), rdi).unwrap();
+            a.bts(qword_ptr(rbx), 62).unwrap();
+            a.btc(qword_ptr(rbx), 3).unwrap();
+            a.pushfq().unwrap();
+            a.pop(r8).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, &format!("{engine}"));
+        let memory: Vec<u64> = (0..63).map(|k| g.read_u64(DATA_BASE + 8 * k)).collect();
+        let flags: Vec<u64> = (0..126)
+            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
+            .collect();
+        results.push((memory, flags, g.read_u64(cross), g.cpu.gpr[8]));
+    }
+    assert_eq!(
+        results[0].2,
+        (DATA_BASE | 1 << 62) ^ 8,
+        "across the page boundary"
+    );
+    let first = |n: usize| {
+        (0..)
+            .take(results[0].0.len().max(results[0].1.len()))
+            .find(|&k| {
+                let pick = |r: &(Vec<u64>, Vec<u64>, u64, u64)| {
+                    if n == 0 {
+                        r.0.get(k).copied()
+                    } else {
+                        r.1.get(k).copied()
+                    }
+                };
+                pick(&results[0]) != pick(&results[1])
+            })
+    };
+    assert_eq!(first(0), None, "first differing memory quadword");
+    assert_eq!(first(1), None, "first differing CF/RFLAGS quadword");
+    assert_eq!(
+        results[0].3, results[1].3,
+        "RFLAGS after the page-crossing forms"
+    );
+}

@@ -183,6 +183,16 @@ impl Translator<'_, '_> {
                         None
                     }
                     Mnemonic::Cmpxchg => Some(self.cmpxchg_values(bits, v, data.expect("source"))),
+                    Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc => {
+                        // CF from the bit before (the other flags stay), then the bit.
+                        self.bit_test_of(i, v);
+                        let m = 1i64 << (i.immediate8() as u32 & (bits - 1));
+                        Some(match i.mnemonic() {
+                            Mnemonic::Bts => self.b.ins().bor_imm_s(v, m),
+                            Mnemonic::Btr => self.b.ins().band_imm_s(v, !m),
+                            _ => self.b.ins().bxor_imm_s(v, m),
+                        })
+                    }
                     _ => {
                         self.alu_values(i, bits, v, data.expect("ALU source"));
                         None

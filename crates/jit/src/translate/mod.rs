@@ -181,6 +181,11 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         Mnemonic::Inc | Mnemonic::Dec if i.op_count() == 1 && mem_any(0) => Some(Inline::Rmw),
         // One vCPU: LOCK changes nothing.
         Mnemonic::Cmpxchg if mem_any(0) && reg_any(1) => Some(Inline::Rmw),
+        Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+            if mem_any(0) && i.op_kind(1) == OpKind::Immediate8 =>
+        {
+            Some(Inline::Rmw)
+        }
         Mnemonic::Imul
             if reg(0)
                 && wide(0)
@@ -1164,6 +1169,10 @@ mod tests {
             inline_kind(&decode(&[0xF0, 0x0F, 0xB1, 0x17]), 64),
             Some(Inline::Rmw)
         ); // lock cmpxchg [rdi],edx
+        assert_eq!(
+            inline_kind(&decode(&[0x49, 0x0F, 0xBA, 0x2C, 0x24, 0x0C]), 64),
+            Some(Inline::Rmw)
+        ); // bts qword [r12],0Ch
         assert_eq!(
             inline_kind(&decode(&[0x0F, 0x18, 0x08]), 64),
             Some(Inline::Nop)
