@@ -1434,7 +1434,7 @@ fn bit_test_and_modify_of_memory_match_the_interpreter() {
                             .unwrap();
                         a.mov(qword_ptr(rdi + at), rax).unwrap();
                         // Flags before: inline (CMP), or from POPF.
-                        if (k + op as usize) % 2 == 0 {
+                        if (k + op as usize).is_multiple_of(2) {
                             a.cmp(rax, rdi).unwrap();
                         } else {
                             a.push(0x8D5).unwrap();
