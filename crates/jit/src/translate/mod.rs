@@ -248,6 +248,7 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             Some(Inline::DoubleShift)
         }
         Mnemonic::Div if reg(0) && wide(0) => Some(Inline::Div),
+        Mnemonic::Cli => Some(Inline::Cli),
         Mnemonic::Call if i.code() == Code::Call_rm64 && reg(0) => Some(Inline::CallReg),
         Mnemonic::Call if i.code() == Code::Call_rm64 && mem_any(0) => Some(Inline::CallMem),
         Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
@@ -276,6 +277,8 @@ pub enum Inline {
     Mov,
     /// MOV r, Sreg: the selector, zero-extended to a 32/64-bit register.
     MovFromSeg,
+    /// CLI where CPL <= IOPL (else the interpreter's #GP).
+    Cli,
     Lea,
     Alu,
     /// MOV r32/r64, [mem] (and MOVZX/MOVSX/MOVSXD from memory): TLB fast path inline, the
@@ -719,6 +722,10 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.div(i, k);
                     self.inlined += 1;
                 }
+                Some(Inline::Cli) => {
+                    self.cli(i, k);
+                    self.inlined += 1;
+                }
                 Some(Inline::Sse(kind)) => {
                     self.sse(i, k, kind);
                     self.inlined += 1;
@@ -930,6 +937,30 @@ impl<'a, 'b> Translator<'a, 'b> {
         new
     }
 
+    /// CLI (instruction `index`) in 64-bit code: IF clear when CPL <= IOPL; otherwise the
+    /// interpreter raises #GP. (The IF in `CpuState`'s RFLAGS is current: only the
+    /// arithmetic flags are kept elsewhere.)
+    fn cli(&mut self, i: &Instruction, index: usize) {
+        use crane86_x86::flags::IF;
+        let cs = offset_of!(CpuState, seg)
+            + crane86_x86::SegReg::Cs as usize * size_of::<Segment>()
+            + offset_of!(Segment, selector);
+        let selector = self
+            .b
+            .ins()
+            .uload16(types::I64, trusted(), self.state, cs as i32);
+        let cpl = self.b.ins().band_imm_u(selector, 3);
+        let rflags = self.b.ins().load(types::I64, trusted(), self.state, RFLAGS);
+        let iopl = self.b.ins().ushr_imm_u(rflags, 12);
+        let iopl = self.b.ins().band_imm_u(iopl, 3);
+        let ok = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, cpl, iopl);
+        self.guarded(index, ok, |t| {
+            let cleared = t.b.ins().band_imm_s(rflags, !(IF as i64));
+            t.b.ins().store(trusted(), cleared, t.state, RFLAGS);
+            t.retire(i.next_ip());
+        });
+    }
+
     /// Whether CR0 has none of the bits of `mask` set, as a boolean value.
     fn cr0_clear(&mut self, mask: u64) -> Value {
         let c0 = self.b.ins().load(
@@ -1139,9 +1170,12 @@ impl<'a, 'b> Translator<'a, 'b> {
             | Inline::JmpMem
             | Inline::JmpReg
             | Inline::Div
+            | Inline::Cli
             | Inline::Sse(_)
             | Inline::SseMem(_) => {
-                unreachable!("memory, SSE and indirect branch forms have their own translation")
+                unreachable!(
+                    "memory, SSE, guarded and indirect branch forms have their own translation"
+                )
             }
         }
     }
@@ -1173,6 +1207,7 @@ mod tests {
             inline_kind(&decode(&[0x49, 0x0F, 0xBA, 0x2C, 0x24, 0x0C]), 64),
             Some(Inline::Rmw)
         ); // bts qword [r12],0Ch
+        assert_eq!(inline_kind(&decode(&[0xFA]), 64), Some(Inline::Cli)); // cli
         assert_eq!(
             inline_kind(&decode(&[0x0F, 0x18, 0x08]), 64),
             Some(Inline::Nop)
