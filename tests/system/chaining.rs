@@ -15,13 +15,23 @@ use crane86::x86::CpuState;
 use std::cell::Cell;
 use std::rc::Rc;
 
-/// A `--stats` counter of the guest's engine (0 when the engine has none).
-fn stat(g: &TestGuest, name: &str) -> u64 {
+/// A `--stats` figure of the guest's engine, as text (empty when the engine has none).
+fn stat_text(g: &TestGuest, name: &str) -> String {
     g.engine
         .stats()
         .into_iter()
         .find(|(n, _)| *n == name)
-        .map_or(0, |(_, v)| v.parse().expect("numeric counter"))
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+/// A `--stats` counter of the guest's engine (0 when the engine has none).
+fn stat(g: &TestGuest, name: &str) -> u64 {
+    let text = stat_text(g, name);
+    if text.is_empty() {
+        return 0;
+    }
+    text.parse().expect("numeric counter")
 }
 
 /// The architectural state a comparison looks at.
@@ -452,22 +462,10 @@ fn background_compilation_matches_the_interpreter() {
     got.engine = EngineKind::Jit.create().expect("the default jit");
     got.run_to_halt();
     assert_eq!(summary(&got.cpu), summary(&want.cpu));
-    let translation = got
-        .engine
-        .stats()
-        .into_iter()
-        .find(|(n, _)| *n == "translation time")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
+    let translation = stat_text(&got, "translation time");
     assert!(translation.contains("background"), "{translation}");
     // Without detailed stats, native code counts no chained transitions, and says so.
-    let chained = got
-        .engine
-        .stats()
-        .into_iter()
-        .find(|(n, _)| *n == "chained transitions (native)")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
+    let chained = stat_text(&got, "chained transitions (native)");
     assert!(chained.starts_with("not counted"), "{chained}");
     let native = stat(&got, "instructions in native blocks");
     let total = got.engine.instructions();

@@ -429,15 +429,7 @@ impl Translator<'_, '_> {
             let zero = self.b.ins().iconst(types::I64, 0);
             let res = self.b.ins().isub(zero, v);
             let res = self.truncate(res, bits);
-            self.tracked.flags = Some(PendingFlags {
-                op: CcOp::sized(CcOp::Sub8, bits),
-                res,
-                src: v,
-                a: zero,
-                bits,
-                kind: CcOp::Sub8,
-                aux: None,
-            });
+            self.tracked.flags = Some(PendingFlags::sub(bits, zero, v, res));
             res
         } else {
             self.inc_dec_values(m == Mnemonic::Inc, bits, v)
@@ -510,15 +502,7 @@ impl Translator<'_, '_> {
         let acc = self.truncate(rax, bits);
         let diff = self.b.ins().isub(acc, old);
         let res = self.truncate(diff, bits);
-        self.tracked.flags = Some(PendingFlags {
-            op: CcOp::sized(CcOp::Sub8, bits),
-            res,
-            src: old,
-            a: acc,
-            bits,
-            kind: CcOp::Sub8,
-            aux: None,
-        });
+        self.tracked.flags = Some(PendingFlags::sub(bits, acc, old, res));
         let equal = self.b.ins().icmp(IntCC::Equal, acc, old);
         let loaded = match bits {
             32 | 64 => old,

@@ -515,6 +515,21 @@ struct PendingFlags {
     aux: Option<Value>,
 }
 
+impl PendingFlags {
+    /// The record of `a - src = res` (SUB, CMP, NEG, CMPXCHG), `bits` wide.
+    fn sub(bits: u32, a: Value, src: Value, res: Value) -> PendingFlags {
+        PendingFlags {
+            op: CcOp::sized(CcOp::Sub8, bits),
+            res,
+            src,
+            a,
+            bits,
+            kind: CcOp::Sub8,
+            aux: None,
+        }
+    }
+}
+
 pub struct Translator<'a, 'b> {
     pub b: &'a mut FunctionBuilder<'b>,
     ptr: Type,
