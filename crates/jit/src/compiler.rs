@@ -34,7 +34,7 @@ use crate::backend::{Backend, Compiled, Entry, Job};
 use crate::context::{must_leave_chain, BlockCtx};
 use crate::profile;
 use crate::worker::{Request, Worker};
-use crane86_interp::block::{Block, BlockKey, Link, NativeBlock};
+use crane86_interp::block::{Block, Link, NativeBlock};
 use crane86_interp::cpu::Cpu;
 use crane86_interp::{cached_block_key, RunExit, Tier};
 use crane86_x86::{flags, CpuState};
@@ -369,17 +369,18 @@ impl Tier for Compiler {
         };
         if let (Some((from, from_epoch)), Some(key)) = (from, block.key.get()) {
             if from_epoch == epoch {
+                let to = Link {
+                    key,
+                    code: Some(code),
+                    len: block.insns.len() as u32,
+                    target: &**block,
+                    epoch,
+                };
                 // SAFETY: `from` was a cached block in this epoch, so the cache still holds
                 // it (every removal bumps the epoch).
-                link(unsafe { &*from }, block, key, code, epoch);
+                link(unsafe { &*from }, to);
                 if key.bits == 64 {
-                    self.jump_table.0[jump_table_index(key.rip)].set(Link {
-                        key,
-                        code: Some(code),
-                        len: block.insns.len() as u32,
-                        target: &**block,
-                        epoch,
-                    });
+                    self.jump_table.0[jump_table_index(key.rip)].set(to);
                 }
             }
         }
@@ -458,7 +459,8 @@ impl Tier for Compiler {
 }
 
 /// Link `from` to `to` (key `key`, native code `code`; both cached blocks of `epoch`).
-fn link(from: &Block, to: &Block, key: BlockKey, code: NativeBlock, epoch: u64) {
+fn link(from: &Block, link: Link) {
+    let (key, epoch) = (link.key, link.epoch);
     // What native chaining relies on (see `Translator::chain_exit`): a link joins blocks of
     // the same code size, and a link into the block's own linear page goes to its own
     // physical page. (Anything else, say after a CR3 write, is left to the run loop.)
@@ -471,13 +473,6 @@ fn link(from: &Block, to: &Block, key: BlockKey, code: NativeBlock, epoch: u64) 
     {
         return;
     }
-    let link = Link {
-        key,
-        code: Some(code),
-        len: to.insns.len() as u32,
-        target: to,
-        epoch,
-    };
     // A block whose exits are all known keeps one link per target, in the target's slot
     // (what `Translator::chain_direct` reads without comparing RIPs); a successor that is
     // none of them (an interrupt handler, say) is not linked.
@@ -494,7 +489,7 @@ fn link(from: &Block, to: &Block, key: BlockKey, code: NativeBlock, epoch: u64) 
     let mut carry = link;
     for slot in &from.links {
         let old = slot.replace(carry);
-        if old.epoch != epoch || std::ptr::eq(old.target, to) {
+        if old.epoch != epoch || std::ptr::eq(old.target, link.target) {
             return;
         }
         carry = old;

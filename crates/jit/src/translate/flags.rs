@@ -163,15 +163,7 @@ impl Translator<'_, '_> {
 
     /// Make `fl` (the six arithmetic flags, RFLAGS positions) the pending flags.
     pub(super) fn set_materialized(&mut self, fl: Value, bits: u32) {
-        self.tracked.flags = Some(PendingFlags {
-            op: CcOp::Eflags,
-            res: fl,
-            src: fl,
-            a: fl,
-            bits,
-            kind: CcOp::Eflags,
-            aux: None,
-        });
+        self.tracked.flags = Some(PendingFlags::materialized(fl, bits));
     }
 
     /// A direct JMP, or a Jcc whose condition the pending inline flags decide, in 64-bit
@@ -221,16 +213,8 @@ impl Translator<'_, '_> {
             |t, f| match t.condition(JCC[cc as usize], f) {
                 Some(v) => v,
                 None => {
-                    let fl = t.arith_flags_now();
-                    let m = PendingFlags {
-                        op: CcOp::Eflags,
-                        kind: CcOp::Eflags,
-                        res: fl,
-                        src: fl,
-                        a: fl,
-                        ..f
-                    };
-                    t.condition(JCC[cc as usize], m)
+                    let fl = t.arith_flags_of(f);
+                    t.condition(JCC[cc as usize], PendingFlags::materialized(fl, f.bits))
                         .expect("every condition of materialized flags")
                 }
             },
@@ -242,16 +226,19 @@ impl Translator<'_, '_> {
         )
     }
 
+    /// The six arithmetic flags of record `f` (loaded from `CpuState`, none pending inline).
+    fn arith_flags_of(&mut self, f: PendingFlags) -> Value {
+        self.tracked.flags = Some(f);
+        let fl = self.arith_flags_now();
+        self.tracked.flags = None;
+        fl
+    }
+
     /// The six arithmetic flags from `CpuState`'s lazy record (no flags pending inline).
     fn arith_flags_from_state(&mut self) -> Value {
         self.state_flags_guarded(
             types::I64,
-            |t, f| {
-                t.tracked.flags = Some(f);
-                let fl = t.arith_flags_now();
-                t.tracked.flags = None;
-                fl
-            },
+            |t, f| t.arith_flags_of(f),
             |t| t.call_helper(t.helpers.flags, &[t.state], types::I64),
         )
     }
@@ -298,7 +285,7 @@ impl Translator<'_, '_> {
     }
 
     /// `CpuState`'s lazy record, known to be of op `op`, as pending flags (loaded).
-    fn flags_of_state(&mut self, op: CcOp) -> PendingFlags {
+    pub(super) fn flags_of_state(&mut self, op: CcOp) -> PendingFlags {
         let i64t = types::I64;
         if op == CcOp::Eflags {
             let rflags = self.b.ins().load(i64t, trusted(), self.state, RFLAGS);
@@ -306,15 +293,7 @@ impl Translator<'_, '_> {
                 .b
                 .ins()
                 .band_imm_u(rflags, crane86_x86::flags::ARITH as i64);
-            return PendingFlags {
-                op,
-                kind: op,
-                res: fl,
-                src: fl,
-                a: fl,
-                bits: 64,
-                aux: None,
-            };
+            return PendingFlags::materialized(fl, 64);
         }
         let raw = op as u32;
         let bits = 8u32 << (raw & 3);

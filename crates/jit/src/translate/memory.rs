@@ -337,33 +337,9 @@ impl Translator<'_, '_> {
         if materialized {
             self.reload_materialized_flags(&after);
         } else if let Some(f) = pending {
-            // The interpreter's lazy record of the same op: the operands back from it.
-            let res = self
-                .b
-                .ins()
-                .load(types::I64, trusted(), self.state, LAZY_RES);
-            let src = self
-                .b
-                .ins()
-                .load(types::I64, trusted(), self.state, LAZY_SRC);
-            let a = match f.kind {
-                CcOp::Sub8 | CcOp::Dec8 => self.b.ins().iadd(res, src),
-                CcOp::Add8 | CcOp::Inc8 => self.b.ins().isub(res, src),
-                _ => res,
-            };
-            let a = self.truncate(a, f.bits);
-            let aux = f.aux.map(|_| {
-                self.b
-                    .ins()
-                    .load(types::I64, trusted(), self.state, LAZY_AUX)
-            });
-            self.def_flag_vars(PendingFlags {
-                res,
-                src,
-                a,
-                aux,
-                ..f
-            });
+            // The interpreter's lazy record of the same op.
+            let from_state = self.flags_of_state(f.op);
+            self.def_flag_vars(from_state);
         }
         self.b.ins().jump(merge, &[]);
         self.b.seal_block(merge);

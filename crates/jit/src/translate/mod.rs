@@ -516,6 +516,19 @@ struct PendingFlags {
 }
 
 impl PendingFlags {
+    /// Materialized flags: `fl` is the six arithmetic flags in their RFLAGS positions.
+    fn materialized(fl: Value, bits: u32) -> PendingFlags {
+        PendingFlags {
+            op: CcOp::Eflags,
+            res: fl,
+            src: fl,
+            a: fl,
+            bits,
+            kind: CcOp::Eflags,
+            aux: None,
+        }
+    }
+
     /// The record of `a - src = res` (SUB, CMP, NEG, CMPXCHG), `bits` wide.
     fn sub(bits: u32, a: Value, src: Value, res: Value) -> PendingFlags {
         PendingFlags {
