@@ -88,11 +88,11 @@ fn consumer(a: &mut CodeAssembler) {
         set(a, reg).unwrap();
     }
     // MOV keeps the flags; ADC reads CF.
-    a.mov(r15d, 0x10).unwrap();
-    a.adc(r15, 0).unwrap();
-    for (k, &reg) in cc_regs.iter().enumerate().take(15) {
+    for (k, &reg) in cc_regs.iter().enumerate() {
         a.mov(byte_ptr(rdi + k as i32), reg).unwrap();
     }
+    a.mov(r15d, 0x10).unwrap();
+    a.adc(r15, 0).unwrap();
     a.mov(qword_ptr(rdi + 16), r15).unwrap();
     a.add(rdi, RESULT_BYTES as i32).unwrap();
 }

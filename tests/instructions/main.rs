@@ -11,6 +11,7 @@ mod common;
 mod data;
 mod flags_io;
 mod jit_inline;
+mod jit_rmw;
 mod jit_sse;
 mod jit_state_flags;
 mod muldiv;

@@ -116,12 +116,15 @@ fn chaining_stops_exactly_at_the_budget() {
     }
 }
 
-/// Raises one interrupt (vector 0x20) when `raise` is set (by the test, between runs) or on
-/// the first write to port 0x80 (by the guest). The pending state changes only through
-/// these, as the `Platform` contract requires.
+/// Raises one interrupt (vector 0x20) when `raise` is set (by the test, between runs), on
+/// the first write to port 0x80 (by the guest), or once the guest has retired `at`
+/// instructions (guest time, which the engine reports at time-visible accesses like RDTSC).
+/// The pending state changes only through these, as the `Platform` contract requires.
 struct LateIrq {
     raise: Rc<Cell<bool>>,
     acked: bool,
+    at: u64,
+    retired: u64,
 }
 
 impl Platform for LateIrq {
@@ -138,7 +141,7 @@ impl Platform for LateIrq {
     }
     fn mmio_write(&mut self, _paddr: u64, _size: u8, _value: u64) {}
     fn interrupt_pending(&self) -> bool {
-        !self.acked && self.raise.get()
+        !self.acked && (self.raise.get() || self.retired >= self.at)
     }
     fn ack_interrupt(&mut self) -> Option<u8> {
         let pending = self.interrupt_pending();
@@ -150,6 +153,9 @@ impl Platform for LateIrq {
     }
     fn now_ns(&self) -> u64 {
         0
+    }
+    fn sync_retired_instructions(&mut self, retired: u64) {
+        self.retired = self.retired.max(retired);
     }
 }
 
@@ -199,6 +205,8 @@ fn late_irq(g: &mut TestGuest, handler: u64) -> Rc<Cell<bool>> {
     g.plat = Box::new(LateIrq {
         raise: raise.clone(),
         acked: false,
+        at: u64::MAX,
+        retired: 0,
     });
     raise
 }
@@ -475,42 +483,6 @@ fn background_compilation_matches_the_interpreter() {
     );
 }
 
-/// An interrupt that becomes pending with guest time (retired instructions, reported to
-/// the platform at time-visible accesses like RDTSC) once `at` instructions have run.
-struct TimerIrq {
-    at: u64,
-    retired: u64,
-    acked: bool,
-}
-
-impl Platform for TimerIrq {
-    fn pio_read(&mut self, _port: u16, _size: u8) -> u32 {
-        u32::MAX
-    }
-    fn pio_write(&mut self, _port: u16, _size: u8, _value: u32) {}
-    fn mmio_read(&mut self, _paddr: u64, _size: u8) -> u64 {
-        u64::MAX
-    }
-    fn mmio_write(&mut self, _paddr: u64, _size: u8, _value: u64) {}
-    fn interrupt_pending(&self) -> bool {
-        !self.acked && self.retired >= self.at
-    }
-    fn ack_interrupt(&mut self) -> Option<u8> {
-        let pending = self.interrupt_pending();
-        self.acked |= pending;
-        pending.then_some(0x20)
-    }
-    fn take_action(&mut self) -> Option<PlatformAction> {
-        None
-    }
-    fn now_ns(&self) -> u64 {
-        0
-    }
-    fn sync_retired_instructions(&mut self, retired: u64) {
-        self.retired = self.retired.max(retired);
-    }
-}
-
 /// An interrupt that becomes pending during an instruction the interpreter runs in the
 /// middle of a block ending in a direct JMP (RDTSC: the block goes on, but the native code
 /// must return to the run loop at its end): it is taken with RIP at the JMP's target, each
@@ -540,10 +512,11 @@ fn interrupt_pending_before_a_direct_jump_is_taken_at_its_target() {
             Ok(vec![handler, mid])
         });
         g.set_gate(0x20, labels[0], 0);
-        g.plat = Box::new(TimerIrq {
+        g.plat = Box::new(LateIrq {
+            raise: Rc::new(Cell::new(false)),
+            acked: false,
             at: 5000,
             retired: 0,
-            acked: false,
         });
         g.run_to_halt();
         assert_eq!(

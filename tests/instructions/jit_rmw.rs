@@ -1,0 +1,196 @@
+//! The JIT's inline read-modify-write forms of memory that go beyond the ALU ops: LOCK
+//! CMPXCHG (all sizes, equal and not, RAX's other bits set) and BTS/BTR/BTC by an immediate,
+//! each followed by its flags (SETcc of registers through the inline conditions, PUSHF) and
+//! with an operand across a page boundary (the interpreter's path). Both engines must leave
+//! the same memory, registers and flags.
+
+use crate::common::*;
+
+/// LOCK CMPXCHG of memory, 8 to 64 bits, where the accumulator equals the destination and
+/// where it does not (RAX's other bits set, to see what each size keeps), then the flags
+/// (SETcc of all conditions through the inline path and PUSHF through the interpreter), and
+/// a destination across a page boundary (the interpreter's path): memory, registers and
+/// flags as the interpreter leaves them.
+#[test]
+fn cmpxchg_matches_the_interpreter() {
+    let cross = DATA_BASE + 0x1FFE; // 8 bytes across a page boundary
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            a.mov(rsi, DATA_BASE + 0x800).unwrap(); // results
+            let mut out = 0;
+            // The flags and RAX after an exchange, at RSI + OUT.
+            fn record(a: &mut CodeAssembler, out: &mut i32) {
+                let o = *out;
+                // SETcc of registers: the inline conditions of the pending flags.
+                a.seto(r8b).unwrap();
+                a.setb(r9b).unwrap();
+                a.sete(r10b).unwrap();
+                a.setbe(r11b).unwrap();
+                a.sets(r12b).unwrap();
+                a.setp(r13b).unwrap();
+                a.setl(r14b).unwrap();
+                a.setle(r15b).unwrap();
+                for (k, r) in [r8b, r9b, r10b, r11b, r12b, r13b, r14b, r15b]
+                    .into_iter()
+                    .enumerate()
+                {
+                    a.mov(byte_ptr(rsi + o + k as i32), r).unwrap();
+                }
+                a.mov(qword_ptr(rsi + o + 8), rax).unwrap();
+                a.pushfq().unwrap();
+                a.pop(qword_ptr(rsi + o + 16)).unwrap();
+                *out += 24;
+            }
+            for (k, acc) in [0x5Au64, 0x80, 0x7FFF_FFFF, 0xFFFF_FFFF_FFFF_FFFF, 0]
+                .into_iter()
+                .enumerate()
+            {
+                let at = 32 * k as i32;
+                for equal in [true, false] {
+                    // The destination: ACC's value or a different one.
+                    let dest = if equal {
+                        acc
+                    } else {
+                        acc ^ 0x8000_0000_0000_0081
+                    };
+                    for size in [8, 16, 32, 64] {
+                        a.mov(rax, dest).unwrap();
+                        a.mov(qword_ptr(rdi + at), rax).unwrap();
+                        // The accumulator's operand size holds ACC, the bits above it
+                        // something else.
+                        let low = if size == 64 {
+                            u64::MAX
+                        } else {
+                            (1u64 << size) - 1
+                        };
+                        a.mov(rax, (0xA5A5_A5A5_A5A5_A5A5u64 & !low) | (acc & low))
+                            .unwrap();
+                        if size == 64 {
+                            a.mov(rdx, 0x1234_5678_9ABC_DEF0u64).unwrap();
+                        } else {
+                            a.mov(edx, 0x9ABC_DEF0u32).unwrap();
+                        }
+                        match size {
+                            8 => a.lock().cmpxchg(byte_ptr(rdi + at), dl).unwrap(),
+                            16 => a.lock().cmpxchg(word_ptr(rdi + at), dx).unwrap(),
+                            32 => a.lock().cmpxchg(dword_ptr(rdi + at), edx).unwrap(),
+                            _ => a.lock().cmpxchg(qword_ptr(rdi + at), rdx).unwrap(),
+                        }
+                        record(a, &mut out);
+                        a.mov(rax, qword_ptr(rdi + at)).unwrap();
+                        a.mov(qword_ptr(rsi + out), rax).unwrap();
+                        out += 8;
+                    }
+                }
+            }
+            a.mov(rbx, cross).unwrap();
+            a.mov(rax, 77u64).unwrap();
+            a.mov(qword_ptr(rbx), rax).unwrap();
+            a.mov(edx, 99).unwrap();
+            a.cmpxchg(qword_ptr(rbx), rdx).unwrap();
+            record(a, &mut out);
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, &format!("{engine}"));
+        let stored: Vec<u64> = (0..1200)
+            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
+            .collect();
+        results.push((stored, g.read_u64(cross), g.cpu.gpr));
+    }
+    assert_eq!(results[0].1, 99, "the page-crossing exchange happened");
+    let first = (0..results[0].0.len()).find(|&k| results[0].0[k] != results[1].0[k]);
+    assert_eq!(first, None, "first differing result quadword");
+    assert_eq!(results[0].2, results[1].2, "registers");
+}
+
+/// BTS, BTR and BTC of 16/32/64-bit memory by immediates (masked to the width), after flags
+/// of each kind (inline, stored, materialized by POPF): the memory, CF through SETC and the
+/// whole RFLAGS image through PUSHF, and an operand across a page boundary (the
+/// interpreter's path), as the interpreter leaves them.
+#[test]
+fn bit_test_and_modify_of_memory_match_the_interpreter() {
+    let cross = DATA_BASE + 0x1FFE;
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            a.mov(rsi, DATA_BASE + 0x800).unwrap();
+            let mut out = 0;
+            for (k, imm) in [0u32, 5, 15, 31, 63, 70, 200].into_iter().enumerate() {
+                for op in 0..3 {
+                    for size in [16, 32, 64] {
+                        let at = 8 * (k as i32 * 9 + op * 3 + size / 32);
+                        a.mov(rax, 0x8000_4000_A5A5_0021u64 ^ (k as u64 * 0x1111))
+                            .unwrap();
+                        a.mov(qword_ptr(rdi + at), rax).unwrap();
+                        // Flags before: inline (CMP), or from POPF.
+                        if (k + op as usize).is_multiple_of(2) {
+                            a.cmp(rax, rdi).unwrap();
+                        } else {
+                            a.push(0x8D5).unwrap();
+                            a.popfq().unwrap();
+                        }
+                        let m = |size| match size {
+                            16 => word_ptr(rdi + at),
+                            32 => dword_ptr(rdi + at),
+                            _ => qword_ptr(rdi + at),
+                        };
+                        match op {
+                            0 => a.bts(m(size), imm as i32).unwrap(),
+                            1 => a.btr(m(size), imm as i32).unwrap(),
+                            _ => a.btc(m(size), imm as i32).unwrap(),
+                        }
+                        a.setb(cl).unwrap();
+                        a.pushfq().unwrap();
+                        a.pop(rdx).unwrap();
+                        a.mov(byte_ptr(rsi + out), cl).unwrap();
+                        a.mov(qword_ptr(rsi + out + 8), rdx).unwrap();
+                        out += 16;
+                    }
+                }
+            }
+            a.mov(rbx, cross).unwrap();
+            a.mov(qword_ptr(rbx), rdi).unwrap();
+            a.bts(qword_ptr(rbx), 62).unwrap();
+            a.btc(qword_ptr(rbx), 3).unwrap();
+            a.pushfq().unwrap();
+            a.pop(r8).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, &format!("{engine}"));
+        let memory: Vec<u64> = (0..63).map(|k| g.read_u64(DATA_BASE + 8 * k)).collect();
+        let flags: Vec<u64> = (0..126)
+            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
+            .collect();
+        results.push((memory, flags, g.read_u64(cross), g.cpu.gpr[8]));
+    }
+    assert_eq!(
+        results[0].2,
+        (DATA_BASE | 1 << 62) ^ 8,
+        "across the page boundary"
+    );
+    let first = |n: usize| {
+        (0..)
+            .take(results[0].0.len().max(results[0].1.len()))
+            .find(|&k| {
+                let pick = |r: &(Vec<u64>, Vec<u64>, u64, u64)| {
+                    if n == 0 {
+                        r.0.get(k).copied()
+                    } else {
+                        r.1.get(k).copied()
+                    }
+                };
+                pick(&results[0]) != pick(&results[1])
+            })
+    };
+    assert_eq!(first(0), None, "first differing memory quadword");
+    assert_eq!(first(1), None, "first differing CF/RFLAGS quadword");
+    assert_eq!(
+        results[0].3, results[1].3,
+        "RFLAGS after the page-crossing forms"
+    );
+}
