@@ -398,7 +398,6 @@ impl Tier for Compiler {
                 cpu: cpu as *mut Cpu<'_> as *mut c_void,
                 block: cur as *const Block,
                 bits: cpu.s.code_bits(),
-                stop: 0,
                 limit: start + remaining,
                 epoch,
                 chained: 0,

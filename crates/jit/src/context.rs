@@ -27,11 +27,10 @@ pub struct BlockCtx {
     /// The block running now: native code updates it when it tail-calls a successor.
     pub(crate) block: *const Block,
     pub(crate) bits: u32,
-    /// Nonzero: the native code must not continue into a successor block but return (set by
-    /// the step helper, see [`must_leave_chain`]).
-    pub(crate) stop: u32,
-    /// Native code enters a successor only while the retired count plus the successor's
-    /// length stays at or below this (the slice budget, absolute).
+    /// Native code enters a successor (or loops once more) only while the retired count
+    /// plus the successor's length stays at or below this: the slice budget, absolute. The
+    /// step helper sets it to 0 when native code must return to the run loop instead (see
+    /// [`must_leave_chain`]), so one compare at each exit covers both.
     pub(crate) limit: u64,
     /// The block cache's epoch: only links of this epoch may be followed.
     pub(crate) epoch: u64,
@@ -63,7 +62,7 @@ pub(crate) fn must_leave_chain(cpu: &Cpu) -> bool {
 
 /// Run instruction `index` of the block through the interpreter. Returns nonzero when the
 /// native code must return (the block is left, the run ends, or RFLAGS.TF became set so the
-/// interpreter must take over single-stepping). It sets [`BlockCtx::stop`] whenever the
+/// interpreter must take over single-stepping). It zeroes [`BlockCtx::limit`] whenever the
 /// block is left this way or the machine needs the run loop's attention
 /// ([`must_leave_chain`]), so the native code returns at the block's end instead of entering
 /// a successor.
@@ -92,7 +91,7 @@ pub unsafe extern "C" fn step_helper(ctx: *mut BlockCtx, index: u32) -> u32 {
     // A change of code size (a far transfer or IRET into compatibility mode, say) also
     // stops the chain: native exits look up successors of the block's own code size only.
     if leave != 0 || must_leave_chain(cpu) || cpu.s.code_bits() != ctx.bits {
-        ctx.stop = 1;
+        ctx.limit = 0;
     }
     leave
 }

@@ -17,11 +17,12 @@ pub(super) struct LoopHeader {
 }
 
 impl Translator<'_, '_> {
-    /// The block's exit with native chaining: unless the step helper asked for the run loop
-    /// ([`BlockCtx::stop`]), look up the successor the way the run loop would (the block key
-    /// of the RIP now, through the TLB's fetch entry, compared with the block's links of the
-    /// current epoch), check that it fits the budget, and tail-call its native code.
-    /// Anything else returns to the run loop, which does the same with its slow paths.
+    /// The block's exit with native chaining: look up the successor the way the run loop
+    /// would (the block key of the RIP now, through the TLB's fetch entry, compared with the
+    /// block's links of the current epoch), check that it fits the budget, and tail-call its
+    /// native code. Anything else returns to the run loop, which does the same with its slow
+    /// paths. The budget check also returns when the step helper asked for the run loop (it
+    /// zeroes [`BlockCtx::limit`]), so whatever the lookup found then is never entered.
     /// (64-bit code only: there the linear address is RIP.) A successor in the block's own
     /// page needs no TLB lookup: that page still maps where it did when the block was
     /// entered (only a helper-run instruction could change that, and it stops the chain).
@@ -37,11 +38,6 @@ impl Translator<'_, '_> {
         let links = &chain.links;
         let i64t = types::I64;
         let ret = self.b.create_block();
-        let stop = self.stop_flag();
-        let lookup = self.b.create_block();
-        self.b.ins().brif(stop, ret, &[], lookup, &[]);
-        self.b.seal_block(lookup);
-        self.b.switch_to_block(lookup);
         let low = self.b.ins().band_imm_u(rip, 0xFFF);
         let page = self.b.ins().band_imm_s(rip, !0xFFFi64);
         let own_page = chain.rip & !0xFFF;
@@ -122,9 +118,9 @@ impl Translator<'_, '_> {
 
     /// The block's exit when every RIP it can leave with is known (`targets`: one, or for an
     /// inline Jcc the taken target and the fall-through, picked by `taken`): branch on the
-    /// condition itself, store the constant RIP of the path, return if the step helper
-    /// asked for the run loop ([`BlockCtx::stop`]), and enter the successor
-    /// through the link of that target. Links of such blocks are kept per target (slot k
+    /// condition itself, store the constant RIP of the path, and enter the successor
+    /// through the link of that target if it fits the budget (which fails once the step
+    /// helper asked for the run loop, see [`Self::chain_exit`]). Links of such blocks are kept per target (slot k
     /// holds only a link to target k, see `link` in the compiler), so a link needs no RIP
     /// compare: the epoch, and for a target in another page the physical address.
     /// Everything else returns to the run loop, as in [`Self::chain_exit`].
@@ -149,12 +145,6 @@ impl Translator<'_, '_> {
             self.b.switch_to_block(path);
             let rip = self.b.ins().iconst(types::I64, target as i64);
             self.b.ins().store(trusted(), rip, self.state, RIP);
-            // RIP is stored: now the run loop may take over.
-            let stop = self.stop_flag();
-            let go = self.b.create_block();
-            self.b.ins().brif(stop, ret, &[], go, &[]);
-            self.b.seal_block(go);
-            self.b.switch_to_block(go);
             // The slot `link` uses for this target (the first, if both targets are equal).
             let slot = targets.iter().position(|&t| t == target).unwrap_or(k);
             let at = self.b.ins().iconst(self.ptr, chain.links[slot] as i64);
@@ -313,8 +303,8 @@ impl Translator<'_, '_> {
     }
 
     /// After the block's last instruction (the inline branch to its start): when the branch
-    /// goes back, the step helper did not ask for the run loop, and another pass fits the
-    /// budget, jump to the loop head with the registers still in their variables (the
+    /// goes back and another pass fits the budget (so the step helper did not ask for the
+    /// run loop), jump to the loop head with the registers still in their variables (the
     /// flags and the pass's counts are stored; RIP stays pending). Otherwise go on to the
     /// block's exit. `len` is the block's length in instructions.
     pub(super) fn back_edge(&mut self, h: &LoopHeader, len: usize) {
@@ -328,17 +318,14 @@ impl Translator<'_, '_> {
         self.b.ins().brif(taken, check, &[], leave, &[]);
         self.b.seal_block(check);
         self.b.switch_to_block(check);
-        let stop = self.stop_flag();
         // The pass's retired count is still pending here.
         let more = self
             .b
             .ins()
             .iconst(types::I64, i64::from(self.tracked.retired) + len as i64);
         let fits = self.fits_budget(more);
-        let go_on = self.b.ins().icmp_imm_u(IntCC::Equal, stop, 0);
-        let again = self.b.ins().band(go_on, fits);
         let back = self.b.create_block();
-        self.b.ins().brif(again, back, &[], leave, &[]);
+        self.b.ins().brif(fits, back, &[], leave, &[]);
         self.b.seal_block(back);
         self.b.seal_block(leave);
         self.b.switch_to_block(back);
@@ -357,25 +344,16 @@ impl Translator<'_, '_> {
         self.tracked = saved;
     }
 
-    /// [`BlockCtx::stop`] (nonzero: the step helper asked for the run loop).
-    fn stop_flag(&mut self) -> Value {
-        self.b.ins().load(
-            types::I32,
-            trusted(),
-            self.ctx,
-            offset_of!(BlockCtx, stop) as i32,
-        )
-    }
-
     /// Whether `more` instructions (an I64) after the retired count in memory stay within
-    /// the slice budget ([`BlockCtx::limit`]).
+    /// the slice budget ([`BlockCtx::limit`]; 0 once the step helper asked for the run
+    /// loop, so not a `fixed` load).
     fn fits_budget(&mut self, more: Value) -> Value {
         let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
         let retired = self.b.ins().load(types::I64, trusted(), counter, 0);
         let after = self.b.ins().iadd(retired, more);
         let limit = self.b.ins().load(
             types::I64,
-            fixed(),
+            trusted(),
             self.ctx,
             offset_of!(BlockCtx, limit) as i32,
         );
