@@ -29,7 +29,7 @@ fn one_form(a: &mut CodeAssembler, r: &mut Rng) {
     // Shuffle immediates of any value; shift counts around and beyond the lane widths.
     let imm = r.below(256) as i32;
     let count = [0, 1, 7, 8, 15, 16, 31, 32, 63, 64, 200][r.below(11) as usize];
-    match r.below(47) {
+    match r.below(55) {
         0 => a.pxor(d, s),
         1 => a.pand(d, s),
         2 => a.pandn(d, s),
@@ -76,6 +76,14 @@ fn one_form(a: &mut CodeAssembler, r: &mut Rng) {
         43 => a.psraw(d, count),
         44 => a.psrad(d, count),
         45 => a.pshufb(d, s),
+        46 => a.xorps(d, s),
+        47 => a.xorpd(d, s),
+        48 => a.andps(d, s),
+        49 => a.andpd(d, s),
+        50 => a.andnps(d, s),
+        51 => a.orpd(d, s),
+        52 => a.movapd(d, s),
+        53 => a.movupd(d, s),
         _ => a.pshufd(d, d, imm),
     }
     .unwrap();
@@ -132,7 +140,7 @@ fn one_memory_form(a: &mut CodeAssembler, r: &mut Rng) {
         };
         a.add_instruction(i.unwrap())
     };
-    match r.below(25) {
+    match r.below(30) {
         0 => a.movdqu(x, xmmword_ptr(m(any))),
         1 => a.movups(x, xmmword_ptr(m(any))),
         2 => a.movdqa(x, xmmword_ptr(m(at16))),
@@ -157,6 +165,11 @@ fn one_memory_form(a: &mut CodeAssembler, r: &mut Rng) {
         21 => a.paddd(x, xmmword_ptr(m(at16))),
         22 => a.psubq(x, xmmword_ptr(m(at16))),
         23 => a.pshufb(x, xmmword_ptr(m(at16))),
+        24 => a.andpd(x, xmmword_ptr(m(at16))),
+        25 => a.xorps(x, xmmword_ptr(m(at16))),
+        26 => a.movapd(x, xmmword_ptr(m(at16))),
+        27 => a.movapd(xmmword_ptr(m(at16)), x),
+        28 => a.orps(x, xmmword_ptr(m(at16))),
         _ => a.pandn(x, xmmword_ptr(m(at16))),
     }
     .unwrap();
@@ -318,7 +331,12 @@ fn inline_sse_forms_fault_like_the_interpreter() {
 #[test]
 fn misaligned_sse_memory_forms_fault_like_the_interpreter() {
     type Form = fn(&mut CodeAssembler) -> Result<(), IcedError>;
-    let forms: [(&str, Form, bool); 4] = [
+    let forms: [(&str, Form, bool); 5] = [
+        (
+            "andpd xmm1, [rdi+8]",
+            |a| a.andpd(xmm1, xmmword_ptr(rdi + 8)),
+            true,
+        ),
         (
             "movaps xmm1, [rdi+8]",
             |a| a.movaps(xmm1, xmmword_ptr(rdi + 8)),

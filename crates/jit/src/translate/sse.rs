@@ -1,6 +1,7 @@
 //! Inline SSE2 forms: the string-scanning idiom of libc (PXOR, PCMPEQB, PMOVMSKB) and its
-//! neighbours (PAND/PANDN/POR, PCMPEQW/D, PADD/PSUB of every lane width, register
-//! MOVDQA/MOVDQU/MOVAPS/MOVUPS, MOVD/MOVQ between XMM and GPR), and the memory forms of
+//! neighbours (PAND/PANDN/POR and their floating-point twins ANDPS/XORPD/..., PCMPEQW/D,
+//! PADD/PSUB of every lane width, register MOVDQA/MOVDQU/MOVAPS/MOVUPS/MOVAPD/MOVUPD,
+//! MOVD/MOVQ between XMM and GPR), and the memory forms of
 //! the moves (MOVDQA/MOVDQU/MOVAPS/MOVUPS/MOVNTDQ, MOVD/MOVQ/MOVSS/MOVSD loads and
 //! stores) and of the lane operations (an aligned m128 source), which `memory.rs` runs
 //! through the TLB fast path; and the register shuffles (PUNPCKL*/PUNPCKH*, PSHUFD/PSHUFLW/
@@ -85,14 +86,17 @@ impl SseMem {
     }
 }
 
-/// The lane operation of an SSE2 (or SSSE3 PSHUFB) integer instruction.
+/// The lane operation of an SSE2 (or SSSE3 PSHUFB) integer instruction, or of a bitwise
+/// one of the floating-point domain (XORPS/XORPD and the like: the same bits as PXOR).
 fn lane_op(code: Code) -> Option<(SseOp, Type)> {
     use Code::*;
     Some(match code {
-        Pxor_xmm_xmmm128 => (SseOp::Xor, types::I64X2),
-        Pand_xmm_xmmm128 => (SseOp::And, types::I64X2),
-        Pandn_xmm_xmmm128 => (SseOp::AndNot, types::I64X2),
-        Por_xmm_xmmm128 => (SseOp::Or, types::I64X2),
+        Pxor_xmm_xmmm128 | Xorps_xmm_xmmm128 | Xorpd_xmm_xmmm128 => (SseOp::Xor, types::I64X2),
+        Pand_xmm_xmmm128 | Andps_xmm_xmmm128 | Andpd_xmm_xmmm128 => (SseOp::And, types::I64X2),
+        Pandn_xmm_xmmm128 | Andnps_xmm_xmmm128 | Andnpd_xmm_xmmm128 => {
+            (SseOp::AndNot, types::I64X2)
+        }
+        Por_xmm_xmmm128 | Orps_xmm_xmmm128 | Orpd_xmm_xmmm128 => (SseOp::Or, types::I64X2),
         Pcmpeqb_xmm_xmmm128 => (SseOp::Equal, types::I8X16),
         Pcmpeqw_xmm_xmmm128 => (SseOp::Equal, types::I16X8),
         Pcmpeqd_xmm_xmmm128 => (SseOp::Equal, types::I32X4),
@@ -268,7 +272,8 @@ pub(super) fn sse_kind(i: &Instruction) -> Option<Sse> {
     let kind = match i.code() {
         code if let Some((op, ty)) = lane_op(code) => Some(Sse::Lanes(op, ty)),
         Movdqa_xmm_xmmm128 | Movdqu_xmm_xmmm128 | Movaps_xmm_xmmm128 | Movups_xmm_xmmm128
-        | Movdqa_xmmm128_xmm | Movdqu_xmmm128_xmm | Movaps_xmmm128_xmm | Movups_xmmm128_xmm => {
+        | Movapd_xmm_xmmm128 | Movupd_xmm_xmmm128 | Movdqa_xmmm128_xmm | Movdqu_xmmm128_xmm
+        | Movaps_xmmm128_xmm | Movups_xmmm128_xmm | Movapd_xmmm128_xmm | Movupd_xmmm128_xmm => {
             Some(Sse::Copy)
         }
         Pmovmskb_r32_xmm | Pmovmskb_r64_xmm => Some(Sse::MoveMask),
