@@ -1,5 +1,6 @@
 //! The JIT's inline read-modify-write forms of memory that go beyond the ALU ops: LOCK
-//! CMPXCHG (all sizes, equal and not, RAX's other bits set) and BTS/BTR/BTC by an immediate,
+//! CMPXCHG (all sizes, equal and not, RAX's other bits set), XCHG (all sizes, a high-byte
+//! register, the flags from before kept) and BTS/BTR/BTC by an immediate,
 //! each followed by its flags (SETcc of registers through the inline conditions, PUSHF) and
 //! with an operand across a page boundary (the interpreter's path). Both engines must leave
 //! the same memory, registers and flags.
@@ -104,6 +105,88 @@ fn cmpxchg_matches_the_interpreter() {
     let first = (0..results[0].0.len()).find(|&k| results[0].0[k] != results[1].0[k]);
     assert_eq!(first, None, "first differing result quadword");
     assert_eq!(results[0].2, results[1].2, "registers");
+}
+
+/// XCHG of memory and a register, 8 to 64 bits (AH among the byte registers), after a CMP whose flags XCHG must leave alone (SETcc
+/// through the inline conditions, PUSHF through the interpreter), and an operand across a
+/// page boundary (the interpreter's path, with the CMP's flags still pending): memory,
+/// registers and flags as the interpreter leaves them.
+#[test]
+fn xchg_with_memory_matches_the_interpreter() {
+    let cross = DATA_BASE + 0x1FFC; // 8 bytes across a page boundary
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE).unwrap();
+            a.mov(rsi, DATA_BASE + 0x800).unwrap(); // results
+            a.mov(rbx, cross).unwrap();
+            let mut out = 0;
+            let mut record = |a: &mut CodeAssembler| {
+                a.setb(r8b).unwrap();
+                a.sete(r9b).unwrap();
+                a.setl(r10b).unwrap();
+                a.mov(byte_ptr(rsi + out), r8b).unwrap();
+                a.mov(byte_ptr(rsi + out + 1), r9b).unwrap();
+                a.mov(byte_ptr(rsi + out + 2), r10b).unwrap();
+                a.pushfq().unwrap();
+                a.pop(qword_ptr(rsi + out + 8)).unwrap();
+                a.mov(qword_ptr(rsi + out + 16), rax).unwrap();
+                a.mov(qword_ptr(rsi + out + 24), rdx).unwrap();
+                a.mov(rcx, qword_ptr(rdi)).unwrap();
+                a.mov(qword_ptr(rsi + out + 32), rcx).unwrap();
+                a.mov(rcx, qword_ptr(rbx)).unwrap();
+                a.mov(qword_ptr(rsi + out + 40), rcx).unwrap();
+                out += 48;
+            };
+            for (k, (x, y)) in [(1u64, 2u64), (5, 5), (u64::MAX, 0)]
+                .into_iter()
+                .enumerate()
+            {
+                for form in 0..10 {
+                    a.mov(rax, 0x1122_3344_5566_7788u64 ^ (k as u64)).unwrap();
+                    a.mov(qword_ptr(rdi), rax).unwrap();
+                    a.mov(qword_ptr(rbx), rax).unwrap();
+                    a.mov(rax, 0xA5A5_A5A5_A5A5_A5A5u64).unwrap();
+                    a.mov(rdx, 0x0F0E_0D0C_0B0A_0908u64).unwrap();
+                    // Flags pending from a CMP, for XCHG to keep.
+                    a.mov(rcx, x).unwrap();
+                    a.mov(r11, y).unwrap();
+                    a.cmp(rcx, r11).unwrap();
+                    match form {
+                        0 => a.xchg(byte_ptr(rdi + 3), dl).unwrap(),
+                        1 => a.xchg(byte_ptr(rdi + 5), ah).unwrap(),
+                        2 => a.xchg(word_ptr(rdi + 2), dx).unwrap(),
+                        3 => a.xchg(dword_ptr(rdi + 4), edx).unwrap(),
+                        4 => a.xchg(qword_ptr(rdi), rdx).unwrap(),
+                        5 => a.xchg(dword_ptr(rdi), eax).unwrap(),
+                        6 => a.xchg(qword_ptr(rdi + 1), rax).unwrap(),
+                        7 => a.xchg(dword_ptr(rbx + 2), edx).unwrap(),
+                        8 => a.xchg(qword_ptr(rbx), rax).unwrap(),
+                        _ => a.xchg(byte_ptr(rbx + 4), ah).unwrap(),
+                    }
+                    record(a);
+                }
+            }
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, &format!("{engine}"));
+        let stored: Vec<u64> = (0..180)
+            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
+            .collect();
+        results.push((stored, g.cpu.gpr));
+    }
+    // Six quadwords per record; the fifth form (XCHG [RDI], RDX) of the first pair: RDX and
+    // the memory swapped, as the interpreter left them.
+    let swapped = (results[0].0[4 * 6 + 3], results[0].0[4 * 6 + 4]);
+    assert_eq!(
+        swapped,
+        (0x1122_3344_5566_7788, 0x0F0E_0D0C_0B0A_0908),
+        "XCHG [rdi], rdx under the interpreter"
+    );
+    let first = (0..results[0].0.len()).find(|&k| results[0].0[k] != results[1].0[k]);
+    assert_eq!(first, None, "first differing result quadword");
+    assert_eq!(results[0].1, results[1].1, "registers");
 }
 
 /// BTS, BTR and BTC of 16/32/64-bit memory by immediates (masked to the width), after flags

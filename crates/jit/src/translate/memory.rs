@@ -164,6 +164,23 @@ impl Translator<'_, '_> {
                 let v = self.b.ins().load(lanes, MemFlagsData::new(), host, 0);
                 self.lanes(op, lanes, i.op_register(0), v);
             }
+            Inline::Rmw if i.mnemonic() == Mnemonic::Xchg => {
+                // No flags; the register gets the old memory value.
+                let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
+                let reg = data.expect("XCHG's register");
+                let reg = if size == 8 {
+                    reg
+                } else {
+                    self.b.ins().ireduce(ty, reg)
+                };
+                self.b.ins().store(MemFlagsData::new(), reg, host, 0);
+                let v = if size == 8 {
+                    v
+                } else {
+                    self.b.ins().uextend(types::I64, v)
+                };
+                self.write_reg(i.op_register(1), v);
+            }
             Inline::Rmw => {
                 // A writable entry is readable too.
                 let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
@@ -331,9 +348,11 @@ impl Translator<'_, '_> {
             let rip = self.b.ins().load(types::I64, trusted(), self.state, RIP);
             self.b.def_var(self.rip_var, rip);
         }
-        let pending = after
-            .flags
-            .filter(|_| matches!(kind, Inline::LoadAlu | Inline::Rmw) || materialized);
+        // The flags of a LoadAlu or Rmw op (XCHG sets none: its pending flags are the
+        // ones from before, which the sync stored and the interpreter kept).
+        let sets_flags =
+            matches!(kind, Inline::LoadAlu | Inline::Rmw) && i.mnemonic() != Mnemonic::Xchg;
+        let pending = after.flags.filter(|_| sets_flags || materialized);
         if materialized {
             self.reload_materialized_flags(&after);
         } else if let Some(f) = pending {
