@@ -107,12 +107,13 @@ fn cmpxchg_matches_the_interpreter() {
     assert_eq!(results[0].2, results[1].2, "registers");
 }
 
-/// XCHG of memory and a register, 8 to 64 bits (AH among the byte registers), after a CMP whose flags XCHG must leave alone (SETcc
-/// through the inline conditions, PUSHF through the interpreter), and an operand across a
-/// page boundary (the interpreter's path, with the CMP's flags still pending): memory,
-/// registers and flags as the interpreter leaves them.
+/// XCHG and XADD of memory and a register, 8 to 64 bits (AH among the byte registers), and
+/// SETcc of memory, after a CMP whose flags XCHG and SETcc must leave alone (SETcc of
+/// registers through the inline conditions, PUSHF through the interpreter), and operands
+/// across a page boundary (the interpreter's path, with the CMP's flags still pending):
+/// memory, registers and flags as the interpreter leaves them.
 #[test]
-fn xchg_with_memory_matches_the_interpreter() {
+fn xchg_xadd_and_setcc_of_memory_match_the_interpreter() {
     let cross = DATA_BASE + 0x1FFC; // 8 bytes across a page boundary
     let mut results = Vec::new();
     for engine in EngineKind::emulators() {
@@ -142,7 +143,7 @@ fn xchg_with_memory_matches_the_interpreter() {
                 .into_iter()
                 .enumerate()
             {
-                for form in 0..10 {
+                for form in 0..19 {
                     a.mov(rax, 0x1122_3344_5566_7788u64 ^ (k as u64)).unwrap();
                     a.mov(qword_ptr(rdi), rax).unwrap();
                     a.mov(qword_ptr(rbx), rax).unwrap();
@@ -162,7 +163,16 @@ fn xchg_with_memory_matches_the_interpreter() {
                         6 => a.xchg(qword_ptr(rdi + 1), rax).unwrap(),
                         7 => a.xchg(dword_ptr(rbx + 2), edx).unwrap(),
                         8 => a.xchg(qword_ptr(rbx), rax).unwrap(),
-                        _ => a.xchg(byte_ptr(rbx + 4), ah).unwrap(),
+                        9 => a.xchg(byte_ptr(rbx + 4), ah).unwrap(),
+                        10 => a.lock().xadd(byte_ptr(rdi + 3), dl).unwrap(),
+                        11 => a.xadd(byte_ptr(rdi + 1), ah).unwrap(),
+                        12 => a.xadd(word_ptr(rdi + 6), dx).unwrap(),
+                        13 => a.lock().xadd(dword_ptr(rdi), eax).unwrap(),
+                        14 => a.xadd(qword_ptr(rdi), rdx).unwrap(),
+                        15 => a.xadd(qword_ptr(rbx), rdx).unwrap(),
+                        16 => a.setb(byte_ptr(rdi + 2)).unwrap(),
+                        17 => a.setl(byte_ptr(rbx + 3)).unwrap(),
+                        _ => a.setne(byte_ptr(rdi + r11 * 1 + 7)).unwrap(),
                     }
                     record(a);
                 }
@@ -171,7 +181,7 @@ fn xchg_with_memory_matches_the_interpreter() {
         let mut g = guest(engine, Mode::Long64, &code, &[], 0);
         g.run_to_halt();
         assert_no_exception(&g, &format!("{engine}"));
-        let stored: Vec<u64> = (0..180)
+        let stored: Vec<u64> = (0..3 * 19 * 6)
             .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
             .collect();
         results.push((stored, g.cpu.gpr));

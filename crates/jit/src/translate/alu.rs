@@ -521,7 +521,7 @@ impl Translator<'_, '_> {
     pub(super) fn alu_values(&mut self, i: &Instruction, bits: u32, a: Value, bv: Value) {
         let ins = self.b.ins();
         let (res, kind, write) = match i.mnemonic() {
-            Mnemonic::Add => (ins.iadd(a, bv), CcOp::Add8, true),
+            Mnemonic::Add | Mnemonic::Xadd => (ins.iadd(a, bv), CcOp::Add8, true),
             Mnemonic::Sub => (ins.isub(a, bv), CcOp::Sub8, true),
             Mnemonic::Cmp => (ins.isub(a, bv), CcOp::Sub8, false),
             Mnemonic::And => (ins.band(a, bv), CcOp::Logic8, true),

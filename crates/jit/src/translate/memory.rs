@@ -76,6 +76,12 @@ impl Translator<'_, '_> {
                     .load(types::I16, trusted(), self.state, at as i32);
                 Some(self.b.ins().uextend(types::I64, cw))
             }
+            Inline::Store if cc_number(i).is_some() => {
+                // SETcc of memory: the condition as the byte.
+                let cc = cc_number(i).expect("SETcc has a condition");
+                let c = self.cond_value(cc);
+                Some(self.b.ins().uextend(types::I64, c))
+            }
             Inline::Store => Some(self.operand(i, 1, 8 * size)),
             Inline::Rmw if i.op_count() == 2 => Some(self.operand(i, 1, 8 * size)),
             Inline::Push if i.code() == Code::Pushfq => Some(self.pushed_rflags()),
@@ -200,6 +206,12 @@ impl Translator<'_, '_> {
                         None
                     }
                     Mnemonic::Cmpxchg => Some(self.cmpxchg_values(bits, v, data.expect("source"))),
+                    Mnemonic::Xadd => {
+                        // The flags and memory of ADD; the register gets the old value.
+                        self.alu_values(i, bits, v, data.expect("XADD's register"));
+                        self.write_reg(i.op_register(1), v);
+                        None
+                    }
                     Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc => {
                         // CF from the bit before (the other flags stay), then the bit.
                         self.bit_test_of(i, v);

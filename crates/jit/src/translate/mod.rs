@@ -182,7 +182,8 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         // One vCPU: LOCK changes nothing (nor XCHG's implied one).
         Mnemonic::Cmpxchg if mem_any(0) && reg_any(1) => Some(Inline::Rmw),
         // The decoder puts XCHG's memory operand first (87 /r: r/m, reg).
-        Mnemonic::Xchg if mem_any(0) && reg_any(1) => Some(Inline::Rmw),
+        Mnemonic::Xchg | Mnemonic::Xadd if mem_any(0) && reg_any(1) => Some(Inline::Rmw),
+        _ if is_setcc(i.mnemonic()) && mem_any(0) => Some(Inline::Store),
         Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
             if mem_any(0) && i.op_kind(1) == OpKind::Immediate8 =>
         {
