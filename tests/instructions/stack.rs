@@ -771,3 +771,51 @@ fn enter_level_is_mod_32_and_16_bit_enter() {
         }
     }
 }
+
+/// LEAVE in 64-bit code, as the JIT runs it inline (RBP's slot through the TLB) and through
+/// the interpreter (a slot across a page boundary, and one on a page not yet in the TLB),
+/// with other registers live around it: the registers and what was read, as the
+/// interpreter leaves them.
+#[test]
+fn leave_matches_the_interpreter_on_every_path() {
+    let cross = DATA_BASE + 0x1FFC; // the 8-byte slot spans two pages
+    let fresh = DATA_BASE + 0x5008;
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rdi, DATA_BASE + 0x800).unwrap(); // results
+            let mut out = 0;
+            for (k, slot) in [DATA_BASE + 0x100, cross, fresh, DATA_BASE + 0x208]
+                .into_iter()
+                .enumerate()
+            {
+                a.mov(rax, 0x0102_0304_0506_0700u64 + k as u64).unwrap();
+                a.mov(rbp, slot).unwrap();
+                a.mov(qword_ptr(rbp), rax).unwrap();
+                a.mov(rbx, 0x55u64 + k as u64).unwrap();
+                a.leave().unwrap();
+                a.add(rbx, rbp).unwrap();
+                for r in [rsp, rbp, rbx] {
+                    a.mov(qword_ptr(rdi + out), r).unwrap();
+                    out += 8;
+                }
+            }
+            // A stack to halt on.
+            a.mov(rsp, STACK_TOP).unwrap();
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, &format!("{engine}"));
+        let stored: Vec<u64> = (0..12)
+            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
+            .collect();
+        results.push((stored, g.cpu.gpr));
+    }
+    // The page-crossing LEAVE under the interpreter: RSP past the slot, RBP from it.
+    assert_eq!(
+        (results[0].0[3], results[0].0[4]),
+        (cross + 8, 0x0102_0304_0506_0701),
+        "LEAVE with RBP across a page boundary, interpreter"
+    );
+    assert_eq!(results[0], results[1], "interpreter against jit");
+}

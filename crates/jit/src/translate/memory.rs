@@ -1,6 +1,7 @@
 //! Inline memory access: the softmmu TLB fast path with the interpreter as the slow path
 //! (loads, CMOVcc/BSF/BSR/BT/MUL/DIV of memory, stores, FNSTCW, load + ALU, ALU and
-//! INC/DEC to memory, PUSH/POP, CALL/RET, CALL [mem] and JMP [mem], the SSE memory forms),
+//! INC/DEC to memory, PUSH/POP/LEAVE, CALL/RET, CALL [mem] and JMP [mem], the SSE memory
+//! forms),
 //! JMP r64, and effective addresses.
 
 use super::sse::{xmm_offset, SseMem};
@@ -34,7 +35,10 @@ impl Translator<'_, '_> {
             _ => types::I64X2,
         };
         let seg = i.memory_segment();
-        let rsp = if stack { Some(self.gpr(RSP)) } else { None };
+        // LEAVE pops from RBP: to the pop, that is the stack pointer it reads.
+        let leave = i.mnemonic() == Mnemonic::Leave;
+        let sp_reg = if leave { RBP } else { RSP };
+        let rsp = if stack { Some(self.gpr(sp_reg)) } else { None };
         let mut lin = match (kind, rsp) {
             (Inline::Push | Inline::Call | Inline::CallReg, Some(sp)) => {
                 self.b.ins().iadd_imm_s(sp, -8)
@@ -333,6 +337,8 @@ impl Translator<'_, '_> {
                     let dst = self.operand(i, 0, 8 * size);
                     let v = self.b.ins().select(c, v, dst);
                     self.write_reg(i.op_register(0), v);
+                } else if leave {
+                    self.set_gpr(RBP, v);
                 } else if !matches!(kind, Inline::Ret | Inline::JmpMem | Inline::CallMem) {
                     self.write_reg(i.op_register(0), v);
                 }

@@ -207,6 +207,8 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         }
         Mnemonic::Pushfq => Some(Inline::Push),
         Mnemonic::Pop if i.code() == Code::Pop_r64 => Some(Inline::Pop),
+        // RSP = RBP, then a pop into RBP.
+        Mnemonic::Leave if i.code() == Code::Leaveq => Some(Inline::Pop),
         Mnemonic::Not | Mnemonic::Neg | Mnemonic::Inc | Mnemonic::Dec
             if i.op_count() == 1 && reg_any(0) =>
         {
@@ -492,9 +494,10 @@ fn gpr_offset(k: usize) -> i32 {
 
 const RIP: i32 = offset_of!(CpuState, rip) as i32;
 const RFLAGS: i32 = offset_of!(CpuState, rflags) as i32;
-/// GPR number of RSP.
+/// GPR numbers of RAX, RSP and RBP.
 const RAX: usize = 0;
 const RSP: usize = 4;
+const RBP: usize = 5;
 const LAZY_OP: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, op)) as i32;
 const LAZY_RES: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, res)) as i32;
 const LAZY_SRC: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, src)) as i32;
