@@ -51,6 +51,7 @@ fn compile(c: &mut Criterion) {
             links: Some(links),
             counters: false,
             entry_flags: None,
+            features: Default::default(),
         };
         group.bench_function(name, |b| {
             b.iter(|| backend.compile(&job).expect("the block compiles"))

@@ -9,6 +9,7 @@ use crate::context::BlockCtx;
 use crate::perf_map;
 use crate::translate::{Chain, Translator};
 use crane86_interp::block::BLOCK_LINKS;
+use crane86_x86::cpuid::CpuModel;
 use crane86_x86::flags::CcOp;
 use cranelift_codegen::ir::{
     self, types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, UserFuncName,
@@ -46,6 +47,28 @@ pub struct Job {
     /// evaluates them inline when the record has that op at run time (else a helper does).
     /// `None`: always the helper.
     pub entry_flags: Option<CcOp>,
+    /// What the CPU model decides about instructions the translator inlines.
+    pub features: ModelFeatures,
+}
+
+/// What the CPU model decides about instructions the translator inlines: encodings whose
+/// meaning depends on a CPUID feature (the interpreter asks the model each time).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelFeatures {
+    /// BMI1: TZCNT counts trailing zeros (without it, F3 0F BC is BSF).
+    pub tzcnt: bool,
+    /// ABM: LZCNT counts leading zeros (without it, F3 0F BD is BSR).
+    pub lzcnt: bool,
+}
+
+impl ModelFeatures {
+    pub fn of(model: &CpuModel) -> ModelFeatures {
+        use crane86_x86::cpuid::{ebx7, ext1};
+        ModelFeatures {
+            tzcnt: model.ebx7 & ebx7::BMI1 != 0,
+            lzcnt: model.ext_ecx & ext1::ECX_ABM != 0,
+        }
+    }
 }
 
 /// A translated block.
@@ -381,7 +404,14 @@ impl Backend {
         let frontend = module.target_config();
         let inlined = {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.builder_ctx);
-            let mut t = Translator::new(&mut b, ptr, self.helpers, job.counters, job.entry_flags);
+            let mut t = Translator::new(
+                &mut b,
+                ptr,
+                self.helpers,
+                job.counters,
+                job.entry_flags,
+                job.features,
+            );
             let chain = job.links.map(|links| Chain {
                 links,
                 rip: job.rip,
@@ -476,4 +506,26 @@ fn dump_requested(rip: u64) -> bool {
             .collect()
     })
     .contains(&rip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_features_follow_the_cpuid_bits() {
+        use crane86_x86::cpuid::{ebx7, ext1};
+        let model = CpuModel::default();
+        assert_eq!(
+            ModelFeatures::of(&model),
+            ModelFeatures {
+                tzcnt: true,
+                lzcnt: true
+            }
+        );
+        let mut old = model.clone();
+        old.ebx7 &= !ebx7::BMI1;
+        old.ext_ecx &= !ext1::ECX_ABM;
+        assert_eq!(ModelFeatures::of(&old), ModelFeatures::default());
+    }
 }

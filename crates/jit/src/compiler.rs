@@ -30,7 +30,7 @@
 //! exits also look in the [`JumpTable`], one per vCPU, indexed by RIP, before they return
 //! here: the run loop enters each native block it hands over after such a miss there.
 
-use crate::backend::{Backend, Compiled, Entry, Job};
+use crate::backend::{Backend, Compiled, Entry, Job, ModelFeatures};
 use crate::context::{must_leave_chain, BlockCtx};
 use crate::profile;
 use crate::worker::{Request, Worker};
@@ -259,6 +259,7 @@ impl Compiler {
             links: key.map(|_| std::array::from_fn(|k| block.links[k].as_ptr() as usize)),
             counters: self.native_counters,
             entry_flags: Some(cpu.s.lazy.op),
+            features: ModelFeatures::of(cpu.model),
         };
         match &mut self.translations {
             Translations::InThread(b) => {

@@ -135,6 +135,7 @@ mod tests {
             links: None,
             counters: true,
             entry_flags: None,
+            features: Default::default(),
         }
     }
 

@@ -303,6 +303,34 @@ impl Translator<'_, '_> {
         self.set_gpr(k, v);
     }
 
+    /// TZCNT/LZCNT of a register, as `ops::bits` counts them: the trailing (leading) zeros
+    /// of the source at its width, the width for a zero source; CF = the source is zero,
+    /// ZF = the count is zero, the other arithmetic flags clear.
+    pub(super) fn count_zeros(&mut self, i: &Instruction) {
+        use crane86_x86::flags::{CF, ZF};
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
+        let src = self.operand(i, 1, bits);
+        let zero = self.b.ins().icmp_imm_u(IntCC::Equal, src, 0);
+        let n = if i.mnemonic() == Mnemonic::Tzcnt {
+            let ctz = self.b.ins().ctz(src);
+            let width = self.b.ins().iconst(types::I64, i64::from(bits));
+            self.b.ins().select(zero, width, ctz)
+        } else {
+            // The source is zero-extended: its leading zeros above the width do not count.
+            let clz = self.b.ins().clz(src);
+            self.b.ins().iadd_imm_s(clz, -i64::from(64 - bits))
+        };
+        let none = self.b.ins().icmp_imm_u(IntCC::Equal, n, 0);
+        let cf = self.b.ins().uextend(types::I64, zero);
+        let zf = self.b.ins().uextend(types::I64, none);
+        let zf = self.b.ins().ishl_imm_u(zf, i64::from(ZF.trailing_zeros()));
+        debug_assert_eq!(CF, 1);
+        let fl = self.b.ins().bor(cf, zf);
+        self.set_materialized(fl, bits);
+        self.write_reg(r, n);
+    }
+
     /// IMUL r, r (two operands) or IMUL r, r, imm (32/64-bit), with the interpreter's flags
     /// (`ops::muldiv`): CF = OF = the signed product does not fit, ZF SF PF of the result,
     /// AF = 0.

@@ -30,7 +30,7 @@
 //! how a block ends: entering its successor (chaining) or, for a block that branches to its
 //! own start, iterating inside the function.
 
-use crate::backend::{block_signature, thunk_signature, Helpers};
+use crate::backend::{block_signature, thunk_signature, Helpers, ModelFeatures};
 use crate::compiler::JUMP_TABLE_ENTRIES;
 use crate::context::BlockCtx;
 use crane86_interp::block::{Link, BLOCK_LINKS};
@@ -224,6 +224,10 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
         }
         Mnemonic::Ret if i.code() == Code::Retnq => Some(Inline::Ret),
         Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && reg(1) => Some(Inline::BitScan),
+        // A count or a scan: the CPU model decides (`Translator::model_allows`).
+        Mnemonic::Tzcnt | Mnemonic::Lzcnt if reg(0) && wide(0) && reg(1) => {
+            Some(Inline::CountZeros)
+        }
         Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && mem_any(1) => Some(Inline::Load),
         Mnemonic::Bt if reg(0) && wide(0) && (reg(1) || i.op_kind(1) == OpKind::Immediate8) => {
             Some(Inline::BitTest)
@@ -342,6 +346,9 @@ pub enum Inline {
     Div,
     /// BSF/BSR r32/r64, r32/r64.
     BitScan,
+    /// TZCNT/LZCNT of a register, where the model counts (BMI1/ABM; else the
+    /// interpreter runs them as BSF/BSR).
+    CountZeros,
     /// CBW/CWDE/CDQE: the accumulator's low half sign-extended into all of it.
     WidenAcc,
     /// CWD/CDQ/CQO: DX/EDX/RDX = copies of the accumulator's sign bit.
@@ -579,6 +586,7 @@ pub struct Translator<'a, 'b> {
     /// The lazy-flags op expected in `CpuState` where the block reads flags it did not set
     /// ([`crate::backend::Job::entry_flags`]).
     entry_flags: Option<CcOp>,
+    features: ModelFeatures,
 }
 
 /// The compile-time half of the translator's state, saved around an inline form whose slow
@@ -641,6 +649,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         helpers: Helpers,
         counters: bool,
         entry_flags: Option<CcOp>,
+        features: ModelFeatures,
     ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -674,6 +683,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             inlined: 0,
             counters,
             entry_flags,
+            features,
         }
     }
 
@@ -730,7 +740,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                 }
                 continue;
             }
-            match inline_kind(i, bits) {
+            let kind = inline_kind(i, bits).filter(|&k| self.model_allows(k, i));
+            match kind {
                 Some(
                     kind @ (Inline::Load
                     | Inline::Store
@@ -817,6 +828,15 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.seal_block(exit);
         self.b.switch_to_block(exit);
         self.b.ins().return_(&[]);
+    }
+
+    /// Whether the CPU model gives `i` the meaning inline form `kind` implements.
+    fn model_allows(&self, kind: Inline, i: &Instruction) -> bool {
+        match (kind, i.mnemonic()) {
+            (Inline::CountZeros, Mnemonic::Tzcnt) => self.features.tzcnt,
+            (Inline::CountZeros, _) => self.features.lzcnt,
+            _ => true,
+        }
     }
 
     /// Write back everything inline code holds: dirty registers, the pending flags record,
@@ -1130,6 +1150,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             Inline::ShiftCl => self.shift_cl(i),
             Inline::Rotate => self.rotate(i),
             Inline::BitScan => self.bit_scan(i),
+            Inline::CountZeros => self.count_zeros(i),
             Inline::WidenAcc | Inline::SignToDx => {
                 // The accumulator's width after the instruction (CBW: 16, CWD: 16, ...).
                 let bits = match i.mnemonic() {
