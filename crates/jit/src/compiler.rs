@@ -306,11 +306,16 @@ impl Compiler {
         }
     }
 
-    /// Install the translations the background thread has finished.
+    /// Install the translations the background thread has finished (nothing to ask the
+    /// channel while no job is in flight: the run loop calls this for every interpreted
+    /// block).
     fn collect(&mut self) {
         let Translations::Background(w) = &self.translations else {
             return;
         };
+        if self.pending.is_empty() {
+            return;
+        }
         let mut done = Vec::new();
         while let Some(d) = w.try_recv() {
             done.push(d);

@@ -418,20 +418,42 @@ impl Translator<'_, '_> {
             let up = self.b.ins().ishl_imm_u(high, 32);
             (self.b.ins().bor(up, low), high)
         };
-        let nonzero = self.b.ins().icmp_imm_u(IntCC::NotEqual, d, 0);
-        let fits = if bits == 64 {
-            self.b.ins().icmp_imm_u(IntCC::Equal, high, 0)
-        } else {
-            self.b.ins().icmp(IntCC::UnsignedLessThan, high, d)
-        };
-        (self.b.ins().band(nonzero, fits), n)
+        // The quotient fits exactly when the high half is below the divisor (then the
+        // divisor is not zero either).
+        let fits = self.b.ins().icmp(IntCC::UnsignedLessThan, high, d);
+        (fits, n)
     }
 
     /// The quotient and remainder of dividend `n` by `d` into the accumulator and DX,
-    /// where [`Self::div_guard`] said yes (so `d` is not zero, and the quotient fits).
+    /// where [`Self::div_guard`] said yes (so `d` is not zero, and the quotient fits). A
+    /// 64-bit dividend with a high half (RDX) takes [`Self::div_wide`].
     pub(super) fn div_of(&mut self, bits: u32, n: Value, d: Value) {
-        let q = self.b.ins().udiv(n, d);
-        let r = self.b.ins().urem(n, d);
+        let (q, r) = if bits == 64 {
+            let high = self.gpr(2);
+            let (narrow, wide, join) = (
+                self.b.create_block(),
+                self.b.create_block(),
+                self.b.create_block(),
+            );
+            self.b.append_block_param(join, types::I64);
+            self.b.append_block_param(join, types::I64);
+            self.b.ins().brif(high, wide, &[], narrow, &[]);
+            self.b.seal_block(narrow);
+            self.b.seal_block(wide);
+            self.b.switch_to_block(narrow);
+            let q = self.b.ins().udiv(n, d);
+            let r = self.b.ins().urem(n, d);
+            self.b.ins().jump(join, &[q.into(), r.into()]);
+            self.b.switch_to_block(wide);
+            let (q, r) = self.div_wide(high, n, d);
+            self.b.ins().jump(join, &[q.into(), r.into()]);
+            self.b.seal_block(join);
+            self.b.switch_to_block(join);
+            let p = self.b.block_params(join);
+            (p[0], p[1])
+        } else {
+            (self.b.ins().udiv(n, d), self.b.ins().urem(n, d))
+        };
         let (acc_reg, dx) = if bits == 64 {
             (Register::RAX, Register::RDX)
         } else {
@@ -439,6 +461,83 @@ impl Translator<'_, '_> {
         };
         self.write_reg(acc_reg, q);
         self.write_reg(dx, r);
+    }
+
+    /// `high:low` divided by `d` where `high < d` (so the quotient fits in 64 bits): the
+    /// quotient and the remainder, by long division in two 32-bit digits on the normalized
+    /// divisor (Knuth's algorithm D, as in Hacker's Delight's `divlu`).
+    fn div_wide(&mut self, high: Value, low: Value, d: Value) -> (Value, Value) {
+        let shift = self.b.ins().clz(d);
+        let dn = self.b.ins().ishl(d, shift);
+        // (high:low) << shift; `low >> (64 - shift)` as two shifts, so that a shift of 0
+        // brings in nothing.
+        let back = self.b.ins().iconst(types::I64, 63);
+        let back = self.b.ins().isub(back, shift);
+        let half = self.b.ins().ushr_imm_u(low, 1);
+        let carry = self.b.ins().ushr(half, back);
+        let up = self.b.ins().ishl(high, shift);
+        let un32 = self.b.ins().bor(up, carry);
+        let un10 = self.b.ins().ishl(low, shift);
+        let vn1 = self.b.ins().ushr_imm_u(dn, 32);
+        let vn0 = self.b.ins().band_imm_u(dn, 0xFFFF_FFFF);
+        let un1 = self.b.ins().ushr_imm_u(un10, 32);
+        let un0 = self.b.ins().band_imm_u(un10, 0xFFFF_FFFF);
+        let (q1, un21) = self.quotient_digit(un32, un1, dn, vn1, vn0);
+        let (q0, rest) = self.quotient_digit(un21, un0, dn, vn1, vn0);
+        let q1 = self.b.ins().ishl_imm_u(q1, 32);
+        let q = self.b.ins().bor(q1, q0);
+        let r = self.b.ins().ushr(rest, shift);
+        (q, r)
+    }
+
+    /// One 32-bit digit of `(u * 2^32 + next) / dn`, where `u < dn`, `dn` is normalized
+    /// (top bit set) with halves `vn1:vn0`, and `next < 2^32`: the digit and the remainder.
+    /// The estimate from the high half is at most two too large; each correction is a
+    /// select.
+    fn quotient_digit(
+        &mut self,
+        u: Value,
+        next: Value,
+        dn: Value,
+        vn1: Value,
+        vn0: Value,
+    ) -> (Value, Value) {
+        let q = self.b.ins().udiv(u, vn1);
+        let qv = self.b.ins().imul(q, vn1);
+        let rhat = self.b.ins().isub(u, qv);
+        // Too large while q >= 2^32 or q * vn0 > rhat * 2^32 + next (tested only while
+        // rhat < 2^32, where that sum fits).
+        let too_large = |t: &mut Self, q: Value, rhat: Value| {
+            let wide =
+                t.b.ins()
+                    .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, q, 1 << 32);
+            let qv0 = t.b.ins().imul(q, vn0);
+            let r = t.b.ins().ishl_imm_u(rhat, 32);
+            let r = t.b.ins().bor(r, next);
+            let over = t.b.ins().icmp(IntCC::UnsignedGreaterThan, qv0, r);
+            t.b.ins().bor(wide, over)
+        };
+        let mut q = q;
+        let mut rhat = rhat;
+        let mut go = self.b.ins().iconst(types::I8, 1);
+        for _ in 0..2 {
+            let big = too_large(self, q, rhat);
+            let fix = self.b.ins().band(go, big);
+            let q1 = self.b.ins().iadd_imm_s(q, -1);
+            let r1 = self.b.ins().iadd(rhat, vn1);
+            q = self.b.ins().select(fix, q1, q);
+            rhat = self.b.ins().select(fix, r1, rhat);
+            // Another look only after a correction that left rhat below 2^32.
+            let small = self
+                .b
+                .ins()
+                .icmp_imm_u(IntCC::UnsignedLessThan, rhat, 1 << 32);
+            go = self.b.ins().band(fix, small);
+        }
+        let top = self.b.ins().ishl_imm_u(u, 32);
+        let top = self.b.ins().bor(top, next);
+        let qd = self.b.ins().imul(q, dn);
+        (q, self.b.ins().isub(top, qd))
     }
 
     /// NOT (no flags), NEG (a SUB from 0 in the lazy record), INC/DEC (their own records,
