@@ -287,3 +287,77 @@ fn bit_test_and_modify_of_memory_match_the_interpreter() {
         "RFLAGS after the page-crossing forms"
     );
 }
+
+/// SHL/SAL/SHR/SAR of memory by immediates (1, a middle count, the width - 1; 8 to 64 bits),
+/// of values with the top bit set and clear, then the flags (CF, OF, ZF, SF through SETcc,
+/// the whole image through PUSHF) and an operand across a page boundary (the interpreter's
+/// path): memory and flags as the interpreter leaves them.
+#[test]
+fn shifts_of_memory_match_the_interpreter() {
+    let cross = DATA_BASE + 0x1FFC;
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rsi, DATA_BASE + 0x800).unwrap(); // results
+            let mut out = 0;
+            for (k, value) in [0x8123_4567_89AB_CDEFu64, 0x4000_0000_0000_0081]
+                .into_iter()
+                .enumerate()
+            {
+                for size in [8u32, 16, 32, 64] {
+                    for count in [1u32, 3, size - 1] {
+                        for op in 0..4 {
+                            let base = if (op + k) % 3 == 2 { cross } else { DATA_BASE };
+                            a.mov(rdi, base).unwrap();
+                            a.mov(rax, value).unwrap();
+                            a.mov(qword_ptr(rdi), rax).unwrap();
+                            let m = rdi + 1;
+                            match (size, op) {
+                                (8, 0) => a.shl(byte_ptr(m), count).unwrap(),
+                                (8, 1) => a.shr(byte_ptr(m), count).unwrap(),
+                                (8, 2) => a.sar(byte_ptr(m), count).unwrap(),
+                                (8, _) => a.sal(byte_ptr(m), count).unwrap(),
+                                (16, 0) => a.shl(word_ptr(m), count).unwrap(),
+                                (16, 1) => a.shr(word_ptr(m), count).unwrap(),
+                                (16, 2) => a.sar(word_ptr(m), count).unwrap(),
+                                (16, _) => a.sal(word_ptr(m), count).unwrap(),
+                                (32, 0) => a.shl(dword_ptr(m), count).unwrap(),
+                                (32, 1) => a.shr(dword_ptr(m), count).unwrap(),
+                                (32, 2) => a.sar(dword_ptr(m), count).unwrap(),
+                                (32, _) => a.sal(dword_ptr(m), count).unwrap(),
+                                (_, 0) => a.shl(qword_ptr(m), count).unwrap(),
+                                (_, 1) => a.shr(qword_ptr(m), count).unwrap(),
+                                (_, 2) => a.sar(qword_ptr(m), count).unwrap(),
+                                _ => a.sal(qword_ptr(m), count).unwrap(),
+                            }
+                            a.setb(r8b).unwrap();
+                            a.seto(r9b).unwrap();
+                            a.sete(r10b).unwrap();
+                            a.sets(r11b).unwrap();
+                            for (j, r) in [r8b, r9b, r10b, r11b].into_iter().enumerate() {
+                                a.mov(byte_ptr(rsi + out + j as i32), r).unwrap();
+                            }
+                            a.pushfq().unwrap();
+                            a.pop(qword_ptr(rsi + out + 8)).unwrap();
+                            a.mov(rax, qword_ptr(rdi)).unwrap();
+                            a.mov(qword_ptr(rsi + out + 16), rax).unwrap();
+                            out += 24;
+                        }
+                    }
+                }
+            }
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, &format!("{engine}"));
+        let stored: Vec<u64> = (0..2 * 4 * 3 * 4 * 3)
+            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
+            .collect();
+        results.push(stored);
+    }
+    // The interpreter's first form: SHL byte [DATA_BASE + 1], 1 of 0xCD: 0x9A, CF = 1.
+    assert_eq!(results[0][2] >> 8 & 0xFF, 0x9A, "SHL byte, 1");
+    assert_eq!(results[0][0] & 0xFF, 1, "CF of SHL byte, 1");
+    let first = (0..results[0].len()).find(|&k| results[0][k] != results[1][k]);
+    assert_eq!(first, None, "first differing result quadword");
+}

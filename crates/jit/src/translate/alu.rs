@@ -8,11 +8,18 @@ impl Translator<'_, '_> {
     /// (`ops::shift`): CF the last bit out, AF set, OF = MSB(res) ^ CF (SHL), the operand's
     /// MSB for a count of 1 else 0 (SHR), 0 (SAR).
     pub(super) fn shift(&mut self, i: &Instruction) {
-        use crane86_x86::flags::AF;
         let r = i.op_register(0);
         let bits = r.size() as u32 * 8;
-        let n = (i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F }) as u32;
         let v = self.operand(i, 0, bits);
+        let res = self.shift_values(i, bits, v);
+        self.write_reg(r, res);
+    }
+
+    /// The result of [`Self::shift`]'s shift of `v` (the `bits`-wide first operand, of a
+    /// register or of memory), with the flags materialized.
+    pub(super) fn shift_values(&mut self, i: &Instruction, bits: u32, v: Value) -> Value {
+        use crane86_x86::flags::AF;
+        let n = (i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F }) as u32;
         let one = |t: &mut Self, x: Value, at: u32| {
             let s = t.b.ins().ushr_imm_u(x, i64::from(at));
             t.b.ins().band_imm_u(s, 1)
@@ -47,7 +54,7 @@ impl Translator<'_, '_> {
             }
         };
         self.materialized_flags(res, bits, cf, of, AF);
-        self.write_reg(r, res);
+        res
     }
 
     /// SHL/SAL/SHR/SAR r32/r64 by CL, as `ops::shift` does them: the count masked to 5 (6)

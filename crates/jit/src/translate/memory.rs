@@ -1,6 +1,7 @@
 //! Inline memory access: the softmmu TLB fast path with the interpreter as the slow path
 //! (loads, CMOVcc/BSF/BSR/BT/MUL/DIV of memory, stores, FNSTCW, load + ALU, ALU and
-//! INC/DEC to memory, PUSH/POP/LEAVE, CALL/RET, CALL [mem] and JMP [mem], the SSE memory
+//! INC/DEC, XCHG/XADD, CMPXCHG, BTS/BTR/BTC, shifts by an immediate and SETcc of memory,
+//! PUSH/POP/LEAVE, CALL/RET, CALL [mem] and JMP [mem], the SSE memory
 //! forms),
 //! JMP r64, and effective addresses.
 
@@ -210,6 +211,9 @@ impl Translator<'_, '_> {
                         None
                     }
                     Mnemonic::Cmpxchg => Some(self.cmpxchg_values(bits, v, data.expect("source"))),
+                    Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar => {
+                        Some(self.shift_values(i, bits, v))
+                    }
                     Mnemonic::Xadd => {
                         // The flags and memory of ADD; the register gets the old value.
                         self.alu_values(i, bits, v, data.expect("XADD's register"));

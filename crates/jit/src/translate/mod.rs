@@ -134,6 +134,14 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             (n != 0 && n < bits).then_some(Inline::Shift)
         }
         Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+            if mem_any(0) && i.op_kind(1) == OpKind::Immediate8 =>
+        {
+            // The same counts as for a register, of the memory operand's width.
+            let bits = i.memory_size().size() as u64 * 8;
+            let n = i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F };
+            (n != 0 && n < bits).then_some(Inline::Rmw)
+        }
+        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
             if reg(0)
                 && wide(0)
                 && i.op_kind(1) == OpKind::Register
