@@ -523,7 +523,7 @@ mod tests {
                 lzcnt: true
             }
         );
-        let mut old = model.clone();
+        let mut old = model;
         old.ebx7 &= !ebx7::BMI1;
         old.ext_ecx &= !ext1::ECX_ABM;
         assert_eq!(ModelFeatures::of(&old), ModelFeatures::default());
