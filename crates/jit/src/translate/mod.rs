@@ -1412,9 +1412,16 @@ mod tests {
         assert_eq!(inline_kind(&decode(&[0x66, 0x55]), 64), None, "16-bit push");
         assert_eq!(
             inline_kind(&decode(&[0x0F, 0x92, 0x03]), 64),
-            None,
+            Some(Inline::Store),
             "setb byte [rbx]"
         );
+        let xchg = inline_kind(&decode(&[0x87, 0x42, 0x18]), 64); // xchg [rdx+18h],eax
+        assert_eq!(xchg, Some(Inline::Rmw));
+        assert_eq!(inline_kind(&decode(&[0xC9]), 64), Some(Inline::Pop)); // leave
+        let shl_mem = inline_kind(&decode(&[0xD0, 0x20]), 64); // shl byte [rax],1
+        assert_eq!(shl_mem, Some(Inline::Rmw));
+        let tzcnt = inline_kind(&decode(&[0xF3, 0x48, 0x0F, 0xBC, 0xC9]), 64); // tzcnt rcx,rcx
+        assert_eq!(tzcnt, Some(Inline::CountZeros));
         let byte = inline_kind(&decode(&[0x88, 0x03]), 64); // mov [rbx],al
         assert_eq!(byte, Some(Inline::Store));
         let cmp_mem = inline_kind(&decode(&[0x48, 0x3B, 0x70, 0x28]), 64); // cmp rsi,[rax+28h]
