@@ -216,17 +216,12 @@ fn zero_counts_match_the_interpreter() {
                 }
             }
         });
-        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
-        g.run_to_halt();
-        assert_no_exception(&g, &format!("{engine}"));
-        let stored: Vec<u64> = (0..values.len() as u64 * 6 * 3)
-            .map(|k| g.read_u64(DATA_BASE + 8 * k))
-            .collect();
+        let (_, stored) = run_long64(engine, &code, DATA_BASE, values.len() as u64 * 6 * 3);
         results.push(stored);
     }
     // The interpreter's TZCNT r16 of 0x8000 (second value, third form): 15, the upper bits
     // kept.
     assert_eq!(results[0][(2 * 6 + 2) * 3], 0x1111_2222_3333_000F);
-    let first = (0..results[0].len()).find(|&k| results[0][k] != results[1][k]);
+    let first = first_difference(&results[0], &results[1]);
     assert_eq!(first, None, "first differing result quadword");
 }

@@ -159,6 +159,21 @@ pub fn exception(g: &TestGuest) -> Option<u8> {
 }
 
 /// Assert the guest ran to its final HLT without an exception.
+/// Run 64-bit `code` under `engine` to its HLT (an exception fails the test) and read the
+/// `n` quadwords at `at`: what the differential JIT tests compare between engines.
+pub fn run_long64(engine: EngineKind, code: &[u8], at: u64, n: u64) -> (TestGuest, Vec<u64>) {
+    let mut g = guest(engine, Mode::Long64, code, &[], 0);
+    g.run_to_halt();
+    assert_no_exception(&g, &format!("{engine}"));
+    let stored = (0..n).map(|k| g.read_u64(at + 8 * k)).collect();
+    (g, stored)
+}
+
+/// The index of the first element where `a` and `b` differ (or where one ends).
+pub fn first_difference(a: &[u64], b: &[u64]) -> Option<usize> {
+    (0..a.len().max(b.len())).find(|&k| a.get(k) != b.get(k))
+}
+
 pub fn assert_no_exception(g: &TestGuest, what: &str) {
     assert_eq!(
         exception(g),

@@ -93,16 +93,11 @@ fn cmpxchg_matches_the_interpreter() {
             a.cmpxchg(qword_ptr(rbx), rdx).unwrap();
             record(a, &mut out);
         });
-        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
-        g.run_to_halt();
-        assert_no_exception(&g, &format!("{engine}"));
-        let stored: Vec<u64> = (0..1200)
-            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
-            .collect();
+        let (g, stored) = run_long64(engine, &code, DATA_BASE + 0x800, 1200);
         results.push((stored, g.read_u64(cross), g.cpu.gpr));
     }
     assert_eq!(results[0].1, 99, "the page-crossing exchange happened");
-    let first = (0..results[0].0.len()).find(|&k| results[0].0[k] != results[1].0[k]);
+    let first = first_difference(&results[0].0, &results[1].0);
     assert_eq!(first, None, "first differing result quadword");
     assert_eq!(results[0].2, results[1].2, "registers");
 }
@@ -178,12 +173,7 @@ fn xchg_xadd_and_setcc_of_memory_match_the_interpreter() {
                 }
             }
         });
-        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
-        g.run_to_halt();
-        assert_no_exception(&g, &format!("{engine}"));
-        let stored: Vec<u64> = (0..3 * 19 * 6)
-            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
-            .collect();
+        let (g, stored) = run_long64(engine, &code, DATA_BASE + 0x800, 3 * 19 * 6);
         results.push((stored, g.cpu.gpr));
     }
     // Six quadwords per record; the fifth form (XCHG [RDI], RDX) of the first pair: RDX and
@@ -194,7 +184,7 @@ fn xchg_xadd_and_setcc_of_memory_match_the_interpreter() {
         (0x1122_3344_5566_7788, 0x0F0E_0D0C_0B0A_0908),
         "XCHG [rdi], rdx under the interpreter"
     );
-    let first = (0..results[0].0.len()).find(|&k| results[0].0[k] != results[1].0[k]);
+    let first = first_difference(&results[0].0, &results[1].0);
     assert_eq!(first, None, "first differing result quadword");
     assert_eq!(results[0].1, results[1].1, "registers");
 }
@@ -347,17 +337,12 @@ fn shifts_of_memory_match_the_interpreter() {
                 }
             }
         });
-        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
-        g.run_to_halt();
-        assert_no_exception(&g, &format!("{engine}"));
-        let stored: Vec<u64> = (0..2 * 4 * 3 * 4 * 3)
-            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
-            .collect();
+        let (_, stored) = run_long64(engine, &code, DATA_BASE + 0x800, 2 * 4 * 3 * 4 * 3);
         results.push(stored);
     }
     // The interpreter's first form: SHL byte [DATA_BASE + 1], 1 of 0xCD: 0x9A, CF = 1.
     assert_eq!(results[0][2] >> 8 & 0xFF, 0x9A, "SHL byte, 1");
     assert_eq!(results[0][0] & 0xFF, 1, "CF of SHL byte, 1");
-    let first = (0..results[0].len()).find(|&k| results[0][k] != results[1][k]);
+    let first = first_difference(&results[0], &results[1]);
     assert_eq!(first, None, "first differing result quadword");
 }

@@ -803,12 +803,7 @@ fn leave_matches_the_interpreter_on_every_path() {
             // A stack to halt on.
             a.mov(rsp, STACK_TOP).unwrap();
         });
-        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
-        g.run_to_halt();
-        assert_no_exception(&g, &format!("{engine}"));
-        let stored: Vec<u64> = (0..12)
-            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
-            .collect();
+        let (g, stored) = run_long64(engine, &code, DATA_BASE + 0x800, 12);
         results.push((stored, g.cpu.gpr));
     }
     // The page-crossing LEAVE under the interpreter: RSP past the slot, RBP from it.
