@@ -1,5 +1,6 @@
 //! Inline ALU operations: ADD/SUB/AND/OR/XOR/CMP/TEST with their lazy-flags record; the
-//! shifts and rotates, SHLD/SHRD, BSF/BSR, BT, IMUL and MUL with materialized flags; DIV.
+//! shifts and rotates, SHLD/SHRD, BSF/BSR, TZCNT/LZCNT, BT, IMUL and MUL with materialized
+//! flags; DIV (64-bit with a high half by long division).
 
 use super::*;
 

@@ -1,9 +1,8 @@
 //! Inline memory access: the softmmu TLB fast path with the interpreter as the slow path
 //! (loads, CMOVcc/BSF/BSR/BT/MUL/DIV of memory, stores, FNSTCW, load + ALU, ALU and
 //! INC/DEC, XCHG/XADD, CMPXCHG, BTS/BTR/BTC, shifts by an immediate and SETcc of memory,
-//! PUSH/POP/LEAVE, CALL/RET, CALL [mem] and JMP [mem], the SSE memory
-//! forms),
-//! JMP r64, and effective addresses.
+//! PUSH/POP/LEAVE, CALL/RET, CALL [mem] and JMP [mem], the SSE memory forms), JMP r64,
+//! and effective addresses.
 
 use super::sse::{xmm_offset, SseMem};
 use super::*;
