@@ -330,10 +330,12 @@ impl Translator<'_, '_> {
             self.b.ins().iadd_imm_s(clz, -i64::from(64 - bits))
         };
         let none = self.b.ins().icmp_imm_u(IntCC::Equal, n, 0);
-        let cf = self.b.ins().uextend(types::I64, zero);
-        let zf = self.b.ins().uextend(types::I64, none);
-        let zf = self.b.ins().ishl_imm_u(zf, i64::from(ZF.trailing_zeros()));
-        debug_assert_eq!(CF, 1);
+        let flag = |t: &mut Self, set: Value, bit: u64| {
+            let v = t.b.ins().uextend(types::I64, set);
+            t.b.ins().ishl_imm_u(v, i64::from(bit.trailing_zeros()))
+        };
+        let cf = flag(self, zero, CF);
+        let zf = flag(self, none, ZF);
         let fl = self.b.ins().bor(cf, zf);
         self.set_materialized(fl, bits);
         self.write_reg(r, n);
@@ -525,8 +527,7 @@ impl Translator<'_, '_> {
             let over = t.b.ins().icmp(IntCC::UnsignedGreaterThan, qv0, r);
             t.b.ins().bor(wide, over)
         };
-        let mut q = q;
-        let mut rhat = rhat;
+        let (mut q, mut rhat) = (q, rhat);
         let mut go = self.b.ins().iconst(types::I8, 1);
         for _ in 0..2 {
             let big = too_large(self, q, rhat);

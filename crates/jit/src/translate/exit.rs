@@ -120,9 +120,10 @@ impl Translator<'_, '_> {
     /// inline Jcc the taken target and the fall-through, picked by `taken`): branch on the
     /// condition itself, store the constant RIP of the path, and enter the successor
     /// through the link of that target if it fits the budget (which fails once the step
-    /// helper asked for the run loop, see [`Self::chain_exit`]). Links of such blocks are kept per target (slot k
-    /// holds only a link to target k, see `link` in the compiler), so a link needs no RIP
-    /// compare: the epoch, and for a target in another page the physical address.
+    /// helper asked for the run loop, see [`Self::chain_exit`]). Links of such blocks are
+    /// kept per target (slot k holds only a link to target k, see `link` in the compiler),
+    /// so a link needs no RIP compare: the epoch, and for a target in another page the
+    /// physical address.
     /// Everything else returns to the run loop, as in [`Self::chain_exit`].
     pub(super) fn chain_direct(&mut self, chain: &Chain, targets: &[u64], taken: Option<Value>) {
         let ret = self.b.create_block();

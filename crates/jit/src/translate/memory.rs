@@ -80,9 +80,8 @@ impl Translator<'_, '_> {
                     .load(types::I16, trusted(), self.state, at as i32);
                 Some(self.b.ins().uextend(types::I64, cw))
             }
-            Inline::Store if cc_number(i).is_some() => {
+            Inline::Store if let Some(cc) = cc_number(i) => {
                 // SETcc of memory: the condition as the byte.
-                let cc = cc_number(i).expect("SETcc has a condition");
                 let c = self.cond_value(cc);
                 Some(self.b.ins().uextend(types::I64, c))
             }
@@ -105,6 +104,11 @@ impl Translator<'_, '_> {
             let (k, _) = gpr_part(i.op0_register()).expect("CALL r64 has a GPR");
             self.gpr(k)
         });
+        // A LoadAlu or Rmw op leaves its own flags pending (XCHG sets none: the pending
+        // flags stay the ones from before, which the slow path's sync stores and the
+        // interpreter keeps).
+        let sets_flags =
+            matches!(kind, Inline::LoadAlu | Inline::Rmw) && i.mnemonic() != Mnemonic::Xchg;
         let before = self.begin_fast_path();
         let write = matches!(
             kind,
@@ -174,23 +178,6 @@ impl Translator<'_, '_> {
                 let v = self.b.ins().load(lanes, MemFlagsData::new(), host, 0);
                 self.lanes(op, lanes, i.op_register(0), v);
             }
-            Inline::Rmw if i.mnemonic() == Mnemonic::Xchg => {
-                // No flags; the register gets the old memory value.
-                let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
-                let reg = data.expect("XCHG's register");
-                let reg = if size == 8 {
-                    reg
-                } else {
-                    self.b.ins().ireduce(ty, reg)
-                };
-                self.b.ins().store(MemFlagsData::new(), reg, host, 0);
-                let v = if size == 8 {
-                    v
-                } else {
-                    self.b.ins().uextend(types::I64, v)
-                };
-                self.write_reg(i.op_register(1), v);
-            }
             Inline::Rmw => {
                 // A writable entry is readable too.
                 let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
@@ -210,6 +197,11 @@ impl Translator<'_, '_> {
                         None
                     }
                     Mnemonic::Cmpxchg => Some(self.cmpxchg_values(bits, v, data.expect("source"))),
+                    Mnemonic::Xchg => {
+                        // No flags; the register gets the old memory value.
+                        self.write_reg(i.op_register(1), v);
+                        Some(data.expect("XCHG's register"))
+                    }
                     Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar => {
                         Some(self.shift_values(i, bits, v))
                     }
@@ -234,15 +226,17 @@ impl Translator<'_, '_> {
                         None
                     }
                 };
-                let f = self.tracked.flags.expect("ALU flags");
-                let res = stored.unwrap_or(f.res);
+                let flags = self.tracked.flags.filter(|_| sets_flags);
+                let res = stored.unwrap_or_else(|| flags.expect("ALU flags").res);
                 let res = if size == 8 {
                     res
                 } else {
                     self.b.ins().ireduce(ty, res)
                 };
                 self.b.ins().store(MemFlagsData::new(), res, host, 0);
-                self.def_flag_vars(f);
+                if let Some(f) = flags {
+                    self.def_flag_vars(f);
+                }
             }
             Inline::Store | Inline::Push | Inline::Call | Inline::CallReg => {
                 let v = data.expect("store data");
@@ -369,10 +363,6 @@ impl Translator<'_, '_> {
             let rip = self.b.ins().load(types::I64, trusted(), self.state, RIP);
             self.b.def_var(self.rip_var, rip);
         }
-        // The flags of a LoadAlu or Rmw op (XCHG sets none: its pending flags are the
-        // ones from before, which the sync stored and the interpreter kept).
-        let sets_flags =
-            matches!(kind, Inline::LoadAlu | Inline::Rmw) && i.mnemonic() != Mnemonic::Xchg;
         let pending = after.flags.filter(|_| sets_flags || materialized);
         if materialized {
             self.reload_materialized_flags(&after);
