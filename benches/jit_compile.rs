@@ -2,10 +2,15 @@
 //! representative 64-bit blocks: the compile thread's throughput decides how long hot code
 //! waits in the interpreter while a guest boots. Each block is compiled with successor links,
 //! as the JIT compiles cached blocks.
+//!
+//! With `CRANE86_JIT_CORPUS_BENCH=<file>` (a corpus a guest run recorded with
+//! `CRANE86_JIT_CORPUS=<file>`, see `crane86_jit::corpus`) it also compiles a real guest's
+//! blocks: `CRANE86_JIT_CORPUS_BLOCKS` of them (default 2000), spread evenly over the file.
 
 use crane86::interp::block::Block;
 use crane86_jit::backend::{Backend, Job};
-use criterion::{criterion_group, criterion_main, Criterion};
+use crane86_jit::corpus;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use iced_x86::{Decoder, DecoderOptions};
 
 /// (name, machine code at 0x1000).
@@ -49,6 +54,7 @@ fn compile(c: &mut Criterion) {
             rip: 0x1000,
             paddr: 0x1000,
             links: Some(links),
+            block: &block as *const Block as usize,
             counters: false,
             entry_flags: None,
             features: Default::default(),
@@ -60,5 +66,62 @@ fn compile(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, compile);
+/// The blocks of the corpus file named by `CRANE86_JIT_CORPUS_BENCH`, as jobs (`None` when
+/// the variable is unset).
+fn corpus_jobs(block: &Block) -> Option<Vec<Job>> {
+    let links = std::array::from_fn(|k| block.links[k].as_ptr() as usize);
+    let path = std::env::var("CRANE86_JIT_CORPUS_BENCH").ok()?;
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("CRANE86_JIT_CORPUS_BENCH={path}: cannot read it: {e}"));
+    let want: usize = std::env::var("CRANE86_JIT_CORPUS_BLOCKS")
+        .ok()
+        .map(|n| n.parse().expect("CRANE86_JIT_CORPUS_BLOCKS is a number"))
+        .unwrap_or(2000);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let step = (lines.len() / want.max(1)).max(1);
+    let by_name = |name: &str| serde_json::from_str(&format!("{name:?}")).ok();
+    let jobs = lines
+        .iter()
+        .step_by(step)
+        .take(want)
+        .map(|line| {
+            let b = corpus::parse_line(line, by_name).unwrap_or_else(|e| panic!("{path}: {e}"));
+            Job {
+                insns: b.insns,
+                bits: b.bits,
+                rip: b.rip,
+                paddr: b.paddr,
+                links: Some(links),
+                block: block as *const Block as usize,
+                counters: false,
+                entry_flags: b.entry_flags,
+                features: b.features,
+            }
+        })
+        .collect();
+    Some(jobs)
+}
+
+fn compile_corpus(c: &mut Criterion) {
+    let block = Block::new(Vec::new());
+    let Some(jobs) = corpus_jobs(&block) else {
+        return;
+    };
+    let mut group = c.benchmark_group("jit-compile-corpus");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(jobs.len() as u64));
+    let mut backend = Backend::default();
+    group.bench_function("blocks", |b| {
+        b.iter(|| {
+            // SAFETY: none of the code compiled here ever runs.
+            unsafe { backend.reset() };
+            for job in &jobs {
+                backend.compile(job).expect("the block compiles");
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, compile, compile_corpus);
 criterion_main!(benches);

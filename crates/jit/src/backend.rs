@@ -37,6 +37,12 @@ pub struct Job {
     /// enter a successor itself; `None` for a block without links (the code then always
     /// returns at its end).
     pub links: Option<[usize; BLOCK_LINKS]>,
+    /// Address of the [`Block`] the code is compiled for (its links are the cells above).
+    /// Code with links enters successors itself and stores this in `BlockCtx::block` only
+    /// where Rust reads it: before a helper call and when it returns.
+    ///
+    /// [`Block`]: crane86_interp::block::Block
+    pub block: usize,
     /// Count TLB hits and chained transitions in the code (see [`Compiler::native_counters`]
     /// in the compiler).
     ///
@@ -372,6 +378,9 @@ impl Backend {
     /// trigger) is caught and reported as a failed translation: the block stays
     /// interpreted.
     pub fn compile(&mut self, job: &Job) -> Result<Compiled, String> {
+        if crate::corpus::enabled() {
+            crate::corpus::record(job);
+        }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.compile_inner(job))) {
             Ok(result) => result,
             Err(panic) => {
@@ -414,6 +423,7 @@ impl Backend {
             );
             let chain = job.links.map(|links| Chain {
                 links,
+                block: job.block,
                 rip: job.rip,
                 paddr: job.paddr,
             });

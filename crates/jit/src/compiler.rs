@@ -257,6 +257,7 @@ impl Compiler {
             rip: key.map_or(0, |k| k.rip),
             paddr: key.map_or(0, |k| k.paddr),
             links: key.map(|_| std::array::from_fn(|k| block.links[k].as_ptr() as usize)),
+            block: &**block as *const Block as usize,
             counters: self.native_counters,
             entry_flags: Some(cpu.s.lazy.op),
             features: ModelFeatures::of(cpu.model),
@@ -398,7 +399,7 @@ impl Tier for Compiler {
             self.stats.native_block_runs += 1;
             let mut ctx = BlockCtx {
                 state: &mut *cpu.s as *mut CpuState,
-                retired: std::ptr::addr_of_mut!(cpu.stats.instructions),
+                retired: cpu.stats.instructions,
                 tlb: cpu.tlb.entries_ptr(cpu.s.cpl() == 3),
                 tlb_accesses: std::ptr::addr_of_mut!(cpu.tlb.stats.accesses),
                 cpu: cpu as *mut Cpu<'_> as *mut c_void,
@@ -421,11 +422,13 @@ impl Tier for Compiler {
             // enters successors through links of `epoch`, whose blocks the cache still holds,
             // under the same conditions as this loop (see `Translator::chain_exit`).
             unsafe { (self.entry.enter)(&mut ctx as *mut BlockCtx as *mut c_void, code.as_ptr()) };
+            cpu.stats.instructions = ctx.retired;
             self.stats.native_instructions += cpu.stats.instructions - before;
             self.stats.chained_transitions += ctx.chained;
             self.stats.native_chained_transitions += ctx.chained;
             self.stats.native_block_runs += ctx.chained;
-            // SAFETY: the native code sets `ctx.block` only to link targets of this epoch.
+            // SAFETY: native code stores in `ctx.block` only its own block before it returns,
+            // and it runs only as `cur` or as a link target of this epoch.
             cur = unsafe { &*ctx.block };
             if ctx.exit.is_some() {
                 return Some(ctx.exit);

@@ -16,12 +16,13 @@
 //! | [`backend`]   | the Cranelift module, the host ISA settings, the entry trampoline, compiling a job |
 //! | [`code_memory`] | the region translated code is written to |
 //! | [`worker`]    | the background compile thread |
-//! | [`profile`], [`perf_map`] | diagnostics: helper calls by instruction form; a perf map of translated code |
+//! | [`profile`], [`perf_map`], [`corpus`] | diagnostics: helper calls by instruction form; a perf map of translated code; the compiled blocks, for offline compile benchmarks |
 
 pub mod backend;
 pub mod code_memory;
 pub mod compiler;
 pub mod context;
+pub mod corpus;
 pub mod perf_map;
 pub mod profile;
 pub mod translate;

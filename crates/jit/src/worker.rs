@@ -133,6 +133,7 @@ mod tests {
             rip: 0x1000,
             paddr: 0x1000,
             links: None,
+            block: 0,
             counters: true,
             entry_flags: None,
             features: Default::default(),

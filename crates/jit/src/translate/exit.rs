@@ -113,6 +113,7 @@ impl Translator<'_, '_> {
         self.fill_link_entry(enter, ret);
         self.b.seal_block(ret);
         self.b.switch_to_block(ret);
+        self.store_own_block();
         self.b.ins().return_(&[]);
     }
 
@@ -177,6 +178,7 @@ impl Translator<'_, '_> {
         self.fill_link_entry(enter, ret);
         self.b.seal_block(ret);
         self.b.switch_to_block(ret);
+        self.store_own_block();
         self.b.ins().return_(&[]);
     }
 
@@ -190,7 +192,8 @@ impl Translator<'_, '_> {
     }
 
     /// The body of [`Self::link_entry`]'s block `enter`: if the link's target fits the
-    /// budget (else to `ret`), make it the running block and tail-call its code.
+    /// budget (else to `ret`), tail-call its code (which stores itself as the running block
+    /// where Rust needs to know, see [`Translator::store_own_block`]).
     fn fill_link_entry(&mut self, enter: ir::Block, ret: ir::Block) {
         self.b.seal_block(enter);
         self.b.switch_to_block(enter);
@@ -209,16 +212,6 @@ impl Translator<'_, '_> {
             .b
             .ins()
             .load(self.ptr, trusted(), at, offset_of!(Link, code) as i32);
-        let target = self
-            .b
-            .ins()
-            .load(self.ptr, trusted(), at, offset_of!(Link, target) as i32);
-        self.b.ins().store(
-            trusted(),
-            target,
-            self.ctx,
-            offset_of!(BlockCtx, block) as i32,
-        );
         self.count_native_entry();
         let tail_sig = self.b.import_signature(block_signature(self.ptr));
         self.b
@@ -349,8 +342,12 @@ impl Translator<'_, '_> {
     /// the slice budget ([`BlockCtx::limit`]; 0 once the step helper asked for the run
     /// loop, so not a `fixed` load).
     fn fits_budget(&mut self, more: Value) -> Value {
-        let counter = self.ctx_ptr(offset_of!(BlockCtx, retired));
-        let retired = self.b.ins().load(types::I64, trusted(), counter, 0);
+        let retired = self.b.ins().load(
+            types::I64,
+            trusted(),
+            self.ctx,
+            offset_of!(BlockCtx, retired) as i32,
+        );
         let after = self.b.ins().iadd(retired, more);
         let limit = self.b.ins().load(
             types::I64,

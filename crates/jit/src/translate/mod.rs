@@ -32,7 +32,7 @@
 
 use crate::backend::{block_signature, thunk_signature, Helpers, ModelFeatures};
 use crate::compiler::JUMP_TABLE_ENTRIES;
-use crate::context::BlockCtx;
+use crate::context::{BlockCtx, StepArg};
 use crane86_interp::block::{Link, BLOCK_LINKS};
 use crane86_memory::tlb::{TlbEntry, TLB_ENTRIES};
 use crane86_x86::flags::CcOp;
@@ -595,6 +595,10 @@ pub struct Translator<'a, 'b> {
     /// ([`crate::backend::Job::entry_flags`]).
     entry_flags: Option<CcOp>,
     features: ModelFeatures,
+    /// With chaining, the block's own `Block` address ([`Chain::block`]), which the code
+    /// stores in [`BlockCtx::block`] before each helper call and before it returns (entering
+    /// a successor does not store it).
+    own_block: Option<usize>,
 }
 
 /// The compile-time half of the translator's state, saved around an inline form whose slow
@@ -643,9 +647,12 @@ fn fixed() -> MemFlagsData {
 }
 
 /// What a block's exit needs to enter its successor itself: the addresses of the block's
-/// link cells (`Block::links`) and the block's RIP and physical address.
+/// link cells (`Block::links`) and of the block itself, and the block's RIP and physical
+/// address.
 pub struct Chain {
     pub links: [usize; BLOCK_LINKS],
+    /// The block's own `Block` (see [`crate::backend::Job::block`]).
+    pub block: usize,
     pub rip: u64,
     pub paddr: u64,
 }
@@ -692,6 +699,19 @@ impl<'a, 'b> Translator<'a, 'b> {
             counters,
             entry_flags,
             features,
+            own_block: None,
+        }
+    }
+
+    /// Make [`BlockCtx::block`] this block, for Rust code about to read it (a helper, or the
+    /// run loop after a return). Nothing for a block without chaining: the run loop set it
+    /// to this block before entering it.
+    fn store_own_block(&mut self) {
+        if let Some(block) = self.own_block {
+            let at = self.b.ins().iconst(self.ptr, block as i64);
+            self.b
+                .ins()
+                .store(trusted(), at, self.ctx, offset_of!(BlockCtx, block) as i32);
         }
     }
 
@@ -718,9 +738,16 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// Call the interpreter for instruction `index`; on "leave" go to the exit. Everything
-    /// must be synced before.
-    fn call_step(&mut self, index: usize) {
-        let idx = self.b.ins().iconst(types::I32, index as i64);
+    /// but the retired count must be synced before: the helper adds the pending count
+    /// itself, and takes `give_back` back out when native code goes on (see [`StepArg`]).
+    fn call_step(&mut self, index: usize, give_back: u32) {
+        let arg = StepArg {
+            index: index as u32,
+            pending: std::mem::take(&mut self.tracked.retired),
+            give_back,
+        };
+        self.store_own_block();
+        let idx = self.b.ins().iconst(types::I32, i64::from(arg.pack()));
         let leave = self.call_helper(self.helpers.step, &[self.ctx, idx], types::I32);
         let next = self.b.create_block();
         self.b.ins().brif(leave, self.exit, &[], next, &[]);
@@ -731,6 +758,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Emit block `insns` (code size `bits`) and finish the function, with native chaining
     /// at its exit when `chain` is given.
     pub fn block(&mut self, insns: &[Instruction], bits: u32, chain: Option<&Chain>) {
+        self.own_block = chain.map(|c| c.block);
         let header = match (bits, chain) {
             (64, Some(_)) => self.loop_header(insns),
             _ => None,
@@ -789,8 +817,9 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.retire(i.next_ip());
                 }
                 None => {
-                    self.sync();
-                    self.call_step(k);
+                    self.sync_state();
+                    self.flush_tlb_hits();
+                    self.call_step(k, 0);
                     self.tracked.cached = [false; 16];
                 }
             }
@@ -835,6 +864,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let exit = self.exit;
         self.b.seal_block(exit);
         self.b.switch_to_block(exit);
+        self.store_own_block();
         self.b.ins().return_(&[]);
     }
 
@@ -848,8 +878,15 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// Write back everything inline code holds: dirty registers, the pending flags record,
-    /// RIP and the retired count.
+    /// RIP and the counts.
     fn sync(&mut self) {
+        self.sync_state();
+        self.flush_counts();
+    }
+
+    /// Write back the architectural state inline code holds: dirty registers, the pending
+    /// flags record and RIP (not the counts).
+    fn sync_state(&mut self) {
         for k in 0..16 {
             if self.tracked.dirty[k] {
                 let v = self.b.use_var(self.vars[k]);
@@ -862,10 +899,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.b.ins().store(trusted(), v, self.state, RIP);
             self.tracked.rip = PendingRip::Stored;
         }
-        self.flush_counts();
     }
 
-    /// Add the pending retired instructions and TLB hits to their counters.
     /// One more inline access through the TLB (counted only with
     /// [`crate::backend::Job::counters`]).
     fn count_tlb_hit(&mut self) {
@@ -874,9 +909,20 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
     }
 
+    /// Add the pending retired instructions and TLB hits to their counters.
     fn flush_counts(&mut self) {
         let retired = std::mem::take(&mut self.tracked.retired);
-        self.add_to_counter(offset_of!(BlockCtx, retired), i64::from(retired));
+        if retired != 0 {
+            let at = offset_of!(BlockCtx, retired) as i32;
+            let old = self.b.ins().load(types::I64, trusted(), self.ctx, at);
+            let new = self.b.ins().iadd_imm_s(old, i64::from(retired));
+            self.b.ins().store(trusted(), new, self.ctx, at);
+        }
+        self.flush_tlb_hits();
+    }
+
+    /// Add the pending TLB hits to their counter.
+    fn flush_tlb_hits(&mut self) {
         let hits = std::mem::take(&mut self.tracked.tlb_hits);
         self.add_to_counter(offset_of!(BlockCtx, tlb_accesses), i64::from(hits));
     }
@@ -908,12 +954,14 @@ impl<'a, 'b> Translator<'a, 'b> {
     ///   reloaded, every other variable still holds the register's value;
     /// - the fast path leaves its instruction's retired count and TLB hit pending, which the
     ///   interpreter has already added to the counters: the slow path takes them (with the
-    ///   counts synced before) back out, so the next sync adds them once.
+    ///   counts synced before) back out, so the next sync adds them once. The step helper
+    ///   does this for the retired count (it adds the count pending before the instruction
+    ///   and takes `after`'s back when the block goes on, see [`StepArg`]).
     fn interpreter_path(&mut self, before: Tracked, after: &Tracked, index: usize) {
         self.tracked = before;
-        self.sync();
-        self.call_step(index);
-        self.add_to_counter(offset_of!(BlockCtx, retired), -i64::from(after.retired));
+        self.sync_state();
+        self.flush_tlb_hits();
+        self.call_step(index, after.retired);
         self.add_to_counter(
             offset_of!(BlockCtx, tlb_accesses),
             -i64::from(after.tlb_hits),
