@@ -104,6 +104,34 @@ fn chained_loop_matches_the_interpreter() {
     }
 }
 
+/// A successor entered by native code whose first instruction the interpreter runs (LOOP)
+/// runs at its own RIP: the predecessor does not store RIP when it enters it, so the
+/// successor must (its LOOP falls through relative to RIP once the count is out).
+#[test]
+fn chained_successor_starting_with_a_helper_run_instruction_runs_at_its_own_rip() {
+    let body = |a: &mut CodeAssembler| -> Result<Vec<CodeLabel>, IcedError> {
+        let mut top = a.create_label();
+        let mut second = a.create_label();
+        a.mov(ecx, 2000)?;
+        a.xor(ebx, ebx)?;
+        a.set_label(&mut top)?;
+        a.add(ebx, 3)?;
+        a.jmp(second)?;
+        a.set_label(&mut second)?;
+        a.loop_(top)?;
+        a.mov(edx, ebx)?;
+        a.hlt()?;
+        Ok(vec![])
+    };
+    let (mut want, _) = guest(EngineKind::Interp, Mode::Long64, body);
+    want.run_to_halt();
+    let (mut got, _) = guest(EngineKind::Jit, Mode::Long64, body);
+    got.run_to_halt();
+    assert_eq!(want.cpu.gpr[2], 6000, "EDX after the loop (interpreter)");
+    assert_eq!(summary(&got.cpu), summary(&want.cpu));
+    assert!(stat(&got, "chained transitions (native)") > 1000);
+}
+
 #[test]
 fn chaining_stops_exactly_at_the_budget() {
     for mode in [Mode::Protected32, Mode::Long64] {

@@ -26,8 +26,9 @@ impl Translator<'_, '_> {
     /// (64-bit code only: there the linear address is RIP.) A successor in the block's own
     /// page needs no TLB lookup: that page still maps where it did when the block was
     /// entered (only a helper-run instruction could change that, and it stops the chain).
-    /// `rip` is the RIP after the block (already stored); `targets`, when known, every value
-    /// it can have (then the page test happens at translation time).
+    /// `rip` is the RIP after the block (stored only if the exit returns, see
+    /// [`Self::return_block`]); `targets`, when known, every value it can have (then the
+    /// page test happens at translation time).
     ///
     /// A link's code size needs no test: links join blocks of the same size only (see
     /// `link` in the compiler), and this block is 64-bit code. When every target is in the
@@ -37,7 +38,7 @@ impl Translator<'_, '_> {
     pub(super) fn chain_exit(&mut self, chain: &Chain, rip: Value, targets: Option<&[u64]>) {
         let links = &chain.links;
         let i64t = types::I64;
-        let ret = self.b.create_block();
+        let ret = self.return_block();
         let low = self.b.ins().band_imm_u(rip, 0xFFF);
         let page = self.b.ins().band_imm_s(rip, !0xFFFi64);
         let own_page = chain.rip & !0xFFF;
@@ -82,7 +83,9 @@ impl Translator<'_, '_> {
                 m = self.b.ins().band(m, same_paddr);
             }
             let next = self.b.create_block();
-            self.b.ins().brif(m, enter, &[at.into()], next, &[]);
+            self.b
+                .ins()
+                .brif(m, enter, &[at.into(), rip.into()], next, &[]);
             self.b.seal_block(next);
             self.b.switch_to_block(next);
         }
@@ -109,17 +112,16 @@ impl Translator<'_, '_> {
         let same_paddr = self.b.ins().icmp(IntCC::Equal, e_paddr, paddr);
         let m = self.b.ins().band(same_epoch, same_rip);
         let m = self.b.ins().band(m, same_paddr);
-        self.b.ins().brif(m, enter, &[at.into()], ret, &[]);
+        self.b
+            .ins()
+            .brif(m, enter, &[at.into(), rip.into()], ret, &[rip.into()]);
         self.fill_link_entry(enter, ret);
-        self.b.seal_block(ret);
-        self.b.switch_to_block(ret);
-        self.store_own_block();
-        self.b.ins().return_(&[]);
+        self.fill_return_block(ret);
     }
 
     /// The block's exit when every RIP it can leave with is known (`targets`: one, or for an
     /// inline Jcc the taken target and the fall-through, picked by `taken`): branch on the
-    /// condition itself, store the constant RIP of the path, and enter the successor
+    /// condition itself, and with the constant RIP of the path enter the successor
     /// through the link of that target if it fits the budget (which fails once the step
     /// helper asked for the run loop, see [`Self::chain_exit`]). Links of such blocks are
     /// kept per target (slot k holds only a link to target k, see `link` in the compiler),
@@ -127,7 +129,7 @@ impl Translator<'_, '_> {
     /// physical address.
     /// Everything else returns to the run loop, as in [`Self::chain_exit`].
     pub(super) fn chain_direct(&mut self, chain: &Chain, targets: &[u64], taken: Option<Value>) {
-        let ret = self.b.create_block();
+        let ret = self.return_block();
         let paths: Vec<ir::Block> = targets.iter().map(|_| self.b.create_block()).collect();
         let own_page = chain.rip & !0xFFF;
         let epoch = self.b.ins().load(
@@ -146,7 +148,6 @@ impl Translator<'_, '_> {
             self.b.seal_block(path);
             self.b.switch_to_block(path);
             let rip = self.b.ins().iconst(types::I64, target as i64);
-            self.b.ins().store(trusted(), rip, self.state, RIP);
             // The slot `link` uses for this target (the first, if both targets are equal).
             let slot = targets.iter().position(|&t| t == target).unwrap_or(k);
             let at = self.b.ins().iconst(self.ptr, chain.links[slot] as i64);
@@ -173,21 +174,42 @@ impl Translator<'_, '_> {
                 let same = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
                 ok = self.b.ins().band(ok, same);
             }
-            self.b.ins().brif(ok, enter, &[at.into()], ret, &[]);
+            self.b
+                .ins()
+                .brif(ok, enter, &[at.into(), rip.into()], ret, &[rip.into()]);
         }
         self.fill_link_entry(enter, ret);
+        self.fill_return_block(ret);
+    }
+
+    /// The block an exit returns to the run loop through, with the RIP to leave in
+    /// `CpuState` (its one parameter): chained blocks do not store RIP when they enter a
+    /// successor (the successor starts with its own RIP pending, see `Translator::block`),
+    /// only when they return.
+    fn return_block(&mut self) -> ir::Block {
+        let ret = self.b.create_block();
+        self.b.append_block_param(ret, types::I64);
+        ret
+    }
+
+    /// The body of [`Self::return_block`]'s block: store RIP and the running block, return.
+    fn fill_return_block(&mut self, ret: ir::Block) {
         self.b.seal_block(ret);
         self.b.switch_to_block(ret);
+        let rip = self.b.block_params(ret)[0];
+        self.b.ins().store(trusted(), rip, self.state, RIP);
         self.store_own_block();
         self.b.ins().return_(&[]);
     }
 
-    /// The block every usable link of an exit branches to with the link's address (its
-    /// one parameter); [`Self::fill_link_entry`] emits it once all branches are in. One per
-    /// exit, so the entry sequence is emitted once.
+    /// The block every usable link of an exit branches to with the link's address and the
+    /// RIP (its parameters; the RIP for the return when the budget does not fit);
+    /// [`Self::fill_link_entry`] emits it once all branches are in. One per exit, so the
+    /// entry sequence is emitted once.
     fn link_entry(&mut self) -> ir::Block {
         let enter = self.b.create_block();
         self.b.append_block_param(enter, self.ptr);
+        self.b.append_block_param(enter, types::I64);
         enter
     }
 
@@ -197,14 +219,14 @@ impl Translator<'_, '_> {
     fn fill_link_entry(&mut self, enter: ir::Block, ret: ir::Block) {
         self.b.seal_block(enter);
         self.b.switch_to_block(enter);
-        let at = self.b.block_params(enter)[0];
+        let (at, rip) = (self.b.block_params(enter)[0], self.b.block_params(enter)[1]);
         let len = self
             .b
             .ins()
             .uload32(trusted(), at, offset_of!(Link, len) as i32);
         let fits = self.fits_budget(len);
         let go = self.b.create_block();
-        self.b.ins().brif(fits, go, &[], ret, &[]);
+        self.b.ins().brif(fits, go, &[], ret, &[rip.into()]);
         self.b.seal_block(go);
         self.b.switch_to_block(go);
         // A link of a live epoch always has code (`link` stores it with the target).
@@ -220,7 +242,8 @@ impl Translator<'_, '_> {
     }
 
     /// The physical address of a successor RIP in another page, through the TLB's fetch
-    /// entry: to `mapped` with it, or to `miss` (the run loop walks the page tables).
+    /// entry: to `mapped` with it, or to `miss` with `rip` (a [`Self::return_block`]: the
+    /// run loop walks the page tables).
     fn tlb_successor(
         &mut self,
         rip: Value,
@@ -241,7 +264,7 @@ impl Translator<'_, '_> {
         );
         let hit = self.b.ins().icmp(IntCC::Equal, tag, page);
         let tlb_mapped = self.b.create_block();
-        self.b.ins().brif(hit, tlb_mapped, &[], miss, &[]);
+        self.b.ins().brif(hit, tlb_mapped, &[], miss, &[rip.into()]);
         self.b.seal_block(tlb_mapped);
         self.b.switch_to_block(tlb_mapped);
         let paddr_page = self.b.ins().load(

@@ -759,6 +759,11 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// at its exit when `chain` is given.
     pub fn block(&mut self, insns: &[Instruction], bits: u32, chain: Option<&Chain>) {
         self.own_block = chain.map(|c| c.block);
+        if let (Some(_), Some(first)) = (chain, insns.first()) {
+            // A successor entered by native code finds the RIP its predecessor left, not
+            // its own: it starts with its own pending (see `Self::chain_direct`).
+            self.tracked.rip = PendingRip::Const(first.ip());
+        }
         let header = match (bits, chain) {
             (64, Some(_)) => self.loop_header(insns),
             _ => None,
@@ -840,14 +845,16 @@ impl<'a, 'b> Translator<'a, 'b> {
         };
         match (bits, chain, targets) {
             (64, Some(chain), Some(targets)) if direct => {
-                // Each path stores its own RIP.
+                // Each path has its own RIP (stored only if the exit returns).
                 self.tracked.rip = PendingRip::Stored;
                 self.sync();
                 let taken = self.branch_taken;
                 self.chain_direct(chain, &targets, taken);
             }
             (64, Some(chain), targets) => {
+                // The exit stores RIP only if it returns.
                 let rip = self.pending_rip();
+                self.tracked.rip = PendingRip::Stored;
                 self.sync();
                 let rip = match rip {
                     Some(v) => v,
