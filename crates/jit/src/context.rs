@@ -120,7 +120,9 @@ pub unsafe extern "C" fn step_helper(ctx: *mut BlockCtx, arg: u32) -> u32 {
     let ctx = unsafe { &mut *ctx };
     // SAFETY: `cpu` was made from the `&mut Cpu` that `execute` holds unused meanwhile.
     let cpu = unsafe { &mut *(ctx.cpu as *mut Cpu<'_>) };
-    // SAFETY: `block` is an `Rc<Block>` that `execute` keeps alive.
+    // SAFETY: `block` is the running block (stored by its code before this call): the one
+    // `execute` entered, whose `Rc` it holds, or a link target of the live epoch, which the
+    // block cache holds.
     let block = unsafe { &*ctx.block };
     let StepArg {
         index,
