@@ -42,9 +42,8 @@ const BLOCKS: [(&str, &[u8]); 5] = [
 fn compile(c: &mut Criterion) {
     let mut group = c.benchmark_group("jit-compile");
     let mut backend = Backend::default();
-    // The links' cells: the code embeds their addresses and reads them only when it runs.
+    // The block whose link cells the code embeds (it reads them only when it runs).
     let block = Block::new(Vec::new());
-    let links = std::array::from_fn(|k| block.links[k].as_ptr() as usize);
     for (name, code) in BLOCKS {
         let job = Job {
             insns: Decoder::with_ip(64, code, 0x1000, DecoderOptions::NONE)
@@ -53,8 +52,7 @@ fn compile(c: &mut Criterion) {
             bits: 64,
             rip: 0x1000,
             paddr: 0x1000,
-            links: Some(links),
-            block: &block as *const Block as usize,
+            linked_block: Some(&block as *const Block as usize),
             counters: false,
             entry_flags: None,
             features: Default::default(),
@@ -69,7 +67,6 @@ fn compile(c: &mut Criterion) {
 /// The blocks of the corpus file named by `CRANE86_JIT_CORPUS_BENCH`, as jobs (`None` when
 /// the variable is unset).
 fn corpus_jobs(block: &Block) -> Option<Vec<Job>> {
-    let links = std::array::from_fn(|k| block.links[k].as_ptr() as usize);
     let path = std::env::var("CRANE86_JIT_CORPUS_BENCH").ok()?;
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("CRANE86_JIT_CORPUS_BENCH={path}: cannot read it: {e}"));
@@ -91,8 +88,7 @@ fn corpus_jobs(block: &Block) -> Option<Vec<Job>> {
                 bits: b.bits,
                 rip: b.rip,
                 paddr: b.paddr,
-                links: Some(links),
-                block: block as *const Block as usize,
+                linked_block: Some(block as *const Block as usize),
                 counters: false,
                 entry_flags: b.entry_flags,
                 features: b.features,

@@ -8,7 +8,6 @@
 use crate::context::BlockCtx;
 use crate::perf_map;
 use crate::translate::{Chain, Translator};
-use crane86_interp::block::BLOCK_LINKS;
 use crane86_x86::cpuid::CpuModel;
 use crane86_x86::flags::CcOp;
 use cranelift_codegen::ir::{
@@ -33,16 +32,14 @@ pub struct Job {
     /// The block's RIP and physical address (names in the perf map).
     pub rip: u64,
     pub paddr: u64,
-    /// Addresses of the block's link cells (`Block::links`), which the code's exit reads to
-    /// enter a successor itself; `None` for a block without links (the code then always
-    /// returns at its end).
-    pub links: Option<[usize; BLOCK_LINKS]>,
-    /// Address of the [`Block`] the code is compiled for (its links are the cells above).
-    /// Code with links enters successors itself and stores this in `BlockCtx::block` only
-    /// where Rust reads it: before a helper call and when it returns.
+    /// Address of the [`Block`] the code is compiled for, when it has links (a cached
+    /// block): the code's exit reads its link cells (`Block::links`) to enter a successor
+    /// itself, and the code stores the address in `BlockCtx::block` where Rust reads it
+    /// (before a helper call and when it returns). `None`: the code always returns at its
+    /// end.
     ///
     /// [`Block`]: crane86_interp::block::Block
-    pub block: usize,
+    pub linked_block: Option<usize>,
     /// Count TLB hits and chained transitions in the code (see [`Compiler::native_counters`]
     /// in the compiler).
     ///
@@ -421,9 +418,8 @@ impl Backend {
                 job.entry_flags,
                 job.features,
             );
-            let chain = job.links.map(|links| Chain {
-                links,
-                block: job.block,
+            let chain = job.linked_block.map(|block| Chain {
+                block,
                 rip: job.rip,
                 paddr: job.paddr,
             });

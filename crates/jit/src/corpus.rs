@@ -76,7 +76,7 @@ pub fn line(job: &Job) -> Option<String> {
 }
 
 /// One corpus block: its instructions, code size, RIP, physical address, entry flags op and
-/// model features (what a [`Job`] needs besides its links and counters).
+/// model features (what a [`Job`] needs besides its block and counters).
 pub struct CorpusBlock {
     pub insns: Vec<Instruction>,
     pub bits: u32,
@@ -152,8 +152,7 @@ mod tests {
             bits: 64,
             rip: 0x1000,
             paddr: 0x7000,
-            links: None,
-            block: 0,
+            linked_block: None,
             counters: false,
             entry_flags: Some(CcOp::Sub32),
             features: ModelFeatures {

@@ -36,7 +36,6 @@ impl Translator<'_, '_> {
     /// keeps the block's own physical page (`link` makes no other), and that is where the
     /// own page still maps.
     pub(super) fn chain_exit(&mut self, chain: &Chain, rip: Value, targets: Option<&[u64]>) {
-        let links = &chain.links;
         let i64t = types::I64;
         let ret = self.return_block();
         let low = self.b.ins().band_imm_u(rip, 0xFFF);
@@ -67,7 +66,7 @@ impl Translator<'_, '_> {
             .ins()
             .load(i64t, fixed(), self.ctx, offset_of!(BlockCtx, epoch) as i32);
         let enter = self.link_entry();
-        for &link in links {
+        for link in (0..BLOCK_LINKS).map(|k| chain.link(k)) {
             let at = self.b.ins().iconst(self.ptr, link as i64);
             let field = |t: &mut Self, ty: Type, offset: usize| {
                 t.b.ins().load(ty, trusted(), at, offset as i32)
@@ -150,7 +149,7 @@ impl Translator<'_, '_> {
             let rip = self.b.ins().iconst(types::I64, target as i64);
             // The slot `link` uses for this target (the first, if both targets are equal).
             let slot = targets.iter().position(|&t| t == target).unwrap_or(k);
-            let at = self.b.ins().iconst(self.ptr, chain.links[slot] as i64);
+            let at = self.b.ins().iconst(self.ptr, chain.link(slot) as i64);
             let l_epoch =
                 self.b
                     .ins()

@@ -33,7 +33,7 @@
 use crate::backend::{block_signature, thunk_signature, Helpers, ModelFeatures};
 use crate::compiler::JUMP_TABLE_ENTRIES;
 use crate::context::{BlockCtx, StepArg};
-use crane86_interp::block::{Link, BLOCK_LINKS};
+use crane86_interp::block::{Block, Link, BLOCK_LINKS};
 use crane86_memory::tlb::{TlbEntry, TLB_ENTRIES};
 use crane86_x86::flags::CcOp;
 use crane86_x86::segment::Segment;
@@ -42,6 +42,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{self, types, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
+use std::cell::Cell;
 use std::mem::{offset_of, size_of};
 
 mod alu;
@@ -646,15 +647,21 @@ fn fixed() -> MemFlagsData {
     MemFlagsData::trusted().with_readonly().with_can_move()
 }
 
-/// What a block's exit needs to enter its successor itself: the addresses of the block's
-/// link cells (`Block::links`) and of the block itself, and the block's RIP and physical
-/// address.
+/// What a block's exit needs to enter its successor itself: the address of the block's
+/// `Block` (see [`crate::backend::Job::linked_block`]), whose link cells it reads, and the
+/// block's RIP and physical address.
 pub struct Chain {
-    pub links: [usize; BLOCK_LINKS],
-    /// The block's own `Block` (see [`crate::backend::Job::block`]).
     pub block: usize,
     pub rip: u64,
     pub paddr: u64,
+}
+
+impl Chain {
+    /// The address of link cell `k` of the block (`Block::links[k]`).
+    pub fn link(&self, k: usize) -> usize {
+        debug_assert!(k < BLOCK_LINKS);
+        self.block + offset_of!(Block, links) + k * std::mem::size_of::<Cell<Link>>()
+    }
 }
 
 impl<'a, 'b> Translator<'a, 'b> {
@@ -737,10 +744,12 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
     }
 
-    /// Call the interpreter for instruction `index`; on "leave" go to the exit. Everything
-    /// but the retired count must be synced before: the helper adds the pending count
+    /// Sync the state and let the interpreter run instruction `index`; on "leave" go to the
+    /// exit. The retired count is not flushed in IR: the helper adds the pending count
     /// itself, and takes `give_back` back out when native code goes on (see [`StepArg`]).
     fn call_step(&mut self, index: usize, give_back: u32) {
+        self.sync_state();
+        self.flush_tlb_hits();
         let arg = StepArg {
             index: index as u32,
             pending: std::mem::take(&mut self.tracked.retired),
@@ -822,8 +831,6 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.retire(i.next_ip());
                 }
                 None => {
-                    self.sync_state();
-                    self.flush_tlb_hits();
                     self.call_step(k, 0);
                     self.tracked.cached = [false; 16];
                 }
@@ -966,8 +973,6 @@ impl<'a, 'b> Translator<'a, 'b> {
     ///   and takes `after`'s back when the block goes on, see [`StepArg`]).
     fn interpreter_path(&mut self, before: Tracked, after: &Tracked, index: usize) {
         self.tracked = before;
-        self.sync_state();
-        self.flush_tlb_hits();
         self.call_step(index, after.retired);
         self.add_to_counter(
             offset_of!(BlockCtx, tlb_accesses),
@@ -1307,6 +1312,19 @@ mod tests {
 
     fn decode(bytes: &[u8]) -> Instruction {
         Decoder::with_ip(64, bytes, 0x1000, DecoderOptions::NONE).decode()
+    }
+
+    #[test]
+    fn chain_link_addresses_are_the_blocks_link_cells() {
+        let block = Block::new(Vec::new());
+        let chain = Chain {
+            block: &block as *const Block as usize,
+            rip: 0,
+            paddr: 0,
+        };
+        for k in 0..BLOCK_LINKS {
+            assert_eq!(chain.link(k), block.links[k].as_ptr() as usize);
+        }
     }
 
     #[test]
