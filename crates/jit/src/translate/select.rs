@@ -1,0 +1,620 @@
+//! Which instructions of a block get inline IR ([`inline_kind`], the [`Inline`] forms and
+//! the operand shapes they accept), and the RIPs a block can leave with
+//! ([`exit_targets`]): decoder facts only, no IR.
+
+use super::*;
+
+/// Which instructions of a block get inline IR.
+pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
+    if bits != 64 {
+        return None;
+    }
+    let reg = |n: u32| i.op_kind(n) == OpKind::Register && gpr_index(i.op_register(n)).is_some();
+    let imm = |n: u32| {
+        matches!(
+            i.op_kind(n),
+            OpKind::Immediate8to32
+                | OpKind::Immediate8to64
+                | OpKind::Immediate32
+                | OpKind::Immediate32to64
+                | OpKind::Immediate64
+        )
+    };
+    let wide = |n: u32| matches!(i.op_register(n).size(), 4 | 8);
+    // Any GPR (8/16/32/64 bits, AH..BH included) or immediate of any size.
+    let reg_any = |n: u32| i.op_kind(n) == OpKind::Register && gpr_part(i.op_register(n)).is_some();
+    let imm_any = |n: u32| {
+        imm(n)
+            || matches!(
+                i.op_kind(n),
+                OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate8to16
+            )
+    };
+    let mem_any = |n: u32| {
+        i.op_kind(n) == OpKind::Memory
+            && matches!(i.memory_size().size(), 1 | 2 | 4 | 8)
+            && mem_simple(i)
+    };
+    if let Some(k) = sse::sse_kind(i) {
+        return Some(Inline::Sse(k));
+    }
+    if let Some(k) = sse::sse_mem_kind(i) {
+        return Some(Inline::SseMem(k));
+    }
+    match i.mnemonic() {
+        // What the interpreter runs as NOPs (hints, and fences: one vCPU, program order).
+        Mnemonic::Nop
+        | Mnemonic::Pause
+        | Mnemonic::Prefetchnta
+        | Mnemonic::Prefetcht0
+        | Mnemonic::Prefetcht1
+        | Mnemonic::Prefetcht2
+        | Mnemonic::Prefetchw
+        | Mnemonic::Lfence
+        | Mnemonic::Sfence
+        | Mnemonic::Mfence
+        | Mnemonic::Endbr64 => Some(Inline::Nop),
+        Mnemonic::Mov
+            if reg_any(0)
+                && i.op_kind(1) == OpKind::Register
+                && i.op_register(1).is_segment_register() =>
+        {
+            Some(Inline::MovFromSeg)
+        }
+        Mnemonic::Mov if reg_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Mov),
+        Mnemonic::Mov if reg_any(0) && mem_any(1) => Some(Inline::Load),
+        Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
+            if reg(0)
+                && wide(0)
+                && i.op_kind(1) == OpKind::Memory
+                && matches!(i.memory_size().size(), 1 | 2 | 4)
+                && mem_simple(i) =>
+        {
+            Some(Inline::Load)
+        }
+        Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd if reg_any(0) && reg_any(1) => {
+            Some(Inline::Extend)
+        }
+        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+            if reg_any(0) && i.op_kind(1) == OpKind::Immediate8 =>
+        {
+            // Masked counts of 0 (flags untouched) and of the operand width or more (8/16-bit
+            // operands) stay with the interpreter.
+            let bits = i.op_register(0).size() as u64 * 8;
+            let n = i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F };
+            (n != 0 && n < bits).then_some(Inline::Shift)
+        }
+        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+            if mem_any(0) && i.op_kind(1) == OpKind::Immediate8 =>
+        {
+            // The same counts as for a register, of the memory operand's width.
+            let bits = i.memory_size().size() as u64 * 8;
+            let n = i.immediate(1) & if bits == 64 { 0x3F } else { 0x1F };
+            (n != 0 && n < bits).then_some(Inline::Rmw)
+        }
+        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+            if reg(0)
+                && wide(0)
+                && i.op_kind(1) == OpKind::Register
+                && i.op1_register() == Register::CL =>
+        {
+            Some(Inline::ShiftCl)
+        }
+        Mnemonic::Rol | Mnemonic::Ror if reg_any(0) && i.op_kind(1) == OpKind::Immediate8 => {
+            // A masked count of 0 leaves the flags alone: the interpreter's.
+            let n = i.immediate(1)
+                & if i.op_register(0).size() == 8 {
+                    0x3F
+                } else {
+                    0x1F
+                };
+            (n != 0).then_some(Inline::Rotate)
+        }
+        _ if is_setcc(i.mnemonic()) && reg_any(0) => Some(Inline::Setcc),
+        _ if is_cmovcc(i.mnemonic()) && reg(0) && wide(0) && reg(1) => Some(Inline::Cmov),
+        // The load happens (and may fault) whatever the condition.
+        _ if is_cmovcc(i.mnemonic()) && reg(0) && wide(0) && mem_any(1) => Some(Inline::Load),
+        Mnemonic::Cbw | Mnemonic::Cwde | Mnemonic::Cdqe => Some(Inline::WidenAcc),
+        Mnemonic::Cwd | Mnemonic::Cdq | Mnemonic::Cqo => Some(Inline::SignToDx),
+        Mnemonic::Bswap if reg(0) && wide(0) => Some(Inline::Bswap),
+        Mnemonic::Mov if mem_any(0) && (reg_any(1) || imm_any(1)) => Some(Inline::Store),
+        Mnemonic::Add
+        | Mnemonic::Sub
+        | Mnemonic::And
+        | Mnemonic::Or
+        | Mnemonic::Xor
+        | Mnemonic::Cmp
+        | Mnemonic::Test
+            if reg_any(0) && mem_any(1) =>
+        {
+            Some(Inline::LoadAlu)
+        }
+        Mnemonic::Cmp | Mnemonic::Test if mem_any(0) && (reg_any(1) || imm_any(1)) => {
+            Some(Inline::LoadAlu)
+        }
+        Mnemonic::Add | Mnemonic::Sub | Mnemonic::And | Mnemonic::Or | Mnemonic::Xor
+            if mem_any(0) && (reg_any(1) || imm_any(1)) =>
+        {
+            Some(Inline::Rmw)
+        }
+        Mnemonic::Inc | Mnemonic::Dec if i.op_count() == 1 && mem_any(0) => Some(Inline::Rmw),
+        // One vCPU: LOCK changes nothing (nor XCHG's implied one).
+        Mnemonic::Cmpxchg if mem_any(0) && reg_any(1) => Some(Inline::Rmw),
+        // The decoder puts XCHG's memory operand first (87 /r: r/m, reg).
+        Mnemonic::Xchg | Mnemonic::Xadd if mem_any(0) && reg_any(1) => Some(Inline::Rmw),
+        _ if is_setcc(i.mnemonic()) && mem_any(0) => Some(Inline::Store),
+        Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+            if mem_any(0) && i.op_kind(1) == OpKind::Immediate8 =>
+        {
+            Some(Inline::Rmw)
+        }
+        Mnemonic::Imul
+            if reg(0)
+                && wide(0)
+                && reg(1)
+                && (i.op_count() == 2 || (i.op_count() == 3 && imm(2))) =>
+        {
+            Some(Inline::Imul)
+        }
+        Mnemonic::Push
+            if matches!(
+                i.code(),
+                Code::Push_r64 | Code::Pushq_imm32 | Code::Pushq_imm8
+            ) =>
+        {
+            Some(Inline::Push)
+        }
+        Mnemonic::Pushfq => Some(Inline::Push),
+        Mnemonic::Pop if i.code() == Code::Pop_r64 => Some(Inline::Pop),
+        // RSP = RBP, then a pop into RBP.
+        Mnemonic::Leave if i.code() == Code::Leaveq => Some(Inline::Pop),
+        Mnemonic::Not | Mnemonic::Neg | Mnemonic::Inc | Mnemonic::Dec
+            if i.op_count() == 1 && reg_any(0) =>
+        {
+            Some(Inline::Unary)
+        }
+        // A non-canonical target is the interpreter's #GP.
+        Mnemonic::Call
+            if i.code() == Code::Call_rel32_64
+                && ((i.near_branch_target() as i64) << 16 >> 16) as u64
+                    == i.near_branch_target() =>
+        {
+            Some(Inline::Call)
+        }
+        Mnemonic::Ret if i.code() == Code::Retnq => Some(Inline::Ret),
+        Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && reg(1) => Some(Inline::BitScan),
+        // A count or a scan: the CPU model decides (`Translator::model_allows`).
+        Mnemonic::Tzcnt | Mnemonic::Lzcnt if reg(0) && wide(0) && reg(1) => {
+            Some(Inline::CountZeros)
+        }
+        Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && mem_any(1) => Some(Inline::Load),
+        Mnemonic::Bt if reg(0) && wide(0) && (reg(1) || i.op_kind(1) == OpKind::Immediate8) => {
+            Some(Inline::BitTest)
+        }
+        Mnemonic::Bt
+            if mem_any(0)
+                && matches!(i.memory_size().size(), 4 | 8)
+                && (reg(1) || i.op_kind(1) == OpKind::Immediate8) =>
+        {
+            Some(Inline::Load)
+        }
+        // FNSTCW m16: a store of the x87 control word (when the x87 unit is usable).
+        Mnemonic::Fnstcw if mem_any(0) => Some(Inline::Store),
+        Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && mem_any(0) => Some(Inline::JmpMem),
+        Mnemonic::Jmp if i.code() == Code::Jmp_rm64 && reg(0) => Some(Inline::JmpReg),
+        Mnemonic::Mul if reg(0) && wide(0) => Some(Inline::Mul),
+        Mnemonic::Mul | Mnemonic::Div if mem_any(0) && matches!(i.memory_size().size(), 4 | 8) => {
+            Some(Inline::Load)
+        }
+        Mnemonic::Shld | Mnemonic::Shrd
+            if reg(0)
+                && wide(0)
+                && reg(1)
+                && (i.op_kind(2) == OpKind::Immediate8
+                    || (i.op_kind(2) == OpKind::Register && i.op2_register() == Register::CL)) =>
+        {
+            Some(Inline::DoubleShift)
+        }
+        Mnemonic::Div if reg(0) && wide(0) => Some(Inline::Div),
+        Mnemonic::Cli => Some(Inline::Cli),
+        Mnemonic::Call if i.code() == Code::Call_rm64 && reg(0) => Some(Inline::CallReg),
+        Mnemonic::Call if i.code() == Code::Call_rm64 && mem_any(0) => Some(Inline::CallMem),
+        Mnemonic::Lea if reg(0) && wide(0) && lea_simple(i) => Some(Inline::Lea),
+        Mnemonic::Add
+        | Mnemonic::Sub
+        | Mnemonic::And
+        | Mnemonic::Or
+        | Mnemonic::Xor
+        | Mnemonic::Cmp
+        | Mnemonic::Test
+        | Mnemonic::Adc
+        | Mnemonic::Sbb
+            if reg_any(0) && (reg_any(1) || imm_any(1)) =>
+        {
+            Some(Inline::Alu)
+        }
+        _ => None,
+    }
+}
+
+/// The inline forms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inline {
+    /// NOP and what executes as one: PAUSE, the PREFETCH hints, the fences, ENDBR64.
+    Nop,
+    Mov,
+    /// MOV r, Sreg: the selector, zero-extended to a 32/64-bit register.
+    MovFromSeg,
+    /// CLI where CPL <= IOPL (else the interpreter's #GP).
+    Cli,
+    Lea,
+    Alu,
+    /// MOV r32/r64, [mem] (and MOVZX/MOVSX/MOVSXD from memory): TLB fast path inline, the
+    /// interpreter on a miss.
+    Load,
+    /// MOV [mem], r32/r64/imm: likewise.
+    Store,
+    /// ADD/SUB/AND/OR/XOR [mem], r/imm and INC/DEC [mem]: a load and a store through the
+    /// TLB's write entry.
+    Rmw,
+    /// PUSH r64 / PUSH imm (64-bit operand size): a store at RSP - 8.
+    Push,
+    /// POP r64: a load at RSP.
+    Pop,
+    /// MOVZX/MOVSX/MOVSXD from a register.
+    Extend,
+    /// SHL/SAL/SHR/SAR of a register by an immediate (flags computed, materialized at sync).
+    Shift,
+    /// SHL/SAL/SHR/SAR r32/r64 by CL (a zero count keeps the flags from before).
+    ShiftCl,
+    /// ROL/ROR of a register by an immediate (CF and OF change, the other flags stay).
+    Rotate,
+    /// SETcc of a register.
+    Setcc,
+    /// CMOVcc r32/r64, r32/r64.
+    Cmov,
+    /// ADD/SUB/AND/OR/XOR/CMP/TEST r, [mem] and CMP/TEST [mem], r/imm: a load through the
+    /// TLB fast path, then the ALU op.
+    LoadAlu,
+    /// IMUL r32/r64, r32/r64 (and with an immediate).
+    Imul,
+    /// NOT/NEG/INC/DEC of a register.
+    Unary,
+    /// CALL rel32 (64-bit): a store of the return address at RSP - 8.
+    Call,
+    /// RET (near, 64-bit, no immediate): a load at RSP, RIP from it.
+    Ret,
+    /// JMP qword [mem]: a load through the TLB fast path into RIP.
+    JmpMem,
+    /// JMP r64 (a canonical target; else the interpreter's #GP).
+    JmpReg,
+    /// CALL r64: a store of the return address at RSP - 8, RIP from the register.
+    CallReg,
+    /// CALL qword [mem]: a load of the target, then a store of the return address at
+    /// RSP - 8, both through the TLB fast path.
+    CallMem,
+    /// MUL r32/r64: EDX:EAX / RDX:RAX = the accumulator times the register.
+    Mul,
+    /// SHLD/SHRD r32/r64, r32/r64, CL or imm8.
+    DoubleShift,
+    /// BT r32/r64, r32/r64 or imm8 (BT of memory is a [`Inline::Load`]).
+    BitTest,
+    /// DIV r32/r64 when the quotient is sure to fit (EDX below the divisor; for 64 bits,
+    /// RDX zero) and the divisor is not zero; else the interpreter (#DE, or the 128-bit
+    /// dividend).
+    Div,
+    /// BSF/BSR r32/r64, r32/r64.
+    BitScan,
+    /// TZCNT/LZCNT of a register, where the model counts (BMI1/ABM; else the
+    /// interpreter runs them as BSF/BSR).
+    CountZeros,
+    /// CBW/CWDE/CDQE: the accumulator's low half sign-extended into all of it.
+    WidenAcc,
+    /// CWD/CDQ/CQO: DX/EDX/RDX = copies of the accumulator's sign bit.
+    SignToDx,
+    /// BSWAP r32/r64.
+    Bswap,
+    /// An SSE2 integer form between registers (see `sse.rs`).
+    Sse(sse::Sse),
+    /// An SSE form with a memory operand: through the TLB fast path (see `sse.rs`).
+    SseMem(sse::SseMem),
+}
+
+fn is_setcc(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Seto | Setno
+            | Setb
+            | Setae
+            | Sete
+            | Setne
+            | Setbe
+            | Seta
+            | Sets
+            | Setns
+            | Setp
+            | Setnp
+            | Setl
+            | Setge
+            | Setle
+            | Setg
+    )
+}
+
+pub(super) fn is_cmovcc(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Cmovo
+            | Cmovno
+            | Cmovb
+            | Cmovae
+            | Cmove
+            | Cmovne
+            | Cmovbe
+            | Cmova
+            | Cmovs
+            | Cmovns
+            | Cmovp
+            | Cmovnp
+            | Cmovl
+            | Cmovge
+            | Cmovle
+            | Cmovg
+    )
+}
+
+/// Every RIP the end of a block whose last instruction is `last` can leave with, when they
+/// are known at translation time: a direct JMP or CALL goes to its target, a Jcc to its
+/// target or the next instruction; RET and indirect branches (which leave through the
+/// helper, stopping the chain, unless inline RET) are not known; anything else falls
+/// through (the helper leaves the block whenever RIP is not the next instruction).
+pub(crate) fn exit_targets(last: &Instruction) -> Option<ExitTargets> {
+    let direct = last.op_count() == 1 && last.op0_kind() == OpKind::NearBranch64;
+    let (rips, len) = match last.flow_control() {
+        iced_x86::FlowControl::UnconditionalBranch | iced_x86::FlowControl::Call if direct => {
+            ([last.near_branch_target(), 0], 1)
+        }
+        iced_x86::FlowControl::ConditionalBranch if direct => {
+            ([last.near_branch_target(), last.next_ip()], 2)
+        }
+        iced_x86::FlowControl::Next => ([last.next_ip(), 0], 1),
+        _ => return None,
+    };
+    Some(ExitTargets { rips, len })
+}
+
+/// The RIPs a block can leave with (see [`exit_targets`]): one or two, without an
+/// allocation (the run loop asks for them whenever it links blocks).
+#[derive(Clone, Copy)]
+pub(crate) struct ExitTargets {
+    rips: [u64; BLOCK_LINKS],
+    len: usize,
+}
+
+impl std::ops::Deref for ExitTargets {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        &self.rips[..self.len]
+    }
+}
+
+/// A memory operand the inline TLB path handles: 64-bit addressing (GPR base/index or
+/// RIP-relative), any segment (FS/GS add their base).
+pub(super) fn mem_simple(i: &Instruction) -> bool {
+    let ok = |r: Register| r == Register::None || (gpr_index(r).is_some() && r.size() == 8);
+    (ok(i.memory_base()) || i.memory_base() == Register::RIP) && ok(i.memory_index())
+}
+
+/// LEA with GPR base/index (or none) and 32/64-bit addressing.
+fn lea_simple(i: &Instruction) -> bool {
+    let ok = |r: Register| {
+        r == Register::None
+            || r == Register::RIP
+            || gpr_index(r).is_some_and(|_| matches!(r.size(), 4 | 8))
+    };
+    ok(i.memory_base()) && ok(i.memory_index()) && i.memory_index() != Register::RIP
+}
+
+/// Which decoded forms get inline IR (the decoder facts the translator relies on).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions};
+
+    fn decode(bytes: &[u8]) -> Instruction {
+        Decoder::with_ip(64, bytes, 0x1000, DecoderOptions::NONE).decode()
+    }
+
+    #[test]
+    fn inline_selection() {
+        assert_eq!(inline_kind(&decode(&[0x31, 0xC0]), 64), Some(Inline::Alu)); // xor eax,eax
+        assert_eq!(
+            inline_kind(&decode(&[0x8C, 0xD0]), 64),
+            Some(Inline::MovFromSeg)
+        ); // mov eax,ss
+        assert_eq!(inline_kind(&decode(&[0xF3, 0x90]), 64), Some(Inline::Nop)); // pause
+        assert_eq!(
+            inline_kind(&decode(&[0xF0, 0x0F, 0xB1, 0x17]), 64),
+            Some(Inline::Rmw)
+        ); // lock cmpxchg [rdi],edx
+        assert_eq!(
+            inline_kind(&decode(&[0x49, 0x0F, 0xBA, 0x2C, 0x24, 0x0C]), 64),
+            Some(Inline::Rmw)
+        ); // bts qword [r12],0Ch
+        assert_eq!(inline_kind(&decode(&[0xFA]), 64), Some(Inline::Cli)); // cli
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0x18, 0x08]), 64),
+            Some(Inline::Nop)
+        ); // prefetcht0 [rax]
+        assert_eq!(
+            inline_kind(&decode(&[0x48, 0x89, 0xD8]), 64),
+            Some(Inline::Mov)
+        ); // mov rax,rbx
+        assert_eq!(inline_kind(&decode(&[0x88, 0xD8]), 64), Some(Inline::Mov)); // mov al,bl
+        assert_eq!(
+            inline_kind(&decode(&[0x80, 0xFA, 0xE8]), 64),
+            Some(Inline::Alu)
+        ); // cmp dl,0E8h
+        assert_eq!(
+            inline_kind(&decode(&[0xC1, 0xEE, 0x0B]), 64),
+            Some(Inline::Shift)
+        ); // shr esi,0Bh
+        assert_eq!(inline_kind(&decode(&[0xD1, 0xEF]), 64), Some(Inline::Shift)); // shr edi,1
+        assert_eq!(
+            inline_kind(&decode(&[0xC1, 0xEE, 0x20]), 64),
+            None,
+            "masked count 0"
+        ); // shr esi,20h
+        assert_eq!(
+            inline_kind(&decode(&[0x66, 0xC1, 0xE9, 0x14]), 64),
+            None,
+            "count beyond a 16-bit operand"
+        ); // shr cx,14h
+        assert_eq!(
+            inline_kind(&decode(&[0xD3, 0xE0]), 64),
+            Some(Inline::ShiftCl)
+        ); // shl eax,cl
+        assert_eq!(
+            inline_kind(&decode(&[0x66, 0xD3, 0xE0]), 64),
+            None,
+            "16-bit shift by CL"
+        ); // shl ax,cl
+        assert_eq!(
+            inline_kind(&decode(&[0xC1, 0xC1, 0x0C]), 64),
+            Some(Inline::Rotate)
+        ); // rol ecx,0Ch
+        assert_eq!(
+            inline_kind(&decode(&[0xC0, 0xC1, 0x20]), 64),
+            None,
+            "rol cl,20h: masked count 0"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0x92, 0xC0]), 64),
+            Some(Inline::Setcc)
+        ); // setb al
+        assert_eq!(
+            inline_kind(&decode(&[0x49, 0x0F, 0x44, 0xF2]), 64),
+            Some(Inline::Cmov)
+        ); // cmove rsi,r10
+        assert_eq!(
+            inline_kind(&decode(&[0x48, 0x0F, 0x44, 0x33]), 64),
+            Some(Inline::Load),
+            "cmove rsi,[rbx]"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0xFF, 0x03]), 64),
+            Some(Inline::Rmw),
+            "inc dword [rbx]"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x48, 0x98]), 64),
+            Some(Inline::WidenAcc),
+            "cdqe"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0xC8]), 64),
+            Some(Inline::Bswap),
+            "bswap eax"
+        );
+        // BSWAP of a 16-bit register is undefined: the interpreter's.
+        assert_eq!(
+            inline_kind(&decode(&[0x66, 0x0F, 0xC8]), 64),
+            None,
+            "bswap ax"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0x28, 0x07]), 64),
+            Some(Inline::SseMem(sse::SseMem::Load { aligned: true })),
+            "movaps xmm0,[rdi]"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0xF2, 0x0F, 0x11, 0x07]), 64),
+            Some(Inline::SseMem(sse::SseMem::Store { aligned: false })),
+            "movsd [rdi],xmm0"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0xFF, 0xE0]), 64),
+            Some(Inline::JmpReg),
+            "jmp rax"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x41, 0xFF, 0xD3]), 64),
+            Some(Inline::CallReg),
+            "call r11"
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x66, 0x0F, 0x70, 0xC1, 0x1B]), 64),
+            Some(Inline::Sse(sse::Sse::Shuffle {
+                mask: [
+                    16 + 12,
+                    29,
+                    30,
+                    31,
+                    16 + 8,
+                    25,
+                    26,
+                    27,
+                    16 + 4,
+                    21,
+                    22,
+                    23,
+                    16,
+                    17,
+                    18,
+                    19
+                ],
+                zero: false
+            })),
+            "pshufd xmm0,xmm1,1Bh (lanes reversed)"
+        );
+        let load = inline_kind(&decode(&[0x48, 0x8B, 0x03]), 64); // mov rax,[rbx]
+        assert_eq!(load, Some(Inline::Load));
+        let store = inline_kind(&decode(&[0x89, 0x03]), 64); // mov [rbx],eax
+        assert_eq!(store, Some(Inline::Store));
+        let addr32 = inline_kind(&decode(&[0x67, 0x8B, 0x03]), 64); // mov eax,[ebx]
+        assert_eq!(addr32, None, "32-bit addressing uses the helper");
+        assert_eq!(inline_kind(&decode(&[0x55]), 64), Some(Inline::Push)); // push rbp
+        assert_eq!(inline_kind(&decode(&[0x9C]), 64), Some(Inline::Push)); // pushfq
+        let movzx = inline_kind(&decode(&[0x0F, 0xB6, 0x03]), 64); // movzx eax,byte [rbx]
+        assert_eq!(movzx, Some(Inline::Load));
+        let movsx_reg = inline_kind(&decode(&[0x0F, 0xBE, 0xC4]), 64); // movsx eax,ah
+        assert_eq!(movsx_reg, Some(Inline::Extend));
+        assert_eq!(inline_kind(&decode(&[0x41, 0x5C]), 64), Some(Inline::Pop)); // pop r12
+        assert_eq!(inline_kind(&decode(&[0x66, 0x55]), 64), None, "16-bit push");
+        assert_eq!(
+            inline_kind(&decode(&[0x0F, 0x92, 0x03]), 64),
+            Some(Inline::Store),
+            "setb byte [rbx]"
+        );
+        let xchg = inline_kind(&decode(&[0x87, 0x42, 0x18]), 64); // xchg [rdx+18h],eax
+        assert_eq!(xchg, Some(Inline::Rmw));
+        assert_eq!(inline_kind(&decode(&[0xC9]), 64), Some(Inline::Pop)); // leave
+        let shl_mem = inline_kind(&decode(&[0xD0, 0x20]), 64); // shl byte [rax],1
+        assert_eq!(shl_mem, Some(Inline::Rmw));
+        let tzcnt = inline_kind(&decode(&[0xF3, 0x48, 0x0F, 0xBC, 0xC9]), 64); // tzcnt rcx,rcx
+        assert_eq!(tzcnt, Some(Inline::CountZeros));
+        let byte = inline_kind(&decode(&[0x88, 0x03]), 64); // mov [rbx],al
+        assert_eq!(byte, Some(Inline::Store));
+        let cmp_mem = inline_kind(&decode(&[0x48, 0x3B, 0x70, 0x28]), 64); // cmp rsi,[rax+28h]
+        assert_eq!(cmp_mem, Some(Inline::LoadAlu));
+        let add_rmw = inline_kind(&decode(&[0x01, 0x43, 0x7C]), 64); // add [rbx+7Ch],eax
+        assert_eq!(add_rmw, Some(Inline::Rmw));
+        let imul = inline_kind(&decode(&[0x49, 0x0F, 0xAF, 0xC5]), 64); // imul rax,r13
+        assert_eq!(imul, Some(Inline::Imul));
+        let not = inline_kind(&decode(&[0x41, 0xF7, 0xD1]), 64); // not r9d
+        assert_eq!(not, Some(Inline::Unary));
+        let neg_mem = inline_kind(&decode(&[0xF7, 0x1B]), 64); // neg dword [rbx]
+        assert_eq!(neg_mem, None, "NOT/NEG to memory use the helper");
+        assert_eq!(
+            inline_kind(&decode(&[0x48, 0x8D, 0x44, 0x8B, 0x10]), 64),
+            Some(Inline::Lea)
+        );
+        assert_eq!(
+            inline_kind(&decode(&[0x31, 0xC0]), 32),
+            None,
+            "only 64-bit code"
+        );
+    }
+}
