@@ -122,6 +122,13 @@ pub struct JitStats {
     pub dispatcher_transitions: u64,
     pub cache_resets: u64,
     pub translation_failures: u64,
+    /// Guest instructions the interpreter ran in blocks past the hot threshold that had no
+    /// code yet (waiting in the compile queue, or failed).
+    pub waiting_instructions: u64,
+    /// Jobs asked for again because their block kept running meanwhile (see
+    /// `worker::JobQueue`), and the most jobs that were waiting at once.
+    pub compile_boosts: u64,
+    pub compile_queue_peak: u64,
     /// Whether native code counted its TLB hits and chained transitions (else the TLB's
     /// access count and the two chained-transition figures leave native code out).
     pub native_counters: bool,
@@ -144,6 +151,9 @@ pub struct Compiler {
     module_bytes: u64,
     /// Blocks whose translation the background thread has not delivered yet, by job id.
     pending: HashMap<u64, Weak<Block>>,
+    /// The job ids of `pending`, by block address (for [`Request::Boost`]). The `Weak` in
+    /// `pending` keeps a block's allocation, so no other block gets its address meanwhile.
+    job_of: HashMap<usize, u64>,
     next_job: u64,
     /// The interpreter's block cache must be cleared before the next run (the module is
     /// full and must be replaced).
@@ -202,6 +212,7 @@ impl Compiler {
             module_blocks: 0,
             module_bytes: 0,
             pending: HashMap::new(),
+            job_of: HashMap::new(),
             next_job: 0,
             needs_block_flush: false,
             hot_threshold: hot_threshold.max(1),
@@ -218,6 +229,7 @@ impl Compiler {
         self.module_blocks = 0;
         self.module_bytes = 0;
         self.pending.clear();
+        self.job_of.clear();
         self.needs_block_flush = false;
         self.unlinked = None;
         self.jump_table.clear();
@@ -276,11 +288,26 @@ impl Compiler {
                     job,
                 }) {
                     self.pending.insert(id, Rc::downgrade(block));
+                    self.job_of.insert(&**block as *const Block as usize, id);
+                    let waiting = self.pending.len() as u64;
+                    self.stats.compile_queue_peak = self.stats.compile_queue_peak.max(waiting);
                 } else {
                     self.stats.translation_failures += 1;
                 }
                 None
             }
+        }
+    }
+
+    /// `block` keeps running interpreted while its job waits: have the compile thread take
+    /// it sooner (see `worker::JobQueue`).
+    fn boost(&mut self, block: &Block) {
+        let Translations::Background(w) = &self.translations else {
+            return;
+        };
+        if let Some(&id) = self.job_of.get(&(block as *const Block as usize)) {
+            self.stats.compile_boosts += 1;
+            w.send(Request::Boost { id });
         }
     }
 
@@ -325,6 +352,9 @@ impl Compiler {
                 continue; // code of a module already freed
             }
             let block = self.pending.remove(&d.id);
+            if let Some(b) = &block {
+                self.job_of.remove(&(b.as_ptr() as usize));
+            }
             if let Some(code) = self.finished(d.result) {
                 match block.and_then(|b| b.upgrade()) {
                     Some(b) => b.native.set(Some(code)),
@@ -356,17 +386,27 @@ impl Tier for Compiler {
                 match block.native.get() {
                     Some(code) => code,
                     None => {
-                        // Counted up to the threshold: a block is translated (or queued)
-                        // once, and one whose translation failed stays interpreted.
-                        let n = block.entries.get();
-                        if n >= self.hot_threshold {
+                        // A block is translated (or queued) once, at the threshold; one
+                        // whose translation failed stays interpreted. Past the threshold
+                        // the count goes on, and a block still waiting for its code asks
+                        // the compile thread again every `hot_threshold` entries.
+                        let n = block.entries.get().saturating_add(1);
+                        block.entries.set(n);
+                        if n < self.hot_threshold {
                             return None;
                         }
-                        block.entries.set(n + 1);
-                        if n + 1 < self.hot_threshold || self.needs_block_flush {
+                        let code = if n == self.hot_threshold && !self.needs_block_flush {
+                            self.translate(block, cpu)
+                        } else {
+                            if n % self.hot_threshold == 0 {
+                                self.boost(block);
+                            }
+                            None
+                        };
+                        let Some(code) = code else {
+                            self.stats.waiting_instructions += block.insns.len() as u64;
                             return None;
-                        }
-                        let code = self.translate(block, cpu)?;
+                        };
                         block.native.set(Some(code));
                         code
                     }

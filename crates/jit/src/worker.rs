@@ -13,6 +13,11 @@ pub enum Request {
         generation: u64,
         job: Job,
     },
+    /// Job `id` (still queued, or already done) is still being asked for: its block keeps
+    /// running in the interpreter. Moves it ahead of every job asked for fewer times.
+    Boost {
+        id: u64,
+    },
     /// Free every translation and start module `generation`. Sent only after the tier made
     /// sure no code of the old module can run.
     Reset {
@@ -24,6 +29,58 @@ pub struct Done {
     pub id: u64,
     pub generation: u64,
     pub result: Result<Compiled, String>,
+}
+
+/// A job waiting in the compile thread.
+struct Queued {
+    id: u64,
+    generation: u64,
+    job: Job,
+    /// [`Request::Boost`]s received: how long its block has kept running interpreted.
+    boosts: u32,
+}
+
+/// The jobs waiting for the compile thread, in the order it takes them: most boosted first
+/// (a block that keeps running in the interpreter while it waits, such as a loop of the
+/// kernel's crypto code during boot), and among equally boosted jobs the newest first (a
+/// block that just became hot is likely running now, while older ones may have cooled off).
+/// Under a backlog (the Linux boot queues up to about 900 jobs) newest-first alone left hot
+/// blocks waiting behind newer, colder ones for up to a second.
+#[derive(Default)]
+struct JobQueue {
+    jobs: Vec<Queued>,
+}
+
+impl JobQueue {
+    fn push(&mut self, id: u64, generation: u64, job: Job) {
+        self.jobs.push(Queued {
+            id,
+            generation,
+            job,
+            boosts: 0,
+        });
+    }
+
+    /// Ignored for a job no longer queued (compiled meanwhile).
+    fn boost(&mut self, id: u64) {
+        if let Some(q) = self.jobs.iter_mut().find(|q| q.id == id) {
+            q.boosts = q.boosts.saturating_add(1);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Queued> {
+        // The last of the most boosted: `max_by_key` returns the last maximum.
+        let (at, _) = self.jobs.iter().enumerate().max_by_key(|(_, q)| q.boosts)?;
+        Some(self.jobs.remove(at))
+    }
+
+    fn clear(&mut self) {
+        self.jobs.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
 }
 
 pub struct Worker {
@@ -41,9 +98,7 @@ impl Worker {
             .spawn(move || {
                 // The module is made here: a JIT module stays on the thread that owns it.
                 let mut backend = Backend::default();
-                // Jobs waiting, compiled newest first: a block that just became hot is
-                // likely running now, while older ones may have cooled off.
-                let mut queue: Vec<(u64, u64, Job)> = Vec::new();
+                let mut queue = JobQueue::default();
                 loop {
                     let first = if queue.is_empty() {
                         match inbox.recv() {
@@ -60,8 +115,9 @@ impl Worker {
                                 generation,
                                 job,
                             } => {
-                                queue.push((id, generation, job));
+                                queue.push(id, generation, job);
                             }
+                            Request::Boost { id } => queue.boost(id),
                             Request::Reset { .. } => {
                                 // Jobs of the old module would only be dropped by the tier.
                                 queue.clear();
@@ -71,7 +127,13 @@ impl Worker {
                             }
                         }
                     }
-                    let Some((id, generation, job)) = queue.pop() else {
+                    let Some(Queued {
+                        id,
+                        generation,
+                        job,
+                        ..
+                    }) = queue.pop()
+                    else {
                         continue;
                     };
                     let result = backend.compile(&job);
@@ -179,5 +241,27 @@ mod tests {
         let d = wait(&w);
         assert_eq!((d.id, d.generation), (8, 1));
         assert!(d.result.is_ok());
+    }
+
+    /// The compile thread takes the most boosted job first, and the newest among equals;
+    /// a boost for a job no longer queued changes nothing.
+    #[test]
+    fn queue_takes_boosted_jobs_first_then_the_newest() {
+        let bytes = [0x31, 0xC9, 0xEB, 0xFE];
+        let mut q = JobQueue::default();
+        for id in 1..=4 {
+            q.push(id, 0, job(&bytes));
+        }
+        q.boost(2);
+        q.boost(1);
+        q.boost(2);
+        q.boost(99);
+        let order: Vec<u64> = std::iter::from_fn(|| q.pop().map(|j| j.id)).collect();
+        assert_eq!(order, [2, 1, 4, 3]);
+        assert!(q.is_empty());
+        q.push(5, 0, job(&bytes));
+        q.boost(5);
+        q.push(6, 0, job(&bytes));
+        assert_eq!(q.pop().map(|j| j.id), Some(5));
     }
 }

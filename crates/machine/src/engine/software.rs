@@ -139,7 +139,17 @@ impl Engine for JitEngine {
                 j.dispatcher_transitions.to_string(),
             ),
             ("translation cache resets", j.cache_resets.to_string()),
+            (
+                "insns interpreted awaiting code",
+                j.waiting_instructions.to_string(),
+            ),
         ];
+        if j.background {
+            v.push((
+                "compile queue (peak jobs, boosts)",
+                format!("{}, {}", j.compile_queue_peak, j.compile_boosts),
+            ));
+        }
         if j.translations_discarded > 0 {
             v.push((
                 "translations discarded (block gone)",
