@@ -398,7 +398,7 @@ impl Tier for Compiler {
                         let code = if n == self.hot_threshold && !self.needs_block_flush {
                             self.translate(block, cpu)
                         } else {
-                            if n % self.hot_threshold == 0 {
+                            if n.is_multiple_of(self.hot_threshold) {
                                 self.boost(block);
                             }
                             None
