@@ -216,7 +216,9 @@ fn execute_block(cpu: &mut Cpu, block: &Block, remaining: u64) -> Option<RunExit
 
 /// Execute one decoded instruction at the current RIP (code size `bits`) with everything
 /// around it: the CS limit check, fault delivery, the single-step trap, platform actions,
-/// the interrupt shadow, and whether the block may go on.
+/// the interrupt shadow, and whether the block may go on. Inline into the block loop: the
+/// call and its register saves were about 10% of the interpreter's time on the demo guest.
+#[inline]
 pub fn step_insn(cpu: &mut Cpu, d: &DecodedInsn, bits: u32) -> Step {
     let insn = &d.insn;
     let rip = cpu.s.rip;
