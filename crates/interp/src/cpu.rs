@@ -202,23 +202,7 @@ impl Cpu<'_> {
 
     /// Evaluate condition code `cc` (0..15 in Jcc encoding order).
     pub fn cond(&self, cc: u8) -> bool {
-        let f = self.flags();
-        let cf = f & flags::CF != 0;
-        let zf = f & flags::ZF != 0;
-        let sf = f & flags::SF != 0;
-        let of = f & flags::OF != 0;
-        let pf = f & flags::PF != 0;
-        let r = match cc >> 1 {
-            0 => of,
-            1 => cf,
-            2 => zf,
-            3 => cf || zf,
-            4 => sf,
-            5 => pf,
-            6 => sf != of,
-            _ => zf || (sf != of),
-        };
-        r ^ (cc & 1 != 0)
+        self.s.lazy.cond(cc, self.s.rflags)
     }
 
     // ---------------------------------------------------------------- modes

@@ -26,20 +26,7 @@ pub(super) fn cc_number(i: &Instruction) -> Option<u8> {
 pub unsafe extern "C" fn cond_helper(state: *const CpuState, cc: u32) -> u32 {
     // SAFETY: guaranteed by the caller (native code passes its state pointer).
     let s = unsafe { &*state };
-    let f = s.rflags();
-    let bit = |b: u64| f & b != 0;
-    use crane86_x86::flags::{CF, OF, PF, SF, ZF};
-    let r = match cc >> 1 {
-        0 => bit(OF),
-        1 => bit(CF),
-        2 => bit(ZF),
-        3 => bit(CF) || bit(ZF),
-        4 => bit(SF),
-        5 => bit(PF),
-        6 => bit(SF) != bit(OF),
-        _ => bit(ZF) || (bit(SF) != bit(OF)),
-    };
-    u32::from(r ^ (cc & 1 != 0))
+    u32::from(s.lazy.cond(cc as u8, s.rflags))
 }
 
 /// The six arithmetic flags of `CpuState` (evaluating its lazy record): for inline code that
