@@ -201,6 +201,7 @@ impl Cpu<'_> {
     }
 
     /// Evaluate condition code `cc` (0..15 in Jcc encoding order).
+    #[inline]
     pub fn cond(&self, cc: u8) -> bool {
         self.s.lazy.cond(cc, self.s.rflags)
     }

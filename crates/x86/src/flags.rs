@@ -75,6 +75,7 @@ pub enum CcOp {
 
 impl CcOp {
     /// The op of `base` kind (e.g. `CcOp::Add8`) for an operand of `bits` bits.
+    #[inline]
     pub fn sized(base: CcOp, bits: u32) -> CcOp {
         let idx = match bits {
             8 => 0,
@@ -85,6 +86,7 @@ impl CcOp {
         Self::from_u32(base as u32 + idx).expect("CcOp kinds are groups of four")
     }
 
+    #[inline]
     pub fn from_u32(v: u32) -> Option<CcOp> {
         use CcOp::*;
         const TABLE: [CcOp; 28] = [
