@@ -326,14 +326,17 @@ mod tests {
                     aux: next() & 1,
                 };
                 let f = l.arith_flags(0);
-                let (cf, zf, sf, of, pf) = (
-                    f & CF != 0,
-                    f & ZF != 0,
-                    f & SF != 0,
-                    f & OF != 0,
-                    f & PF != 0,
-                );
-                let want = [of, cf, zf, cf || zf, sf, pf, sf != of, zf || (sf != of)];
+                let set = |flag: u64| f & flag != 0;
+                let want = [
+                    set(OF),
+                    set(CF),
+                    set(ZF),
+                    set(CF) || set(ZF),
+                    set(SF),
+                    set(PF),
+                    set(SF) != set(OF),
+                    set(ZF) || (set(SF) != set(OF)),
+                ];
                 for cc in 0..16u8 {
                     let expect = want[usize::from(cc >> 1)] ^ (cc & 1 != 0);
                     assert_eq!(
