@@ -429,192 +429,192 @@ mod tests {
 
     #[test]
     fn inline_selection() {
-        assert_eq!(inline_kind(&decode(&[0x31, 0xC0]), 64), Some(Inline::Alu)); // xor eax,eax
-        assert_eq!(
-            inline_kind(&decode(&[0x8C, 0xD0]), 64),
-            Some(Inline::MovFromSeg)
-        ); // mov eax,ss
-        assert_eq!(inline_kind(&decode(&[0xF3, 0x90]), 64), Some(Inline::Nop)); // pause
-        assert_eq!(
-            inline_kind(&decode(&[0xF0, 0x0F, 0xB1, 0x17]), 64),
-            Some(Inline::Rmw)
-        ); // lock cmpxchg [rdi],edx
-        assert_eq!(
-            inline_kind(&decode(&[0x49, 0x0F, 0xBA, 0x2C, 0x24, 0x0C]), 64),
-            Some(Inline::Rmw)
-        ); // bts qword [r12],0Ch
-        assert_eq!(inline_kind(&decode(&[0xFA]), 64), Some(Inline::Cli)); // cli
-        assert_eq!(
-            inline_kind(&decode(&[0x0F, 0x18, 0x08]), 64),
-            Some(Inline::Nop)
-        ); // prefetcht0 [rax]
-        assert_eq!(
-            inline_kind(&decode(&[0x48, 0x89, 0xD8]), 64),
-            Some(Inline::Mov)
-        ); // mov rax,rbx
-        assert_eq!(inline_kind(&decode(&[0x88, 0xD8]), 64), Some(Inline::Mov)); // mov al,bl
-        assert_eq!(
-            inline_kind(&decode(&[0x80, 0xFA, 0xE8]), 64),
-            Some(Inline::Alu)
-        ); // cmp dl,0E8h
-        assert_eq!(
-            inline_kind(&decode(&[0xC1, 0xEE, 0x0B]), 64),
-            Some(Inline::Shift)
-        ); // shr esi,0Bh
-        assert_eq!(inline_kind(&decode(&[0xD1, 0xEF]), 64), Some(Inline::Shift)); // shr edi,1
-        assert_eq!(
-            inline_kind(&decode(&[0xC1, 0xEE, 0x20]), 64),
-            None,
-            "masked count 0"
-        ); // shr esi,20h
-        assert_eq!(
-            inline_kind(&decode(&[0x66, 0xC1, 0xE9, 0x14]), 64),
-            None,
-            "count beyond a 16-bit operand"
-        ); // shr cx,14h
-        assert_eq!(
-            inline_kind(&decode(&[0xD3, 0xE0]), 64),
-            Some(Inline::ShiftCl)
-        ); // shl eax,cl
-        assert_eq!(
-            inline_kind(&decode(&[0x66, 0xD3, 0xE0]), 64),
-            None,
-            "16-bit shift by CL"
-        ); // shl ax,cl
-        assert_eq!(
-            inline_kind(&decode(&[0xC1, 0xC1, 0x0C]), 64),
-            Some(Inline::Rotate)
-        ); // rol ecx,0Ch
-        assert_eq!(
-            inline_kind(&decode(&[0xC0, 0xC1, 0x20]), 64),
-            None,
-            "rol cl,20h: masked count 0"
-        );
-        assert_eq!(
-            inline_kind(&decode(&[0x0F, 0x92, 0xC0]), 64),
-            Some(Inline::Setcc)
-        ); // setb al
-        assert_eq!(
-            inline_kind(&decode(&[0x49, 0x0F, 0x44, 0xF2]), 64),
-            Some(Inline::Cmov)
-        ); // cmove rsi,r10
-        assert_eq!(
-            inline_kind(&decode(&[0x48, 0x0F, 0x44, 0x33]), 64),
-            Some(Inline::Load),
-            "cmove rsi,[rbx]"
-        );
-        assert_eq!(
-            inline_kind(&decode(&[0xFF, 0x03]), 64),
-            Some(Inline::Rmw),
-            "inc dword [rbx]"
-        );
-        assert_eq!(
-            inline_kind(&decode(&[0x48, 0x98]), 64),
-            Some(Inline::WidenAcc),
-            "cdqe"
-        );
-        assert_eq!(
-            inline_kind(&decode(&[0x0F, 0xC8]), 64),
-            Some(Inline::Bswap),
-            "bswap eax"
-        );
-        // BSWAP of a 16-bit register is undefined: the interpreter's.
-        assert_eq!(
-            inline_kind(&decode(&[0x66, 0x0F, 0xC8]), 64),
-            None,
-            "bswap ax"
-        );
-        assert_eq!(
-            inline_kind(&decode(&[0x0F, 0x28, 0x07]), 64),
-            Some(Inline::SseMem(sse::SseMem::Load { aligned: true })),
-            "movaps xmm0,[rdi]"
-        );
-        assert_eq!(
-            inline_kind(&decode(&[0xF2, 0x0F, 0x11, 0x07]), 64),
-            Some(Inline::SseMem(sse::SseMem::Store { aligned: false })),
-            "movsd [rdi],xmm0"
-        );
-        assert_eq!(
-            inline_kind(&decode(&[0xFF, 0xE0]), 64),
-            Some(Inline::JmpReg),
-            "jmp rax"
-        );
-        assert_eq!(
-            inline_kind(&decode(&[0x41, 0xFF, 0xD3]), 64),
-            Some(Inline::CallReg),
-            "call r11"
-        );
-        assert_eq!(
-            inline_kind(&decode(&[0x66, 0x0F, 0x70, 0xC1, 0x1B]), 64),
-            Some(Inline::Sse(sse::Sse::Shuffle {
-                mask: [
-                    16 + 12,
-                    29,
-                    30,
-                    31,
-                    16 + 8,
-                    25,
-                    26,
-                    27,
-                    16 + 4,
-                    21,
-                    22,
-                    23,
-                    16,
-                    17,
-                    18,
-                    19
-                ],
-                zero: false
-            })),
-            "pshufd xmm0,xmm1,1Bh (lanes reversed)"
-        );
-        let load = inline_kind(&decode(&[0x48, 0x8B, 0x03]), 64); // mov rax,[rbx]
-        assert_eq!(load, Some(Inline::Load));
-        let store = inline_kind(&decode(&[0x89, 0x03]), 64); // mov [rbx],eax
-        assert_eq!(store, Some(Inline::Store));
-        let addr32 = inline_kind(&decode(&[0x67, 0x8B, 0x03]), 64); // mov eax,[ebx]
-        assert_eq!(addr32, None, "32-bit addressing uses the helper");
-        assert_eq!(inline_kind(&decode(&[0x55]), 64), Some(Inline::Push)); // push rbp
-        assert_eq!(inline_kind(&decode(&[0x9C]), 64), Some(Inline::Push)); // pushfq
-        let movzx = inline_kind(&decode(&[0x0F, 0xB6, 0x03]), 64); // movzx eax,byte [rbx]
-        assert_eq!(movzx, Some(Inline::Load));
-        let movsx_reg = inline_kind(&decode(&[0x0F, 0xBE, 0xC4]), 64); // movsx eax,ah
-        assert_eq!(movsx_reg, Some(Inline::Extend));
-        assert_eq!(inline_kind(&decode(&[0x41, 0x5C]), 64), Some(Inline::Pop)); // pop r12
-        assert_eq!(inline_kind(&decode(&[0x66, 0x55]), 64), None, "16-bit push");
-        assert_eq!(
-            inline_kind(&decode(&[0x0F, 0x92, 0x03]), 64),
-            Some(Inline::Store),
-            "setb byte [rbx]"
-        );
-        let xchg = inline_kind(&decode(&[0x87, 0x42, 0x18]), 64); // xchg [rdx+18h],eax
-        assert_eq!(xchg, Some(Inline::Rmw));
-        assert_eq!(inline_kind(&decode(&[0xC9]), 64), Some(Inline::Pop)); // leave
-        let shl_mem = inline_kind(&decode(&[0xD0, 0x20]), 64); // shl byte [rax],1
-        assert_eq!(shl_mem, Some(Inline::Rmw));
-        let tzcnt = inline_kind(&decode(&[0xF3, 0x48, 0x0F, 0xBC, 0xC9]), 64); // tzcnt rcx,rcx
-        assert_eq!(tzcnt, Some(Inline::CountZeros));
-        let byte = inline_kind(&decode(&[0x88, 0x03]), 64); // mov [rbx],al
-        assert_eq!(byte, Some(Inline::Store));
-        let cmp_mem = inline_kind(&decode(&[0x48, 0x3B, 0x70, 0x28]), 64); // cmp rsi,[rax+28h]
-        assert_eq!(cmp_mem, Some(Inline::LoadAlu));
-        let add_rmw = inline_kind(&decode(&[0x01, 0x43, 0x7C]), 64); // add [rbx+7Ch],eax
-        assert_eq!(add_rmw, Some(Inline::Rmw));
-        let imul = inline_kind(&decode(&[0x49, 0x0F, 0xAF, 0xC5]), 64); // imul rax,r13
-        assert_eq!(imul, Some(Inline::Imul));
-        let not = inline_kind(&decode(&[0x41, 0xF7, 0xD1]), 64); // not r9d
-        assert_eq!(not, Some(Inline::Unary));
-        let neg_mem = inline_kind(&decode(&[0xF7, 0x1B]), 64); // neg dword [rbx]
-        assert_eq!(neg_mem, None, "NOT/NEG to memory use the helper");
-        assert_eq!(
-            inline_kind(&decode(&[0x48, 0x8D, 0x44, 0x8B, 0x10]), 64),
-            Some(Inline::Lea)
-        );
-        assert_eq!(
-            inline_kind(&decode(&[0x31, 0xC0]), 32),
-            None,
-            "only 64-bit code"
-        );
+        use sse::{Sse, SseMem};
+        // pshufd xmm0,xmm1,1Bh reverses the dword lanes: bytes 12..16 first.
+        let reversed = Sse::Shuffle {
+            mask: [
+                16 + 12,
+                29,
+                30,
+                31,
+                16 + 8,
+                25,
+                26,
+                27,
+                16 + 4,
+                21,
+                22,
+                23,
+                16,
+                17,
+                18,
+                19,
+            ],
+            zero: false,
+        };
+        // (bytes, code size, inline form, the instruction and why)
+        let cases: &[(&[u8], u32, Option<Inline>, &str)] = &[
+            (&[0x31, 0xC0], 64, Some(Inline::Alu), "xor eax,eax"),
+            (&[0x8C, 0xD0], 64, Some(Inline::MovFromSeg), "mov eax,ss"),
+            (&[0xF3, 0x90], 64, Some(Inline::Nop), "pause"),
+            (
+                &[0xF0, 0x0F, 0xB1, 0x17],
+                64,
+                Some(Inline::Rmw),
+                "lock cmpxchg [rdi],edx",
+            ),
+            (
+                &[0x49, 0x0F, 0xBA, 0x2C, 0x24, 0x0C],
+                64,
+                Some(Inline::Rmw),
+                "bts qword [r12],0Ch",
+            ),
+            (&[0xFA], 64, Some(Inline::Cli), "cli"),
+            (
+                &[0x0F, 0x18, 0x08],
+                64,
+                Some(Inline::Nop),
+                "prefetcht0 [rax]",
+            ),
+            (&[0x48, 0x89, 0xD8], 64, Some(Inline::Mov), "mov rax,rbx"),
+            (&[0x88, 0xD8], 64, Some(Inline::Mov), "mov al,bl"),
+            (&[0x80, 0xFA, 0xE8], 64, Some(Inline::Alu), "cmp dl,0E8h"),
+            (&[0xC1, 0xEE, 0x0B], 64, Some(Inline::Shift), "shr esi,0Bh"),
+            (&[0xD1, 0xEF], 64, Some(Inline::Shift), "shr edi,1"),
+            (&[0xC1, 0xEE, 0x20], 64, None, "shr esi,20h: masked count 0"),
+            (
+                &[0x66, 0xC1, 0xE9, 0x14],
+                64,
+                None,
+                "shr cx,14h: count beyond a 16-bit operand",
+            ),
+            (&[0xD3, 0xE0], 64, Some(Inline::ShiftCl), "shl eax,cl"),
+            (
+                &[0x66, 0xD3, 0xE0],
+                64,
+                None,
+                "shl ax,cl: 16-bit shift by CL",
+            ),
+            (&[0xC1, 0xC1, 0x0C], 64, Some(Inline::Rotate), "rol ecx,0Ch"),
+            (&[0xC0, 0xC1, 0x20], 64, None, "rol cl,20h: masked count 0"),
+            (&[0x0F, 0x92, 0xC0], 64, Some(Inline::Setcc), "setb al"),
+            (
+                &[0x49, 0x0F, 0x44, 0xF2],
+                64,
+                Some(Inline::Cmov),
+                "cmove rsi,r10",
+            ),
+            (
+                &[0x48, 0x0F, 0x44, 0x33],
+                64,
+                Some(Inline::Load),
+                "cmove rsi,[rbx]",
+            ),
+            (&[0xFF, 0x03], 64, Some(Inline::Rmw), "inc dword [rbx]"),
+            (&[0x48, 0x98], 64, Some(Inline::WidenAcc), "cdqe"),
+            (&[0x0F, 0xC8], 64, Some(Inline::Bswap), "bswap eax"),
+            // BSWAP of a 16-bit register is undefined: the interpreter's.
+            (&[0x66, 0x0F, 0xC8], 64, None, "bswap ax"),
+            (
+                &[0x0F, 0x28, 0x07],
+                64,
+                Some(Inline::SseMem(SseMem::Load { aligned: true })),
+                "movaps xmm0,[rdi]",
+            ),
+            (
+                &[0xF2, 0x0F, 0x11, 0x07],
+                64,
+                Some(Inline::SseMem(SseMem::Store { aligned: false })),
+                "movsd [rdi],xmm0",
+            ),
+            (&[0xFF, 0xE0], 64, Some(Inline::JmpReg), "jmp rax"),
+            (&[0x41, 0xFF, 0xD3], 64, Some(Inline::CallReg), "call r11"),
+            (
+                &[0x66, 0x0F, 0x70, 0xC1, 0x1B],
+                64,
+                Some(Inline::Sse(reversed)),
+                "pshufd xmm0,xmm1,1Bh (lanes reversed)",
+            ),
+            (&[0x48, 0x8B, 0x03], 64, Some(Inline::Load), "mov rax,[rbx]"),
+            (&[0x89, 0x03], 64, Some(Inline::Store), "mov [rbx],eax"),
+            (
+                &[0x67, 0x8B, 0x03],
+                64,
+                None,
+                "mov eax,[ebx]: 32-bit addressing uses the helper",
+            ),
+            (&[0x55], 64, Some(Inline::Push), "push rbp"),
+            (&[0x9C], 64, Some(Inline::Push), "pushfq"),
+            (
+                &[0x0F, 0xB6, 0x03],
+                64,
+                Some(Inline::Load),
+                "movzx eax,byte [rbx]",
+            ),
+            (
+                &[0x0F, 0xBE, 0xC4],
+                64,
+                Some(Inline::Extend),
+                "movsx eax,ah",
+            ),
+            (&[0x41, 0x5C], 64, Some(Inline::Pop), "pop r12"),
+            (&[0x66, 0x55], 64, None, "16-bit push"),
+            (
+                &[0x0F, 0x92, 0x03],
+                64,
+                Some(Inline::Store),
+                "setb byte [rbx]",
+            ),
+            (
+                &[0x87, 0x42, 0x18],
+                64,
+                Some(Inline::Rmw),
+                "xchg [rdx+18h],eax",
+            ),
+            (&[0xC9], 64, Some(Inline::Pop), "leave"),
+            (&[0xD0, 0x20], 64, Some(Inline::Rmw), "shl byte [rax],1"),
+            (
+                &[0xF3, 0x48, 0x0F, 0xBC, 0xC9],
+                64,
+                Some(Inline::CountZeros),
+                "tzcnt rcx,rcx",
+            ),
+            (&[0x88, 0x03], 64, Some(Inline::Store), "mov [rbx],al"),
+            (
+                &[0x48, 0x3B, 0x70, 0x28],
+                64,
+                Some(Inline::LoadAlu),
+                "cmp rsi,[rax+28h]",
+            ),
+            (
+                &[0x01, 0x43, 0x7C],
+                64,
+                Some(Inline::Rmw),
+                "add [rbx+7Ch],eax",
+            ),
+            (
+                &[0x49, 0x0F, 0xAF, 0xC5],
+                64,
+                Some(Inline::Imul),
+                "imul rax,r13",
+            ),
+            (&[0x41, 0xF7, 0xD1], 64, Some(Inline::Unary), "not r9d"),
+            (
+                &[0xF7, 0x1B],
+                64,
+                None,
+                "neg dword [rbx]: NOT/NEG to memory use the helper",
+            ),
+            (
+                &[0x48, 0x8D, 0x44, 0x8B, 0x10],
+                64,
+                Some(Inline::Lea),
+                "lea rax,[rbx+rcx*4+10h]",
+            ),
+            (&[0x31, 0xC0], 32, None, "xor eax,eax: only 64-bit code"),
+        ];
+        for &(bytes, bits, want, what) in cases {
+            assert_eq!(inline_kind(&decode(bytes), bits), want, "{what}");
+        }
     }
 }
