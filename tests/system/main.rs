@@ -1,12 +1,13 @@
 //! System-level guest tests: mode transitions, far transfers through gates, fast system
-//! calls, exception delivery, paging, system instructions, self-modifying code and JIT block
-//! chaining. Every test runs on every engine of `EngineKind::emulators()` (the chaining tests
-//! compare the JIT with the interpreter).
+//! calls, exception delivery, paging, code crossing a page boundary, system instructions,
+//! self-modifying code and JIT block chaining. Every test runs on every engine of
+//! `EngineKind::emulators()` (the chaining tests compare the JIT with the interpreter).
 
 mod chaining;
 mod exceptions;
 mod far;
 mod modes;
+mod page_crossing;
 mod paging;
 mod smc;
 mod syscalls;

@@ -59,7 +59,8 @@ pub const BLOCK_LINKS: usize = 2;
 pub struct Block {
     pub insns: Vec<DecodedInsn>,
     /// The block's cache key, set when it is inserted into the cache (`None` for the
-    /// uncached one-instruction blocks of page-crossing code: no link may point at them).
+    /// uncached one-instruction blocks of code running from device memory or crossing into
+    /// a page it cannot fetch from: no link may point at them).
     pub key: Cell<Option<BlockKey>>,
     /// The tier's most recently used successor links (see [`Link`]).
     pub links: [Cell<Link>; BLOCK_LINKS],
@@ -68,6 +69,12 @@ pub struct Block {
     /// The block's native code, if a tier compiled it. Valid as long as the tier keeps the
     /// code alive; a tier that frees code clears the whole block cache first.
     pub native: Cell<Option<NativeBlock>>,
+    /// For a block whose first instruction crosses into the next linear page: the physical
+    /// page (address) that page mapped to when the block was decoded. The key holds only the
+    /// first page, so the block is valid only while the second page still maps there: the
+    /// run loop checks it on every lookup, and no tier link may lead into such a block
+    /// (links are followed without a lookup).
+    pub second_page: Option<u64>,
 }
 
 impl Block {
@@ -78,6 +85,15 @@ impl Block {
             links: [const { Cell::new(Link::NONE) }; BLOCK_LINKS],
             entries: Cell::new(0),
             native: Cell::new(None),
+            second_page: None,
+        }
+    }
+
+    /// A block that runs from its first page into the one at physical `second_page`.
+    pub fn spanning(insns: Vec<DecodedInsn>, second_page: u64) -> Block {
+        Block {
+            second_page: Some(second_page & !0xFFF),
+            ..Block::new(insns)
         }
     }
 }
@@ -122,7 +138,7 @@ const JUMP_CACHE_SIZE: usize = 16384;
 
 pub struct BlockCache {
     blocks: AddrMap<BlockKey, Rc<Block>>,
-    /// Physical page → keys of the blocks that start in it.
+    /// Physical page → keys of the blocks that start in it or run into it.
     by_page: AddrMap<u64, Vec<BlockKey>>,
     /// Direct-mapped cache of recent lookups (QEMU's tb_jmp_cache idea): most block
     /// transitions hit here without hashing.
@@ -165,6 +181,9 @@ impl BlockCache {
     pub fn insert(&mut self, key: BlockKey, block: Rc<Block>) {
         block.key.set(Some(key));
         self.by_page.entry(key.paddr >> 12).or_default().push(key);
+        if let Some(page) = block.second_page {
+            self.by_page.entry(page >> 12).or_default().push(key);
+        }
         self.jump_cache[jump_index(&key)] = Some((key, block.clone()));
         if self.blocks.insert(key, block).is_some() {
             // A replaced block left the cache.
@@ -211,7 +230,7 @@ impl BlockCache {
 
 /// Decode a block from `bytes` (the code from `rip` to the end of its page). Stops after a
 /// control-flow instruction, at `MAX_BLOCK_INSNS`, or before an instruction that does not fit
-/// in `bytes` (it crosses the page and is decoded on its own). An invalid encoding is kept as
+/// in `bytes` (it crosses the page and starts a block of its own, decoded from both pages). An invalid encoding is kept as
 /// the block's last instruction so executing it raises #UD.
 pub fn decode_block(bytes: &[u8], rip: u64, bits: u32) -> Vec<DecodedInsn> {
     let mut dec = Decoder::with_ip(bits, bytes, rip, DecoderOptions::NONE);

@@ -200,6 +200,65 @@ impl Interpreter {
     }
 }
 
+/// The linear address of the page after the one holding `lin`.
+fn next_page(lin: u64, bits: u32) -> u64 {
+    let next = (lin | 0xFFF).wrapping_add(1);
+    if bits == 64 {
+        next
+    } else {
+        next & 0xFFFF_FFFF
+    }
+}
+
+/// The physical page the page after linear `lin` maps to for instruction fetch now (`None`
+/// if it cannot be fetched from), without raising anything.
+fn second_page_now(cpu: &mut Cpu, lin: u64, bits: u32, user: bool) -> Option<u64> {
+    let lin2 = next_page(lin, bits);
+    cpu.tlb.stats.accesses += 1;
+    let e = cpu.tlb.entry(user, lin2);
+    if e.fetch_tag == lin2 {
+        return Some(e.paddr_page);
+    }
+    cpu.translate(lin2, Access::Fetch, user)
+        .ok()
+        .map(|p| p & PAGE_MASK)
+}
+
+/// The block at `lin` (physical `pa`, RAM or ROM) whose first instruction crosses into the
+/// next linear page, decoded from both pages when that page can be fetched from and is RAM or
+/// ROM too (`None` otherwise). Both pages are marked as code, so a write to either
+/// invalidates the block.
+fn decode_spanning(cpu: &mut Cpu, pa: u64, lin: u64, bits: u32, user: bool) -> Option<Rc<Block>> {
+    let first = match cpu.mem.target(pa) {
+        PhysTarget::Ram(off) | PhysTarget::Rom(off) => off,
+        PhysTarget::Mmio => return None,
+    };
+    let pa2 = second_page_now(cpu, lin, bits, user)?;
+    let second = match cpu.mem.target(pa2) {
+        PhysTarget::Ram(off) | PhysTarget::Rom(off) => off,
+        PhysTarget::Mmio => return None,
+    };
+    let tail = (0x1000 - (pa & 0xFFF)) as usize;
+    let mut bytes = Vec::with_capacity(tail + 0x1000);
+    // SAFETY: `first` and `second` are backing offsets of the two pages; `tail` bytes from
+    // `first` end at its page's end, and `second` starts a page of 0x1000 bytes. The slices
+    // are copied before anything else touches guest memory.
+    unsafe {
+        bytes.extend_from_slice(std::slice::from_raw_parts(cpu.mem.host_ptr(first), tail));
+        bytes.extend_from_slice(std::slice::from_raw_parts(cpu.mem.host_ptr(second), 0x1000));
+    }
+    let insns = decode_block(&bytes, cpu.s.rip, bits);
+    if insns.is_empty() {
+        return None;
+    }
+    for (paddr, off) in [(pa, first), (pa2, second)] {
+        if matches!(cpu.mem.target(paddr), PhysTarget::Ram(_)) && cpu.mem.mark_code_page(off) {
+            cpu.tlb.protect_code_page(paddr & PAGE_MASK);
+        }
+    }
+    Some(Rc::new(Block::spanning(insns, pa2)))
+}
+
 /// Run at most `remaining` instructions of `block` from the current RIP. Returns an exit when
 /// the run must end.
 fn execute_block(cpu: &mut Cpu, block: &Block, remaining: u64) -> Option<RunExit> {
@@ -340,8 +399,10 @@ fn lookup_block(cpu: &mut Cpu, blocks: &mut BlockCache) -> Result<Rc<Block>, Exc
         bits,
     };
     if let Some(b) = blocks.get(&key) {
-        cpu.stats.block_cache_hits += 1;
-        return Ok(b);
+        if b.second_page.is_none() || b.second_page == second_page_now(cpu, lin, bits, user) {
+            cpu.stats.block_cache_hits += 1;
+            return Ok(b);
+        }
     }
     cpu.stats.blocks_decoded += 1;
     if let PhysTarget::Ram(off) | PhysTarget::Rom(off) = cpu.mem.target(pa) {
@@ -362,8 +423,13 @@ fn lookup_block(cpu: &mut Cpu, blocks: &mut BlockCache) -> Result<Rc<Block>, Exc
             return Ok(block);
         }
     }
-    // The first instruction crosses a page boundary (or code runs from device memory):
-    // fetch up to 15 bytes through the TLB and decode one uncached instruction.
+    if let Some(block) = decode_spanning(cpu, pa, lin, bits, user) {
+        blocks.insert(key, block.clone());
+        return Ok(block);
+    }
+    // Code runs from device memory, or its first instruction crosses into a page that cannot
+    // be fetched from: fetch up to 15 bytes through the TLB and decode one uncached
+    // instruction (a fault on bytes it needs is raised).
     let mut buf = [0u8; 15];
     let mut n = 0;
     while n < 15 {

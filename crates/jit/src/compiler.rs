@@ -413,8 +413,10 @@ impl Tier for Compiler {
                 }
             }
         };
+        // No link leads into a block that runs into a second page: only the run loop's
+        // lookup checks where that page maps now.
         if let (Some((from, from_epoch)), Some(key)) = (from, block.key.get()) {
-            if from_epoch == epoch {
+            if from_epoch == epoch && block.second_page.is_none() {
                 let to = Link {
                     key,
                     code: Some(code),
