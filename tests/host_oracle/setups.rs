@@ -123,8 +123,10 @@ pub fn string_group(rng: &mut Rng) -> Option<Vec<Instruction>> {
             count | (rng.next_u64() & 0xFFFF_FFFF_0000_0000),
         ),
     ];
-    if asz == 64 {
-        // A 64-bit count uses all of RCX: keep it small.
+    if asz == 64 || (count == 0 && rep != RepPrefixKind::None) {
+        // A 64-bit count uses all of RCX: keep it small. A 32-bit REP count of zero leaves
+        // RCX[63:32] as it was on some Intel cores and clears it on others (seen: a family 6
+        // model 167 host clears it): keep that half zero so both agree.
         setup[2] = mov_imm(Register::RCX, count);
     }
     if which == 1 || which == 2 {

@@ -17,7 +17,10 @@
 //! lengths in RAX/RDX. CRC32 (an SSE4.2 integer instruction) is generated here too.
 //!
 //! RCPPS/RCPSS/RSQRTPS/RSQRTSS results are approximations that differ between CPU vendors:
-//! their destination lanes are compared with a relative tolerance (see [`tolerated`]).
+//! their destination lanes are compared with a relative tolerance. DPPS/DPPD lanes where both
+//! sides are NaN count as equal: which NaN operand a dot product propagates depends on the
+//! order in which the CPU adds the products, and that order differs between Intel cores (see
+//! [`tolerated`]).
 
 use crate::gen::{
     FlagTrack, Generator, MemPatch, Sequence, DATA_SIZE, FIXED_FLAGS, INITIAL_RSP, SCRATCH_BASE,
@@ -438,14 +441,41 @@ fn instantiate(
 }
 
 /// Whether XMM register `k` may differ between the host (`host`) and crane86 (`emu`) after
-/// `s`: only the destination of RCPPS/RCPSS/RSQRTPS/RSQRTSS, whose result lanes need only be
-/// within 3 * 2^-12 relative of each other (each CPU is within 1.5 * 2^-12 of the exact
-/// value); other lanes, and non-normal results (zeros, infinities, NaNs), must be equal.
+/// `s`: only the destination of
+///
+/// - RCPPS/RCPSS/RSQRTPS/RSQRTSS, whose result lanes need only be within 3 * 2^-12 relative
+///   of each other (each CPU is within 1.5 * 2^-12 of the exact value); other lanes, and
+///   non-normal results (zeros, infinities, NaNs), must be equal;
+/// - DPPS/DPPD, in lanes where both results are NaN. The SDM adds the products as
+///   (p0 + p1) + (p2 + p3) and an SSE addition of two NaNs returns the first, so crane86
+///   propagates the NaN that order gives; some Intel cores (seen on a family 6 model 167 host:
+///   `dpps` of products 0, QNaN 7fffffff, QNaN ffc01223, QNaN 7fff8000 gave ffc01223, the SDM
+///   order 7fffffff) pick another. Every non-NaN lane must still be bit-equal.
 pub fn tolerated(s: &Sequence, k: usize, host: u128, emu: u128) -> bool {
+    let writes_k = |i: &&Instruction| {
+        i.op0_kind() == OpKind::Register && XMM.get(k) == Some(&i.op0_register())
+    };
+    if let Some(i) = s
+        .insns
+        .iter()
+        .find(|i| matches!(i.mnemonic(), Mnemonic::Dpps | Mnemonic::Dppd))
+        .filter(writes_k)
+    {
+        let (width, count) = if i.mnemonic() == Mnemonic::Dpps {
+            (32, 4)
+        } else {
+            (64, 2)
+        };
+        return (0..count).all(|lane| {
+            let field = |v: u128| (v >> (width * lane)) as u64 & (u64::MAX >> (64 - width));
+            let (h, e) = (field(host), field(emu));
+            h == e || (is_nan(h, width) && is_nan(e, width))
+        });
+    }
     let Some(i) = s.insns.iter().find(|i| is_approximation(i.mnemonic())) else {
         return false;
     };
-    if i.op0_kind() != OpKind::Register || XMM.get(k) != Some(&i.op0_register()) {
+    if !writes_k(&i) {
         return false;
     }
     let lanes = if matches!(i.mnemonic(), Mnemonic::Rcpss | Mnemonic::Rsqrtss) {
@@ -460,6 +490,15 @@ pub fn tolerated(s: &Sequence, k: usize, host: u128, emu: u128) -> bool {
     })
 }
 
+/// Whether the low `width` (32 or 64) bits of `v` are a NaN of that width.
+fn is_nan(v: u64, width: u32) -> bool {
+    if width == 32 {
+        f32::from_bits(v as u32).is_nan()
+    } else {
+        f64::from_bits(v).is_nan()
+    }
+}
+
 fn approximately_equal(h: u32, e: u32) -> bool {
     let (hf, ef) = (f32::from_bits(h), f32::from_bits(e));
     if !hf.is_normal() || !ef.is_normal() || (h ^ e) >> 31 != 0 {
@@ -467,6 +506,47 @@ fn approximately_equal(h: u32, e: u32) -> bool {
     }
     let (hf, ef) = (f64::from(hf), f64::from(ef));
     (hf - ef).abs() <= 3.0 * (-12f64).exp2() * hf.abs().max(ef.abs())
+}
+
+#[test]
+fn tolerance_covers_only_approximations_and_dot_product_nans() {
+    use iced_x86::code_asm::*;
+    let seq = |build: fn(&mut CodeAssembler)| {
+        let mut a = CodeAssembler::new(64).unwrap();
+        build(&mut a);
+        Sequence::fixed(a.instructions().to_vec(), [0; 16], 0, 0)
+    };
+    let lanes = |l: [u32; 4]| (0..4).fold(0u128, |v, k| v | u128::from(l[k]) << (32 * k));
+    let dpps = seq(|a| a.dpps(xmm5, xmm6, 0xEA).unwrap());
+    let host = lanes([0, 0xFFC0_1223, 0, 0x7FFF_8000]);
+    let nan_elsewhere = lanes([0, 0x7FFF_FFFF, 0, 0x7FFF_8000]);
+    assert!(tolerated(&dpps, 5, host, nan_elsewhere), "another NaN");
+    assert!(
+        !tolerated(&dpps, 4, host, nan_elsewhere),
+        "not the destination"
+    );
+    let number = lanes([0, 0x3F80_0000, 0, 0x7FFF_8000]);
+    assert!(!tolerated(&dpps, 5, host, number), "NaN vs 1.0");
+    let zero_lane = lanes([1, 0xFFC0_1223, 0, 0x7FFF_8000]);
+    assert!(
+        !tolerated(&dpps, 5, host, zero_lane),
+        "a non-NaN lane differs"
+    );
+    let dppd = seq(|a| a.dppd(xmm2, xmm3, 0x33).unwrap());
+    let nan = |hi: u64| u128::from(0x7FF8_0000_0000_0001u64) | u128::from(hi) << 64;
+    assert!(tolerated(&dppd, 2, nan(0), nan(0) | 2));
+    assert!(!tolerated(&dppd, 2, nan(0), nan(1)), "upper lane differs");
+    let rcpps = seq(|a| a.rcpps(xmm1, xmm2).unwrap());
+    let one = 1.0f32.to_bits();
+    assert!(tolerated(&rcpps, 1, lanes([one; 4]), lanes([one + 1; 4])));
+    assert!(!tolerated(
+        &rcpps,
+        1,
+        lanes([one; 4]),
+        lanes([one + 0x10000; 4])
+    ));
+    let addps = seq(|a| a.addps(xmm1, xmm2).unwrap());
+    assert!(!tolerated(&addps, 1, lanes([one; 4]), lanes([one + 1; 4])));
 }
 
 #[test]
