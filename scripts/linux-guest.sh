@@ -18,7 +18,8 @@
 #   3. an interactive shell on the console (restarted when it exits).
 # After a script (1 or 2) returns, /init powers the machine off (`poweroff -f`).
 #
-# Idempotent: downloads and archives already present are reused. Prints the paths last as
+# Idempotent: downloads and archives already present are reused; concurrent runs on one
+# cache directory wait for each other. Prints the paths last as
 #   KERNEL=<path>       the bzImage
 #   VMLINUX=<path>      its decompressed ELF payload (boots faster: no guest-side decompression)
 #   INITRD=<path>
@@ -45,6 +46,15 @@ mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
 debs="$out/debs"
 log() { echo "linux-guest.sh: $*" >&2; }
+
+# One build at a time per cache directory: the boot tests run in parallel and each calls
+# this script; without the lock they race on apt-get and on the .tmp files below.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$out/.lock"
+    flock 9
+else
+    log "flock not found: concurrent runs on $out may race"
+fi
 
 # `apt-get download PACKAGE` into $debs, refreshing the package lists once if it is unknown.
 fetched_update=false
