@@ -5,10 +5,11 @@
 //!
 //! With `CRANE86_JIT_CORPUS_BENCH=<file>` (a corpus a guest run recorded with
 //! `CRANE86_JIT_CORPUS=<file>`, see `crane86_jit::corpus`) it also compiles a real guest's
-//! blocks: `CRANE86_JIT_CORPUS_BLOCKS` of them (default 2000), spread evenly over the file.
+//! blocks: `CRANE86_JIT_CORPUS_BLOCKS` of them (default 2000), spread evenly over the file,
+//! with each [`Effort`] (`blocks`, `blocks-quick`).
 
 use crane86::interp::block::Block;
-use crane86_jit::backend::{Backend, Job};
+use crane86_jit::backend::{Backend, Effort, Job};
 use crane86_jit::corpus;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use iced_x86::{Decoder, DecoderOptions};
@@ -58,7 +59,11 @@ fn compile(c: &mut Criterion) {
             features: Default::default(),
         };
         group.bench_function(name, |b| {
-            b.iter(|| backend.compile(&job).expect("the block compiles"))
+            b.iter(|| {
+                backend
+                    .compile(&job, Effort::Optimized)
+                    .expect("the block compiles")
+            })
         });
     }
     group.finish();
@@ -107,15 +112,20 @@ fn compile_corpus(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(jobs.len() as u64));
     let mut backend = Backend::default();
-    group.bench_function("blocks", |b| {
-        b.iter(|| {
-            // SAFETY: none of the code compiled here ever runs.
-            unsafe { backend.reset() };
-            for job in &jobs {
-                backend.compile(job).expect("the block compiles");
-            }
-        })
-    });
+    for (name, effort) in [
+        ("blocks", Effort::Optimized),
+        ("blocks-quick", Effort::Quick),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                // SAFETY: none of the code compiled here ever runs.
+                unsafe { backend.reset() };
+                for job in &jobs {
+                    backend.compile(job, effort).expect("the block compiles");
+                }
+            })
+        });
+    }
     group.finish();
 }
 

@@ -74,6 +74,39 @@ impl ModelFeatures {
     }
 }
 
+/// How much work Cranelift spends on a translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effort {
+    /// `opt_level=speed`: the e-graph pass (constant folding, value numbering, redundant
+    /// load removal) runs. The default.
+    Optimized,
+    /// `opt_level=none`: no e-graph pass. On the Linux corpus a third less compile time per
+    /// block, for slower code: for every block, the boot took 10% longer. What the compile
+    /// thread uses while a backlog waits (see `worker::QUICK_BACKLOG`).
+    Quick,
+}
+
+impl Effort {
+    /// The effort every translation uses when `CRANE86_JIT_EFFORT` is `optimized` or
+    /// `quick` (to test or measure one kind of code); `None` when unset. Another value is
+    /// reported once and ignored.
+    pub fn forced() -> Option<Effort> {
+        static FORCED: std::sync::OnceLock<Option<Effort>> = std::sync::OnceLock::new();
+        *FORCED.get_or_init(|| match std::env::var("CRANE86_JIT_EFFORT").as_deref() {
+            Ok("optimized") => Some(Effort::Optimized),
+            Ok("quick") => Some(Effort::Quick),
+            Ok(other) => {
+                tracing::warn!(
+                    value = other,
+                    "CRANE86_JIT_EFFORT must be `optimized` or `quick`; ignored"
+                );
+                None
+            }
+            Err(_) => None,
+        })
+    }
+}
+
 /// A translated block.
 pub struct Compiled {
     /// The entry of the code (in the tail calling convention; see [`block_signature`]).
@@ -83,13 +116,25 @@ pub struct Compiled {
     /// Host code bytes.
     pub bytes: u32,
     pub time: Duration,
+    pub effort: Effort,
 }
 
 fn host_isa() -> OwnedTargetIsa {
+    host_isa_at(Effort::Optimized)
+}
+
+/// The host ISA for translations made with `effort`; the flags differ only in
+/// `opt_level`, so code of both kinds runs in one module.
+fn host_isa_at(effort: Effort) -> OwnedTargetIsa {
     let mut flags = settings::builder();
-    // Measured on the Linux workload: "none" compiles 20% faster but the run takes 5% longer
-    // overall; the single-pass register allocator is worse still (+19%).
-    flags.set("opt_level", "speed").expect("opt_level");
+    // Measured on the Linux workload: "none" for every block compiles 20-33% faster but the
+    // run takes 5-10% longer overall (see `Effort`); the single-pass register allocator is
+    // worse still (+19%).
+    let opt = match effort {
+        Effort::Optimized => "speed",
+        Effort::Quick => "none",
+    };
+    flags.set("opt_level", opt).expect("opt_level");
     flags.set("is_pic", "false").expect("is_pic");
     // Cranelift's x86-64 tail calls (blocks entering their successors) need frame pointers.
     flags
@@ -249,6 +294,34 @@ fn define(module: &mut JITModule, ctx: &mut Context) -> Result<FuncId, String> {
     Ok(id)
 }
 
+/// [`define`] with another ISA than the module's (one of the same flags but `opt_level`):
+/// what `JITModule::define_function` does, compiling with `isa`.
+fn define_with_isa(
+    module: &mut JITModule,
+    ctx: &mut Context,
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+) -> Result<FuncId, String> {
+    let id = module
+        .declare_anonymous_function(&ctx.func.signature)
+        .map_err(|e| e.to_string())?;
+    let mut plane = cranelift_codegen::control::ControlPlane::default();
+    ctx.compile(isa, &mut plane)
+        .map_err(|e| format!("{:?}", e.inner))?;
+    let code = ctx.compiled_code().expect("compiled just now");
+    let align = code.buffer.alignment as u64;
+    let relocs: Vec<cranelift_module::ModuleReloc> = code
+        .buffer
+        .relocs()
+        .iter()
+        .map(|r| cranelift_module::ModuleReloc::from_mach_reloc(r, &ctx.func, id))
+        .collect();
+    let bytes = code.code_buffer().to_vec();
+    module
+        .define_function_bytes(id, align, &bytes, &relocs)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(id)
+}
+
 /// The signature of every native block: `(ctx)`, tail calling convention, so that a block can
 /// end by tail-calling its successor (`return_call_indirect`) with a constant stack.
 pub fn block_signature(ptr: Type) -> Signature {
@@ -330,6 +403,8 @@ pub struct Backend {
     helpers: Helpers,
     ctx: Context,
     builder_ctx: FunctionBuilderContext,
+    /// The ISA of [`Effort::Quick`] translations (the module's own is the optimizing one).
+    quick_isa: OwnedTargetIsa,
 }
 
 impl Default for Backend {
@@ -341,6 +416,7 @@ impl Default for Backend {
             helpers,
             ctx,
             builder_ctx: FunctionBuilderContext::new(),
+            quick_isa: host_isa_at(Effort::Quick),
         }
     }
 }
@@ -374,11 +450,14 @@ impl Backend {
     /// Translate `job`. A panic inside Cranelift (a translator bug, which guest code may
     /// trigger) is caught and reported as a failed translation: the block stays
     /// interpreted.
-    pub fn compile(&mut self, job: &Job) -> Result<Compiled, String> {
+    pub fn compile(&mut self, job: &Job, effort: Effort) -> Result<Compiled, String> {
+        let effort = Effort::forced().unwrap_or(effort);
         if crate::corpus::enabled() {
             crate::corpus::record(job);
         }
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.compile_inner(job))) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.compile_inner(job, effort)
+        })) {
             Ok(result) => result,
             Err(panic) => {
                 let why = panic
@@ -399,7 +478,7 @@ impl Backend {
         }
     }
 
-    fn compile_inner(&mut self, job: &Job) -> Result<Compiled, String> {
+    fn compile_inner(&mut self, job: &Job, effort: Effort) -> Result<Compiled, String> {
         let start = Instant::now();
         let Some(module) = self.module.as_mut() else {
             return Err("no translation module".to_string());
@@ -430,7 +509,10 @@ impl Backend {
         };
         let dump = dump_requested(job.rip);
         self.ctx.set_disasm(dump);
-        let result = define(module, &mut self.ctx);
+        let result = match effort {
+            Effort::Optimized => define(module, &mut self.ctx),
+            Effort::Quick => define_with_isa(module, &mut self.ctx, &*self.quick_isa),
+        };
         let size = self
             .ctx
             .compiled_code()
@@ -473,6 +555,7 @@ impl Backend {
             inlined,
             bytes: size,
             time: start.elapsed(),
+            effort,
         })
     }
 }

@@ -30,7 +30,7 @@
 //! exits also look in the [`JumpTable`], one per vCPU, indexed by RIP, before they return
 //! here: the run loop enters each native block it hands over after such a miss there.
 
-use crate::backend::{Backend, Compiled, Entry, Job, ModelFeatures};
+use crate::backend::{Backend, Compiled, Effort, Entry, Job, ModelFeatures};
 use crate::context::{must_leave_chain, BlockCtx};
 use crate::profile;
 use crate::worker::{Request, Worker};
@@ -104,6 +104,8 @@ pub enum Compilation {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JitStats {
     pub blocks_translated: u64,
+    /// ... of which with [`Effort::Quick`] (while the compile queue had a backlog).
+    pub blocks_translated_quick: u64,
     pub insns_translated: u64,
     pub insns_inlined: u64,
     /// Cranelift time, wherever it was spent.
@@ -275,7 +277,7 @@ impl Compiler {
         };
         match &mut self.translations {
             Translations::InThread(b) => {
-                let result = b.compile(&job);
+                let result = b.compile(&job, Effort::Optimized);
                 self.finished(result)
             }
             Translations::Background(w) => {
@@ -316,6 +318,9 @@ impl Compiler {
         match result {
             Ok(c) => {
                 self.stats.blocks_translated += 1;
+                if c.effort == Effort::Quick {
+                    self.stats.blocks_translated_quick += 1;
+                }
                 self.stats.insns_translated += u64::from(c.insns);
                 self.stats.insns_inlined += u64::from(c.inlined);
                 self.stats.translation_time += c.time;

@@ -109,6 +109,10 @@ impl Engine for JitEngine {
         let mut v = vec![
             ("blocks translated", j.blocks_translated.to_string()),
             (
+                "blocks translated quick (unoptimized)",
+                j.blocks_translated_quick.to_string(),
+            ),
+            (
                 "instructions translated (inline)",
                 format!("{} ({})", j.insns_translated, j.insns_inlined),
             ),
