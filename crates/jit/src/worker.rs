@@ -15,8 +15,9 @@ use std::thread::JoinHandle;
 /// [`Effort::Quick`]: the Linux boot queues over a thousand jobs, and there a hot block's
 /// wait for its code costs more than its code being slower. On the Linux workload
 /// (`--stats`, 2-core machine): translation time 3.7 → 2.8 s, instructions interpreted
-/// while waiting for code 33 M → 21 M, queue peak 1,370 → 550; `linux-bench --runs 3`,
-/// whole run against QEMU TCG 1.23-1.24 → 1.17-1.18 (backlogs of 8: 1.22, of 128: 1.18).
+/// while waiting for code 33 M → 21 M, queue peak 1,370 → 550; whole run against QEMU
+/// TCG, median of five alternating `linux-bench` runs, 1.20 → 1.15 (backlogs of 8 and 128
+/// measured no better).
 pub const QUICK_BACKLOG: usize = 32;
 
 /// The effort for a job taken with `backlog` jobs still waiting.
