@@ -315,9 +315,8 @@ fn define_with_isa(
         .iter()
         .map(|r| cranelift_module::ModuleReloc::from_mach_reloc(r, &ctx.func, id))
         .collect();
-    let bytes = code.code_buffer().to_vec();
     module
-        .define_function_bytes(id, align, &bytes, &relocs)
+        .define_function_bytes(id, align, code.code_buffer(), &relocs)
         .map_err(|e| format!("{e:?}"))?;
     Ok(id)
 }
