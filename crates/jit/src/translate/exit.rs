@@ -186,7 +186,7 @@ impl Translator<'_, '_> {
     /// successor (the successor starts with its own RIP pending, see `Translator::block`),
     /// only when they return.
     fn return_block(&mut self) -> ir::Block {
-        let ret = self.b.create_block();
+        let ret = self.slow_block();
         self.b.append_block_param(ret, types::I64);
         ret
     }

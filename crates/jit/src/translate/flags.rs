@@ -247,7 +247,7 @@ impl Translator<'_, '_> {
         };
         let (fast, slow, merge) = (
             self.b.create_block(),
-            self.b.create_block(),
+            self.slow_block(),
             self.b.create_block(),
         );
         let v = self.b.append_block_param(merge, ty);

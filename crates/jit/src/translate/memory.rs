@@ -149,7 +149,7 @@ impl Translator<'_, '_> {
             }
         }
         let fast = self.b.create_block();
-        let slow = self.b.create_block();
+        let slow = self.slow_block();
         let merge = self.b.create_block();
         self.b.ins().brif(ok, fast, &[], slow, &[]);
         self.b.seal_block(fast);
