@@ -176,9 +176,6 @@ pub struct Translator<'a, 'b> {
     flag_vars: [Variable; 4],
     /// The block's exit (every path there has synced).
     exit: ir::Block,
-    /// IR emitted now is a slow path (an inline form's interpreter path): blocks it creates
-    /// are cold too (see [`Self::slow_block`]).
-    in_slow_path: bool,
     /// The condition of the inline Jcc just translated (an I8: taken or not), which the
     /// block's end branches on to enter the successor of each target directly.
     branch_taken: Option<Value>,
@@ -298,7 +295,6 @@ impl<'a, 'b> Translator<'a, 'b> {
             rip_var,
             flag_vars,
             exit,
-            in_slow_path: false,
             branch_taken: None,
             inlined: 0,
             counters,
@@ -356,11 +352,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.store_own_block();
         let idx = self.b.ins().iconst(types::I32, i64::from(arg.pack()));
         let leave = self.call_helper(self.helpers.step, &[self.ctx, idx], types::I32);
-        let next = if self.in_slow_path {
-            self.slow_block()
-        } else {
-            self.b.create_block()
-        };
+        let next = self.continuation_block();
         self.b.ins().brif(leave, self.exit, &[], next, &[]);
         self.b.seal_block(next);
         self.b.switch_to_block(next);
@@ -575,9 +567,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     ///   and takes `after`'s back when the block goes on, see [`StepArg`]).
     fn interpreter_path(&mut self, before: Tracked, after: &Tracked, index: usize) {
         self.tracked = before;
-        let was_slow = std::mem::replace(&mut self.in_slow_path, true);
         self.call_step(index, after.retired);
-        self.in_slow_path = was_slow;
         self.add_to_counter(
             offset_of!(BlockCtx, tlb_accesses),
             -i64::from(after.tlb_hits),
@@ -600,6 +590,17 @@ impl<'a, 'b> Translator<'a, 'b> {
         let block = self.b.create_block();
         self.b.set_cold_block(block);
         block
+    }
+
+    /// A block that goes on where the current one ends: cold when the current one is (a
+    /// slow path's code after a helper call stays with the slow path).
+    fn continuation_block(&mut self) -> ir::Block {
+        let current = self.b.current_block();
+        if current.is_some_and(|c| self.b.func.layout.is_cold(c)) {
+            self.slow_block()
+        } else {
+            self.b.create_block()
+        }
     }
 
     /// Call the helper thunk at `thunk` with `args` (after the context) and return the
