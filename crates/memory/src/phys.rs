@@ -48,7 +48,8 @@ pub struct PhysMem {
     rom_size: u64,
     /// One bit per backing page that holds decoded/translated code.
     code_pages: Vec<u64>,
-    /// Backing pages written while marked as code, for the engine to invalidate.
+    /// Guest physical pages (not backing offsets) written while marked as code, for the
+    /// engine to invalidate.
     smc_dirty: Vec<u64>,
 }
 
@@ -225,17 +226,31 @@ impl PhysMem {
             .is_some_and(|w| w & (1 << (p % 64)) != 0)
     }
 
-    /// Record a write to backing `offset`: if the page holds code, unmark it and queue it for
-    /// invalidation. Returns true when the page held code.
+    /// Record a write to backing `offset`: if the page holds code, unmark it and queue its
+    /// guest physical page for invalidation. Returns true when the page held code.
     #[inline]
     pub fn note_write(&mut self, offset: u64) -> bool {
         if self.is_code_page(offset) {
             let p = offset >> 12;
             self.code_pages[(p / 64) as usize] &= !(1 << (p % 64));
-            self.smc_dirty.push(p << 12);
+            self.smc_dirty.push(self.guest_page_of_backing(p << 12));
             true
         } else {
             false
+        }
+    }
+
+    /// Guest physical address of backing page `offset` (RAM: the inverse of [`Self::target`];
+    /// RAM beyond [`LOW_RAM_LIMIT`] lives at 4 GiB). ROM offsets map to the image's 32-bit
+    /// location.
+    fn guest_page_of_backing(&self, offset: u64) -> u64 {
+        let low = self.low_ram();
+        if offset < low {
+            offset
+        } else if offset < self.ram_size {
+            (1 << 32) + (offset - low)
+        } else {
+            (1 << 32) - self.rom_size + (offset - self.ram_size)
         }
     }
 
@@ -301,5 +316,23 @@ mod tests {
         assert!(m.note_write(0x5123));
         assert!(!m.note_write(0x5124));
         assert_eq!(m.take_smc_dirty(), vec![0x5000]);
+    }
+
+    #[test]
+    fn code_writes_above_4g_queue_the_guest_physical_page() {
+        let mut m = PhysMem::new(LOW_RAM_LIMIT + (8 << 20), &[]).unwrap();
+        let PhysTarget::Ram(off) = m.target((1 << 32) + 0x3456) else {
+            panic!("RAM expected at 4 GiB");
+        };
+        m.mark_code_page(off);
+        assert!(m.note_write(off));
+        assert_eq!(m.take_smc_dirty(), vec![(1 << 32) + 0x3000]);
+        m.mark_code_page(off);
+        m.write_ram((1 << 32) + 0x3ff0, &[0x90; 32]).unwrap();
+        assert_eq!(
+            m.take_smc_dirty(),
+            vec![(1 << 32) + 0x3000],
+            "a bulk write also queues guest physical pages"
+        );
     }
 }
