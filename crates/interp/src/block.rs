@@ -26,14 +26,15 @@ pub struct DecodedInsn {
 pub type NativeBlock = std::ptr::NonNull<u8>;
 
 /// A tier's link from one block to a successor (block chaining): `target` is a block of the
-/// cache that was current in epoch `epoch`, with its key, native code and length copied here
-/// so that following a link reads only the block it starts from. It may be used only while
-/// the cache's epoch still equals `epoch` (no block has left the cache since, so `target` is
-/// alive and its native code is the module's).
+/// cache that was current in epoch `epoch`, with its key and length copied here so that
+/// checking a link reads only the block it starts from; its code is read from the target
+/// ([`Block::native`]) when it is entered, so code a tier replaces (a re-optimized
+/// translation) is what every link enters from then on. It may be used only while the
+/// cache's epoch still equals `epoch` (no block has left the cache since, so `target` is
+/// alive and has native code of the module).
 #[derive(Clone, Copy, Debug)]
 pub struct Link {
     pub key: BlockKey,
-    pub code: Option<NativeBlock>,
     pub len: u32,
     pub target: *const Block,
     pub epoch: u64,
@@ -46,7 +47,6 @@ impl Link {
             rip: 0,
             bits: 0,
         },
-        code: None,
         len: 0,
         target: std::ptr::null(),
         epoch: u64::MAX,
@@ -67,7 +67,8 @@ pub struct Block {
     /// Times the block was entered without native code (the JIT's hotness counter).
     pub entries: Cell<u32>,
     /// The block's native code, if a tier compiled it. Valid as long as the tier keeps the
-    /// code alive; a tier that frees code clears the whole block cache first.
+    /// code alive; a tier that frees code clears the whole block cache first. A tier may
+    /// replace it (with code of the same block) while no native code runs.
     pub native: Cell<Option<NativeBlock>>,
     /// For a block whose first instruction crosses into the next linear page: the physical
     /// page (address) that page mapped to when the block was decoded. The key holds only the

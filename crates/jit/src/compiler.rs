@@ -106,6 +106,9 @@ pub struct JitStats {
     pub blocks_translated: u64,
     /// ... of which with [`Effort::Quick`] (while the compile queue had a backlog).
     pub blocks_translated_quick: u64,
+    /// Quick translations replaced by optimized ones, compiled once the queue was empty
+    /// (see `worker::reoptimizes_quick_code`).
+    pub blocks_reoptimized: u64,
     pub insns_translated: u64,
     pub insns_inlined: u64,
     /// Cranelift time, wherever it was spent.
@@ -156,6 +159,9 @@ pub struct Compiler {
     /// The job ids of `pending`, by block address (for [`Request::Boost`]). The `Weak` in
     /// `pending` keeps a block's allocation, so no other block gets its address meanwhile.
     job_of: HashMap<usize, u64>,
+    /// Blocks running quick code whose optimized translation the background thread will
+    /// deliver when it has nothing else to do, by job id.
+    reoptimizing: HashMap<u64, Weak<Block>>,
     next_job: u64,
     /// The interpreter's block cache must be cleared before the next run (the module is
     /// full and must be replaced).
@@ -214,6 +220,7 @@ impl Compiler {
             module_blocks: 0,
             module_bytes: 0,
             pending: HashMap::new(),
+            reoptimizing: HashMap::new(),
             job_of: HashMap::new(),
             next_job: 0,
             needs_block_flush: false,
@@ -231,6 +238,7 @@ impl Compiler {
         self.module_blocks = 0;
         self.module_bytes = 0;
         self.pending.clear();
+        self.reoptimizing.clear();
         self.job_of.clear();
         self.needs_block_flush = false;
         self.unlinked = None;
@@ -278,7 +286,7 @@ impl Compiler {
         match &mut self.translations {
             Translations::InThread(b) => {
                 let result = b.compile(&job, Effort::Optimized);
-                self.finished(result)
+                self.finished(result, false)
             }
             Translations::Background(w) => {
                 let id = self.next_job;
@@ -313,16 +321,21 @@ impl Compiler {
         }
     }
 
-    /// Count a finished translation; its code, if it succeeded.
-    fn finished(&mut self, result: Result<Compiled, String>) -> Option<NativeBlock> {
+    /// Count a finished translation (`again`: a re-optimized one); its code, if it
+    /// succeeded.
+    fn finished(&mut self, result: Result<Compiled, String>, again: bool) -> Option<NativeBlock> {
         match result {
             Ok(c) => {
-                self.stats.blocks_translated += 1;
-                if c.effort == Effort::Quick {
-                    self.stats.blocks_translated_quick += 1;
+                if again {
+                    self.stats.blocks_reoptimized += 1;
+                } else {
+                    self.stats.blocks_translated += 1;
+                    if c.effort == Effort::Quick {
+                        self.stats.blocks_translated_quick += 1;
+                    }
+                    self.stats.insns_translated += u64::from(c.insns);
+                    self.stats.insns_inlined += u64::from(c.inlined);
                 }
-                self.stats.insns_translated += u64::from(c.insns);
-                self.stats.insns_inlined += u64::from(c.inlined);
                 self.stats.translation_time += c.time;
                 self.module_bytes += u64::from(c.bytes);
                 NativeBlock::new(c.code as *mut u8)
@@ -340,12 +353,15 @@ impl Compiler {
 
     /// Install the translations the background thread has finished (nothing to ask the
     /// channel while no job is in flight: the run loop calls this for every interpreted
-    /// block).
+    /// block, and for every block it enters while a re-optimization is due). A block's
+    /// re-optimized code replaces its quick code: links read a block's code when they enter
+    /// it, so every path enters the new code from then on; the old code stays in the module
+    /// (nothing runs it) until the next reset.
     fn collect(&mut self) {
         let Translations::Background(w) = &self.translations else {
             return;
         };
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.reoptimizing.is_empty() {
             return;
         }
         let mut done = Vec::new();
@@ -356,13 +372,22 @@ impl Compiler {
             if d.generation != self.generation {
                 continue; // code of a module already freed
             }
-            let block = self.pending.remove(&d.id);
-            if let Some(b) = &block {
-                self.job_of.remove(&(b.as_ptr() as usize));
-            }
-            if let Some(code) = self.finished(d.result) {
-                match block.and_then(|b| b.upgrade()) {
-                    Some(b) => b.native.set(Some(code)),
+            let (block, again) = match self.pending.remove(&d.id) {
+                Some(b) => {
+                    self.job_of.remove(&(b.as_ptr() as usize));
+                    (Some(b), false)
+                }
+                None => (self.reoptimizing.remove(&d.id), true),
+            };
+            let quick = d.result.as_ref().is_ok_and(|c| c.effort == Effort::Quick);
+            if let Some(code) = self.finished(d.result, again) {
+                match block.as_ref().and_then(|b| b.upgrade()) {
+                    Some(b) => {
+                        b.native.set(Some(code));
+                        if quick && !again && crate::worker::reoptimizes_quick_code() {
+                            self.reoptimizing.insert(d.id, Rc::downgrade(&b));
+                        }
+                    }
                     None => self.stats.translations_discarded += 1,
                 }
             }
@@ -379,6 +404,9 @@ impl Tier for Compiler {
         remaining: u64,
     ) -> Option<Option<RunExit>> {
         let from = self.unlinked.take();
+        if !self.reoptimizing.is_empty() {
+            self.collect();
+        }
         // Native code runs whole blocks, and never under single-step (the interpreter owns
         // the #DB trap after each instruction).
         if remaining < block.insns.len() as u64 || cpu.s.rflags & flags::TF != 0 {
@@ -424,7 +452,6 @@ impl Tier for Compiler {
             if from_epoch == epoch && block.second_page.is_none() {
                 let to = Link {
                     key,
-                    code: Some(code),
                     len: block.insns.len() as u32,
                     target: &**block,
                     epoch,
@@ -498,21 +525,22 @@ impl Tier for Compiler {
                 }
                 return Some(None);
             };
-            let Some(c) = next.code else {
-                return Some(None);
-            };
             if left < u64::from(next.len) {
                 return Some(None);
             }
-            self.stats.chained_transitions += 1;
             // SAFETY: a link of this epoch points at a block the cache still holds.
-            cur = unsafe { &*next.target };
+            let target = unsafe { &*next.target };
+            let Some(c) = target.native.get() else {
+                return Some(None);
+            };
+            self.stats.chained_transitions += 1;
+            cur = target;
             code = c;
         }
     }
 }
 
-/// Link `from` to `to` (key `key`, native code `code`; both cached blocks of `epoch`).
+/// Link `from` to `to` (a cached block of `link.epoch`, with native code).
 fn link(from: &Block, link: Link) {
     let (key, epoch) = (link.key, link.epoch);
     // What native chaining relies on (see `Translator::chain_exit`): a link joins blocks of

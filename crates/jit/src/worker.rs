@@ -2,7 +2,9 @@
 //! jobs the tier sends it, so that the vCPU thread keeps interpreting a hot block instead of
 //! waiting for Cranelift. Results come back tagged with the module generation they belong
 //! to; the tier installs them (or drops them, if the block or the module is gone). While a
-//! backlog waits, jobs are compiled with less optimization ([`QUICK_BACKLOG`]).
+//! backlog waits, jobs are compiled with less optimization ([`QUICK_BACKLOG`]); once the
+//! queue is empty, those are compiled again, optimized ([`reoptimizes_quick_code`]), and the
+//! tier replaces their code.
 
 use crate::backend::{Backend, Compiled, Effort, Job};
 use crossbeam_channel::{Receiver, Sender};
@@ -29,6 +31,13 @@ fn effort_for(backlog: usize) -> Effort {
     }
 }
 
+/// Whether the compile thread compiles quick translations again, optimized, once it has no
+/// other work (the tier then replaces the code: see `Compiler::collect`). Not while
+/// `CRANE86_JIT_EFFORT` forces one effort for every translation.
+pub fn reoptimizes_quick_code() -> bool {
+    Effort::forced().is_none()
+}
+
 pub enum Request {
     Compile {
         id: u64,
@@ -47,6 +56,8 @@ pub enum Request {
     },
 }
 
+/// A finished translation of job `id`: its first, or (with [`Effort::Optimized`], for a job
+/// first compiled quick) its re-optimized one.
 pub struct Done {
     pub id: u64,
     pub generation: u64,
@@ -135,8 +146,11 @@ impl Worker {
                 // The module is made here: a JIT module stays on the thread that owns it.
                 let mut backend = Backend::default();
                 let mut queue = JobQueue::default();
+                // Jobs compiled quick, to compile again optimized when `queue` is empty: the
+                // most boosted (hottest) and then the newest first, as in `queue`.
+                let mut reoptimize = JobQueue::default();
                 loop {
-                    let first = if queue.is_empty() {
+                    let first = if queue.is_empty() && reoptimize.is_empty() {
                         match inbox.recv() {
                             Ok(r) => Some(r),
                             Err(_) => break,
@@ -157,29 +171,29 @@ impl Worker {
                             Request::Reset { .. } => {
                                 // Jobs of the old module would only be dropped by the tier.
                                 queue.clear();
+                                reoptimize.clear();
                                 // SAFETY: the tier sends a reset only once no block can run
                                 // code of the old module (its block cache was cleared first).
                                 unsafe { backend.reset() };
                             }
                         }
                     }
-                    let Some(Queued {
-                        id,
-                        generation,
-                        job,
-                        ..
-                    }) = queue.pop()
-                    else {
-                        continue;
+                    let (queued, effort, again) = match queue.pop() {
+                        Some(q) => (q, effort_for(queue.jobs.len()), false),
+                        None => match reoptimize.pop() {
+                            Some(q) => (q, Effort::Optimized, true),
+                            None => continue,
+                        },
                     };
                     if stopping.load(Ordering::Relaxed) {
                         break;
                     }
-                    let result = backend.compile(&job, effort_for(queue.jobs.len()));
+                    let result = backend.compile(&queued.job, effort);
+                    let quick = result.as_ref().is_ok_and(|c| c.effort == Effort::Quick);
                     if outbox
                         .send(Done {
-                            id,
-                            generation,
+                            id: queued.id,
+                            generation: queued.generation,
                             result,
                         })
                         .is_err()
@@ -187,6 +201,9 @@ impl Worker {
                         break;
                     }
                     sending.fetch_add(1, Ordering::Release);
+                    if quick && !again && reoptimizes_quick_code() {
+                        reoptimize.jobs.push(queued);
+                    }
                 }
             })?;
         Ok(Worker {
@@ -318,6 +335,59 @@ mod tests {
 
     /// The compile thread takes the most boosted job first, and the newest among equals;
     /// a boost for a job no longer queued changes nothing.
+    /// Jobs compiled quick under a backlog come back a second time, optimized, once the
+    /// queue is empty (unless `CRANE86_JIT_EFFORT` forces one effort: then never).
+    #[test]
+    fn quick_translations_are_reoptimized_when_idle() {
+        let w = Worker::spawn().expect("spawn");
+        let jobs = QUICK_BACKLOG as u64 * 2;
+        for id in 0..jobs {
+            // add rax, rbx; xor ecx, ecx; jmp $
+            let job = job(&[0x48, 0x01, 0xD8, 0x31, 0xC9, 0xEB, 0xFE]);
+            assert!(w.send(Request::Compile {
+                id,
+                generation: 0,
+                job
+            }));
+        }
+        let mut first = std::collections::HashMap::new();
+        let mut again = Vec::new();
+        while first.len() < jobs as usize {
+            let d = wait(&w);
+            let effort = d.result.expect("compiles").effort;
+            if let std::collections::hash_map::Entry::Vacant(e) = first.entry(d.id) {
+                e.insert(effort);
+            } else {
+                again.push((d.id, effort));
+            }
+        }
+        let quick: Vec<u64> = first
+            .iter()
+            .filter(|(_, &e)| e == Effort::Quick)
+            .map(|(&id, _)| id)
+            .collect();
+        if !reoptimizes_quick_code() {
+            assert!(
+                again.is_empty(),
+                "re-optimized although the effort is forced"
+            );
+            return;
+        }
+        assert!(
+            !quick.is_empty(),
+            "a backlog of {jobs} jobs got no quick code"
+        );
+        while again.len() < quick.len() {
+            let d = wait(&w);
+            again.push((d.id, d.result.expect("compiles").effort));
+        }
+        again.sort_by_key(|&(id, _)| id);
+        let mut expected: Vec<(u64, Effort)> =
+            quick.iter().map(|&id| (id, Effort::Optimized)).collect();
+        expected.sort_by_key(|&(id, _)| id);
+        assert_eq!(again, expected, "every quick job once more, optimized");
+    }
+
     #[test]
     fn queue_takes_boosted_jobs_first_then_the_newest() {
         let bytes = [0x31, 0xC9, 0xEB, 0xFE];

@@ -202,6 +202,23 @@ fn boot_and_check(engine: &str) {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("jit: no \"native block runs\" in --stats:\n{stderr}"));
         assert!(runs > 1_000_000, "jit: only {runs} native block runs");
+        // Quick translations (made during the boot's compile backlog) are compiled again,
+        // optimized, once the compile thread is idle, and the workload runs that code.
+        let stat = |name: &str| -> u64 {
+            stderr
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("jit: no \"{name}\" in --stats:\n{stderr}"))
+        };
+        let quick = stat("blocks translated quick (unoptimized)");
+        let reoptimized = stat("blocks re-translated optimized");
+        if std::env::var_os("CRANE86_JIT_EFFORT").is_none() && quick > 0 {
+            assert!(
+                reoptimized > 0,
+                "jit: none of {quick} quick translations was re-optimized"
+            );
+        }
     }
     let _ = std::fs::remove_file(&console_path);
 }

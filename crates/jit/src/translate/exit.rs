@@ -228,11 +228,19 @@ impl Translator<'_, '_> {
         self.b.ins().brif(fits, go, &[], ret, &[rip.into()]);
         self.b.seal_block(go);
         self.b.switch_to_block(go);
-        // A link of a live epoch always has code (`link` stores it with the target).
-        let code = self
+        // A link of a live epoch targets a block with code (`link` makes links only to
+        // blocks with code, and code is replaced, never removed, within an epoch); it is read
+        // from the target so that a re-optimized translation is entered from then on.
+        let target = self
             .b
             .ins()
-            .load(self.ptr, trusted(), at, offset_of!(Link, code) as i32);
+            .load(self.ptr, trusted(), at, offset_of!(Link, target) as i32);
+        let code = self.b.ins().load(
+            self.ptr,
+            trusted(),
+            target,
+            offset_of!(Block, native) as i32,
+        );
         self.count_native_entry();
         let tail_sig = self.b.import_signature(block_signature(self.ptr));
         self.b

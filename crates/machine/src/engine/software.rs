@@ -113,6 +113,10 @@ impl Engine for JitEngine {
                 j.blocks_translated_quick.to_string(),
             ),
             (
+                "blocks re-translated optimized",
+                j.blocks_reoptimized.to_string(),
+            ),
+            (
                 "instructions translated (inline)",
                 format!("{} ({})", j.insns_translated, j.insns_inlined),
             ),
