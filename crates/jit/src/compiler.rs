@@ -326,9 +326,8 @@ impl Compiler {
     fn finished(&mut self, result: Result<Compiled, String>, again: bool) -> Option<NativeBlock> {
         match result {
             Ok(c) => {
-                if again {
-                    self.stats.blocks_reoptimized += 1;
-                } else {
+                // A re-optimized block is counted when its code is installed.
+                if !again {
                     self.stats.blocks_translated += 1;
                     if c.effort == Effort::Quick {
                         self.stats.blocks_translated_quick += 1;
@@ -384,6 +383,9 @@ impl Compiler {
                 match block.as_ref().and_then(|b| b.upgrade()) {
                     Some(b) => {
                         b.native.set(Some(code));
+                        if again {
+                            self.stats.blocks_reoptimized += 1;
+                        }
                         if quick && !again && crate::worker::reoptimizes_quick_code() {
                             self.reoptimizing.insert(d.id, Rc::downgrade(&b));
                         }
