@@ -333,8 +333,6 @@ mod tests {
         assert_eq!((quick.insns, quick.inlined), (3, 3));
     }
 
-    /// The compile thread takes the most boosted job first, and the newest among equals;
-    /// a boost for a job no longer queued changes nothing.
     /// Jobs compiled quick under a backlog come back a second time, optimized, once the
     /// queue is empty (unless `CRANE86_JIT_EFFORT` forces one effort: then never).
     #[test]
@@ -388,6 +386,8 @@ mod tests {
         assert_eq!(again, expected, "every quick job once more, optimized");
     }
 
+    /// The compile thread takes the most boosted job first, and the newest among equals;
+    /// a boost for a job no longer queued changes nothing.
     #[test]
     fn queue_takes_boosted_jobs_first_then_the_newest() {
         let bytes = [0x31, 0xC9, 0xEB, 0xFE];

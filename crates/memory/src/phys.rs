@@ -240,17 +240,19 @@ impl PhysMem {
         }
     }
 
-    /// Guest physical address of backing page `offset` (RAM: the inverse of [`Self::target`];
-    /// RAM beyond [`LOW_RAM_LIMIT`] lives at 4 GiB). ROM offsets map to the image's 32-bit
-    /// location.
+    /// Guest physical address of RAM backing offset `offset` (the inverse of
+    /// [`Self::target`]: RAM beyond [`LOW_RAM_LIMIT`] lives at 4 GiB). Only RAM pages are
+    /// marked as code, so only RAM offsets get here.
     fn guest_page_of_backing(&self, offset: u64) -> u64 {
+        debug_assert!(
+            offset < self.ram_size,
+            "backing offset {offset:#x} is not RAM"
+        );
         let low = self.low_ram();
         if offset < low {
             offset
-        } else if offset < self.ram_size {
-            (1 << 32) + (offset - low)
         } else {
-            (1 << 32) - self.rom_size + (offset - self.ram_size)
+            (1 << 32) + (offset - low)
         }
     }
 
