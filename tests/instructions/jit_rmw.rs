@@ -2,8 +2,8 @@
 //! CMPXCHG (all sizes, equal and not, RAX's other bits set), XCHG (all sizes, a high-byte
 //! register, the flags from before kept) and BTS/BTR/BTC by an immediate,
 //! each followed by its flags (SETcc of registers through the inline conditions, PUSHF) and
-//! with an operand across a page boundary (the interpreter's path). Both engines must leave
-//! the same memory, registers and flags.
+//! with an operand across a page boundary (the interpreter's path); and BTS/BTR/BTC of
+//! registers. Both engines must leave the same memory, registers and flags.
 
 use crate::common::*;
 
@@ -345,4 +345,72 @@ fn shifts_of_memory_match_the_interpreter() {
     assert_eq!(results[0][0] & 0xFF, 1, "CF of SHL byte, 1");
     let first = first_difference(&results[0], &results[1]);
     assert_eq!(first, None, "first differing result quadword");
+}
+
+/// BTS, BTR and BTC of 32/64-bit registers by immediates and by registers (offsets beyond
+/// the width, masked), after inline and POPF-materialized flags: each register, CF through
+/// SETC and the RFLAGS image through PUSHF, as the interpreter leaves them (the 32-bit forms
+/// zero the upper half).
+#[test]
+fn bit_test_and_modify_of_registers_match_the_interpreter() {
+    let mut results = Vec::new();
+    for engine in EngineKind::emulators() {
+        let code = assemble(Mode::Long64, |a| {
+            a.mov(rsi, DATA_BASE + 0x800).unwrap();
+            let mut out = 0;
+            for (k, offset) in [0u32, 5, 31, 32, 63, 70, 200].into_iter().enumerate() {
+                for op in 0..3 {
+                    for (wide, by_register) in
+                        [(false, false), (true, false), (false, true), (true, true)]
+                    {
+                        a.mov(rax, 0x8000_4000_A5A5_0021u64 ^ (k as u64 * 0x1111_0101))
+                            .unwrap();
+                        a.mov(rcx, u64::from(offset) | 0xFF00).unwrap();
+                        if (k + op).is_multiple_of(2) {
+                            a.cmp(rax, rsi).unwrap();
+                        } else {
+                            a.push(0x8D5).unwrap();
+                            a.popfq().unwrap();
+                        }
+                        match (op, wide, by_register) {
+                            (0, true, false) => a.bts(rax, offset as i32).unwrap(),
+                            (0, false, false) => a.bts(eax, offset as i32).unwrap(),
+                            (0, true, true) => a.bts(rax, rcx).unwrap(),
+                            (0, false, true) => a.bts(eax, ecx).unwrap(),
+                            (1, true, false) => a.btr(rax, offset as i32).unwrap(),
+                            (1, false, false) => a.btr(eax, offset as i32).unwrap(),
+                            (1, true, true) => a.btr(rax, rcx).unwrap(),
+                            (1, false, true) => a.btr(eax, ecx).unwrap(),
+                            (_, true, false) => a.btc(rax, offset as i32).unwrap(),
+                            (_, false, false) => a.btc(eax, offset as i32).unwrap(),
+                            (_, true, true) => a.btc(rax, rcx).unwrap(),
+                            (_, false, true) => a.btc(eax, ecx).unwrap(),
+                        }
+                        a.setb(dl).unwrap();
+                        a.pushfq().unwrap();
+                        a.pop(rbx).unwrap();
+                        a.mov(qword_ptr(rsi + out), rax).unwrap();
+                        a.mov(byte_ptr(rsi + out + 8), dl).unwrap();
+                        a.mov(qword_ptr(rsi + out + 16), rbx).unwrap();
+                        out += 24;
+                    }
+                }
+            }
+        });
+        let mut g = guest(engine, Mode::Long64, &code, &[], 0);
+        g.run_to_halt();
+        assert_no_exception(&g, &format!("{engine}"));
+        let words: Vec<u64> = (0..7 * 3 * 4 * 3)
+            .map(|k| g.read_u64(DATA_BASE + 0x800 + 8 * k))
+            .collect();
+        results.push(words);
+    }
+    // The first case: BTS EAX, 0 of a value with bit 0 set (CF = 1), upper half zeroed.
+    assert_eq!(results[0][0], 0xA5A5_0021, "bts eax, 0");
+    assert_eq!(results[0][1] & 0xFF, 1, "bts eax, 0: CF");
+    let first = (0..results[0].len()).find(|&k| results[0][k] != results[1][k]);
+    assert_eq!(
+        first, None,
+        "first differing quadword (register, CF, RFLAGS of case k / 3)"
+    );
 }

@@ -13,6 +13,7 @@ mod flags_io;
 mod jit_inline;
 mod jit_rmw;
 mod jit_sse;
+mod jit_sse_scalar;
 mod jit_state_flags;
 mod muldiv;
 mod shift;

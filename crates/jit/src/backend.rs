@@ -507,6 +507,13 @@ impl Backend {
             n
         };
         let dump = dump_requested(job.rip);
+        if dump {
+            eprintln!(
+                "jit dump: Cranelift IR of the block at {:#x}:\n{}",
+                job.rip,
+                self.ctx.func.display()
+            );
+        }
         self.ctx.set_disasm(dump);
         let result = match effort {
             Effort::Optimized => define(module, &mut self.ctx),
@@ -581,8 +588,8 @@ fn disassemble(bytes: &[u8], at: u64) -> String {
     text
 }
 
-/// `CRANE86_JIT_DUMP=<hex RIP>[,<hex RIP>...]`: print the guest instructions and Cranelift's
-/// host code of the blocks starting there when they are translated, then the code as placed,
+/// `CRANE86_JIT_DUMP=<hex RIP>[,<hex RIP>...]`: print the Cranelift IR, the guest
+/// instructions and Cranelift's host code of the blocks starting there when they are translated, then the code as placed,
 /// disassembled with its addresses.
 fn dump_requested(rip: u64) -> bool {
     static RIPS: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();

@@ -260,11 +260,26 @@ impl Translator<'_, '_> {
         self.bit_scan_of(i, src);
     }
 
-    /// BT of a register by a register or an immediate offset.
+    /// BT, BTS, BTR or BTC of a register by a register or an immediate offset: CF from the
+    /// bit before, then (but for BT) the register with that bit set, cleared or flipped.
     pub(super) fn bit_test(&mut self, i: &Instruction) {
-        let bits = i.op_register(0).size() as u32 * 8;
+        let r = i.op_register(0);
+        let bits = r.size() as u32 * 8;
         let v = self.operand(i, 0, bits);
         self.bit_test_of(i, v);
+        if i.mnemonic() == Mnemonic::Bt {
+            return;
+        }
+        let off = self.operand(i, 1, bits);
+        let at = self.b.ins().band_imm_u(off, i64::from(bits - 1));
+        let one = self.b.ins().iconst(types::I64, 1);
+        let mask = self.b.ins().ishl(one, at);
+        let r_new = match i.mnemonic() {
+            Mnemonic::Bts => self.b.ins().bor(v, mask),
+            Mnemonic::Btr => self.b.ins().band_not(v, mask),
+            _ => self.b.ins().bxor(v, mask),
+        };
+        self.write_reg(r, r_new);
     }
 
     /// BT of `v` (the first operand's value; for a memory operand with a register offset,

@@ -178,6 +178,34 @@ impl Translator<'_, '_> {
                 let v = self.b.ins().load(lanes, MemFlagsData::new(), host, 0);
                 self.lanes(op, lanes, i.op_register(0), v);
             }
+            Inline::SseMem(SseMem::Scalar(op, float)) => {
+                // Operands or a result the host cannot stand in for: the interpreter, on
+                // the state from before (nothing is written yet).
+                let b = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
+                let dst = i.op_register(0);
+                let a = self.xmm_lane0(dst, float);
+                let (r, ok) = self.scalar_arith(op, float, a, b);
+                let cont = self.b.create_block();
+                self.b.ins().brif(ok, cont, &[], slow, &[]);
+                self.b.seal_block(cont);
+                self.b.switch_to_block(cont);
+                self.b
+                    .ins()
+                    .store(trusted(), r, self.state, xmm_offset(dst));
+            }
+            Inline::SseMem(SseMem::Compare(float)) => {
+                // A NaN or a denormal (which change MXCSR): the interpreter, as above.
+                let b = self.b.ins().load(ty, MemFlagsData::new(), host, 0);
+                let a = self.xmm_lane0(i.op_register(0), float);
+                let ordinary_a = self.ordinary_float(float, a);
+                let ordinary_b = self.ordinary_float(float, b);
+                let ok = self.b.ins().band(ordinary_a, ordinary_b);
+                let cont = self.b.create_block();
+                self.b.ins().brif(ok, cont, &[], slow, &[]);
+                self.b.seal_block(cont);
+                self.b.switch_to_block(cont);
+                self.compare_flags(float, a, b);
+            }
             Inline::Rmw => {
                 // A writable entry is readable too.
                 let v = self.b.ins().load(ty, MemFlagsData::new(), host, 0);

@@ -51,6 +51,7 @@ mod flags;
 mod memory;
 mod select;
 mod sse;
+mod sse_scalar;
 
 use flags::cc_number;
 pub use flags::{arith_flags_helper, cond_helper};

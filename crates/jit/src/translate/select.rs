@@ -188,7 +188,9 @@ pub fn inline_kind(i: &Instruction, bits: u32) -> Option<Inline> {
             Some(Inline::CountZeros)
         }
         Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && wide(0) && mem_any(1) => Some(Inline::Load),
-        Mnemonic::Bt if reg(0) && wide(0) && (reg(1) || i.op_kind(1) == OpKind::Immediate8) => {
+        Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+            if reg(0) && wide(0) && (reg(1) || i.op_kind(1) == OpKind::Immediate8) =>
+        {
             Some(Inline::BitTest)
         }
         Mnemonic::Bt
@@ -297,7 +299,7 @@ pub enum Inline {
     Mul,
     /// SHLD/SHRD r32/r64, r32/r64, CL or imm8.
     DoubleShift,
-    /// BT r32/r64, r32/r64 or imm8 (BT of memory is a [`Inline::Load`]).
+    /// BT/BTS/BTR/BTC r32/r64, r32/r64 or imm8 (their memory forms are an [`Inline::Load`] or [`Inline::Rmw`]).
     BitTest,
     /// DIV r32/r64 when the quotient is sure to fit (EDX below the divisor; for 64 bits,
     /// RDX zero) and the divisor is not zero; else the interpreter (#DE, or the 128-bit

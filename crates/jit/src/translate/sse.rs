@@ -7,15 +7,17 @@
 //! through the TLB fast path; and the register shuffles (PUNPCKL*/PUNPCKH*, PSHUFD/PSHUFLW/
 //! PSHUFHW, PALIGNR, PSLLDQ/PSRLDQ: one Cranelift `shuffle` with the immediate folded into
 //! its byte mask) and lane shifts by an immediate (PSLL/PSRL/PSRA).
+//! Scalar floating point (ADDSD and the like, CVTSI2SD, COMISD of memory) is in
+//! `sse_scalar.rs`.
 //! XMM registers stay in `CpuState` (loaded and stored per instruction: no write-back is
 //! needed around helper calls). Each form first checks what the interpreter's
 //! `simd_begin` checks (CR0.EM and CR0.TS clear, CR4.OSFXSR set), and a form that needs
 //! 16-byte alignment checks the address; otherwise the interpreter runs the instruction
 //! and raises the fault.
 
+use super::sse_scalar::{compare_type, from_int_type, scalar_op, FpOp};
 use super::*;
 use crane86_x86::regs::{cr0, cr4};
-use cranelift_codegen::ir::condcodes::FloatCC;
 
 /// The inline SSE form of an instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub enum Sse {
     /// neither NaN nor denormal (then neither form changes MXCSR): ZF and CF from the
     /// comparison, PF, OF, SF and AF clear. Any other operand goes to the interpreter.
     Compare(Type),
+    /// Scalar ADD/SUB/MUL/DIV of registers or CVTSI2SS/SD from a GPR (see `sse_scalar`).
+    Scalar,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +79,10 @@ pub enum SseMem {
     Store { aligned: bool },
     /// XMM op= m128 (aligned), as lanes of this type.
     Lanes(SseOp, Type),
+    /// Scalar ADD/SUB/MUL/DIV of lane 0 of this float type by m32/m64 (see `sse_scalar`).
+    Scalar(FpOp, Type),
+    /// COMIS/UCOMIS of lane 0 with m32/m64 (see `sse_scalar`).
+    Compare(Type),
 }
 
 impl SseMem {
@@ -82,6 +90,7 @@ impl SseMem {
         match self {
             SseMem::Load { aligned } | SseMem::Store { aligned } => aligned,
             SseMem::Lanes(..) => true,
+            SseMem::Scalar(..) | SseMem::Compare(_) => false,
         }
     }
 }
@@ -133,13 +142,17 @@ pub(super) fn sse_mem_kind(i: &Instruction) -> Option<SseMem> {
         }
         Movdqa_xmmm128_xmm | Movaps_xmmm128_xmm | Movapd_xmmm128_xmm | Movntdq_m128_xmm
         | Movntps_m128_xmm | Movntpd_m128_xmm => SseMem::Store { aligned: true },
+        code if let Some((op, ty)) = scalar_op(code) => SseMem::Scalar(op, ty),
+        code if let Some(ty) = compare_type(code) => SseMem::Compare(ty),
         code => {
             let (op, ty) = lane_op(code)?;
             SseMem::Lanes(op, ty)
         }
     };
     let operands_ok = match kind {
-        SseMem::Load { .. } | SseMem::Lanes(..) => xmm(0) && mem(1),
+        SseMem::Load { .. } | SseMem::Lanes(..) | SseMem::Scalar(..) | SseMem::Compare(_) => {
+            xmm(0) && mem(1)
+        }
         SseMem::Store { .. } => mem(0) && xmm(1),
     };
     let size = i.memory_size().size();
@@ -281,9 +294,12 @@ pub(super) fn sse_kind(i: &Instruction) -> Option<Sse> {
         Comisd_xmm_xmmm64 | Ucomisd_xmm_xmmm64 => Some(Sse::Compare(types::F64)),
         Movd_xmm_rm32 | Movq_xmm_rm64 => Some(Sse::ToXmm),
         Movd_rm32_xmm | Movq_rm64_xmm => Some(Sse::FromXmm),
+        code if scalar_op(code).is_some() || from_int_type(code).is_some() => Some(Sse::Scalar),
         _ => None,
     }?;
     let operands_ok = match kind {
+        Sse::Scalar if scalar_op(i.code()).is_some() => xmm(0) && xmm(1),
+        Sse::Scalar => xmm(0) && gpr(1),
         Sse::Lanes(..) | Sse::Copy | Sse::Compare(_) => xmm(0) && xmm(1),
         Sse::MoveMask | Sse::FromXmm => gpr(0) && xmm(1),
         Sse::ToXmm => xmm(0) && gpr(1),
@@ -316,6 +332,10 @@ impl Translator<'_, '_> {
     /// Instruction `index` (`i`, of inline form `kind`): inline when SSE is usable, else the
     /// interpreter (which raises #UD or #NM).
     pub(super) fn sse(&mut self, i: &Instruction, index: usize, kind: Sse) {
+        if kind == Sse::Scalar {
+            self.sse_scalar(i, index);
+            return;
+        }
         let mut ok = self.sse_usable();
         if let Sse::Compare(ty) = kind {
             for n in 0..2 {
@@ -336,7 +356,7 @@ impl Translator<'_, '_> {
 
     /// Whether float bits `v` (an integer of `ty`'s width) are a zero, a normal number or
     /// an infinity: not a NaN and not a denormal, the operands that raise no MXCSR flag.
-    fn ordinary_float(&mut self, ty: Type, v: Value) -> Value {
+    pub(super) fn ordinary_float(&mut self, ty: Type, v: Value) -> Value {
         let (int, exponent_bits) = if ty == types::F32 {
             (types::I32, 8)
         } else {
@@ -456,18 +476,11 @@ impl Translator<'_, '_> {
                 self.b.ins().store(trusted(), r, self.state, at);
             }
             Sse::Compare(ty) => {
-                use crane86_x86::flags::{CF, ZF};
-                let a = vec(self, ty, 0);
-                let b = vec(self, ty, 1);
-                let less = self.b.ins().fcmp(FloatCC::LessThan, a, b);
-                let equal = self.b.ins().fcmp(FloatCC::Equal, a, b);
-                let cf = self.b.ins().uextend(types::I64, less);
-                let zf = self.b.ins().uextend(types::I64, equal);
-                let zf = self.b.ins().ishl_imm_u(zf, i64::from(ZF.trailing_zeros()));
-                debug_assert_eq!(CF, 1);
-                let fl = self.b.ins().bor(cf, zf);
-                self.set_materialized(fl, 32);
+                let a = self.xmm_lane0(i.op_register(0), ty);
+                let b = self.xmm_lane0(i.op_register(1), ty);
+                self.compare_flags(ty, a, b);
             }
+            Sse::Scalar => unreachable!("`sse_scalar` emits the scalar forms"),
             Sse::ShiftImm(op, ty, n) => {
                 let v = vec(self, ty, 0);
                 let n = i64::from(n);
