@@ -6,6 +6,7 @@
 
 use super::*;
 use iced_x86::InstructionInfoFactory;
+use crane86_interp::block::MAX_BLOCK_INSNS;
 
 /// The loop head of a self-looping block and what the translator assumes there.
 pub(super) struct LoopHeader {
@@ -212,18 +213,17 @@ impl Translator<'_, '_> {
         enter
     }
 
-    /// The body of [`Self::link_entry`]'s block `enter`: if the link's target fits the
-    /// budget (else to `ret`), tail-call its code (which stores itself as the running block
-    /// where Rust needs to know, see [`Translator::store_own_block`]).
+    /// The body of [`Self::link_entry`]'s block `enter`: if a block of any length fits the
+    /// budget (else to `ret`: the run loop's chain, which knows the target's length, may
+    /// still enter it), tail-call the link's code (which stores itself as the running block
+    /// where Rust needs to know, see [`Translator::store_own_block`]). Checking for the
+    /// longest block rather than the target's length saves a load on every chained entry.
     fn fill_link_entry(&mut self, enter: ir::Block, ret: ir::Block) {
         self.b.seal_block(enter);
         self.b.switch_to_block(enter);
         let (at, rip) = (self.b.block_params(enter)[0], self.b.block_params(enter)[1]);
-        let len = self
-            .b
-            .ins()
-            .uload32(trusted(), at, offset_of!(Link, len) as i32);
-        let fits = self.fits_budget(len);
+        let longest = self.b.ins().iconst(types::I64, MAX_BLOCK_INSNS as i64);
+        let fits = self.fits_budget(longest);
         let go = self.b.create_block();
         self.b.ins().brif(fits, go, &[], ret, &[rip.into()]);
         self.b.seal_block(go);
