@@ -130,10 +130,13 @@ pub unsafe extern "C" fn step_helper(ctx: *mut BlockCtx, arg: u32) -> u32 {
         give_back,
     } = StepArg::unpack(arg);
     cpu.stats.instructions = ctx.retired + u64::from(pending);
+    // Native code leaves RIP pending at instruction boundaries: it is this instruction's.
+    let d = &block.insns[index as usize];
+    cpu.s.rip = d.insn.ip();
     if profile::enabled() {
         profile::count(&block.insns[index as usize].insn);
     }
-    let leave = match step_insn(cpu, &block.insns[index as usize], ctx.bits) {
+    let leave = match step_insn(cpu, d, ctx.bits) {
         Step::Next => u32::from(cpu.s.rflags & flags::TF != 0),
         Step::Leave => 1,
         Step::Exit(e) => {

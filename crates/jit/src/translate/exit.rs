@@ -5,8 +5,8 @@
 //! [`Translator::back_edge`]) with the guest registers staying in host registers.
 
 use super::*;
-use iced_x86::InstructionInfoFactory;
 use crane86_interp::block::MAX_BLOCK_INSNS;
+use iced_x86::InstructionInfoFactory;
 
 /// The loop head of a self-looping block and what the translator assumes there.
 pub(super) struct LoopHeader {

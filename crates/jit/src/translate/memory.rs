@@ -468,7 +468,7 @@ impl Translator<'_, '_> {
     /// the access's last byte), and the entry.
     pub(super) fn tlb_hit(&mut self, lin: Value, size: u32, write: bool) -> (Value, Value) {
         let slot_off = self.tlb_slot_offset(lin);
-        let tlb = self.ctx_ptr(offset_of!(BlockCtx, tlb));
+        let tlb = self.tlb_set();
         let entry = self.b.ins().iadd(tlb, slot_off);
         let tag_at = if write {
             offset_of!(TlbEntry, write_tag)
@@ -482,6 +482,19 @@ impl Translator<'_, '_> {
         let last = self.b.ins().iadd_imm_s(lin, i64::from(size - 1));
         let page = self.b.ins().band_imm_s(last, !0xFFFi64);
         (self.b.ins().icmp(IntCC::Equal, tag, page), entry)
+    }
+
+    /// The TLB set native code looks up ([`BlockCtx::tlb`]), loaded by the first memory
+    /// form and reused after it. Memory forms call this on the straight-line path of the
+    /// block (before their fast/slow branch, or in a fast path after the first lookup of
+    /// the same instruction), so the first load dominates every later use.
+    pub(super) fn tlb_set(&mut self) -> Value {
+        if let Some(v) = self.tlb_set {
+            return v;
+        }
+        let v = self.ctx_ptr(offset_of!(BlockCtx, tlb));
+        self.tlb_set = Some(v);
+        v
     }
 
     /// The byte offset of linear address `lin`'s slot in a TLB set: the slot number (page
@@ -511,24 +524,33 @@ impl Translator<'_, '_> {
     pub(super) fn lea_address(&mut self, i: &Instruction) -> Value {
         let base = i.memory_base();
         let index = i.memory_index();
-        let mut a = self
-            .b
-            .ins()
-            .iconst(types::I64, i.memory_displacement64() as i64);
+        // The fewest IR instructions (compile time): no add of a zero displacement, a shift
+        // for a scale.
+        let mut a = None;
         if base != Register::None && base != Register::RIP {
             let k = gpr_index(base).expect("checked by lea_simple");
-            let v = self.gpr(k);
-            a = self.b.ins().iadd(a, v);
+            a = Some(self.gpr(k));
         }
         if index != Register::None {
             let k = gpr_index(index).expect("checked by lea_simple");
             let v = self.gpr(k);
-            let scaled = self
-                .b
-                .ins()
-                .imul_imm_s(v, i64::from(i.memory_index_scale()));
-            a = self.b.ins().iadd(a, scaled);
+            let shift = i.memory_index_scale().trailing_zeros();
+            let scaled = if shift == 0 {
+                v
+            } else {
+                self.b.ins().ishl_imm_u(v, i64::from(shift))
+            };
+            a = Some(match a {
+                Some(b) => self.b.ins().iadd(b, scaled),
+                None => scaled,
+            });
         }
+        let disp = i.memory_displacement64() as i64;
+        let mut a = match a {
+            Some(v) if disp == 0 => v,
+            Some(v) => self.b.ins().iadd_imm_s(v, disp),
+            None => self.b.ins().iconst(types::I64, disp),
+        };
         // 32-bit addressing wraps at 4 GiB.
         let addr_bits = if base != Register::None {
             base.size()

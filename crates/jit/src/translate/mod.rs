@@ -192,6 +192,10 @@ pub struct Translator<'a, 'b> {
     /// stores in [`BlockCtx::block`] before each helper call and before it returns (entering
     /// a successor does not store it).
     own_block: Option<usize>,
+    /// [`BlockCtx::tlb`] once a memory form has loaded it: constant while the function runs
+    /// (a change of CPL, which picks the other set, leaves native code), and loaded in a
+    /// block that dominates every later instruction (see `Translator::tlb_set`).
+    tlb_set: Option<Value>,
 }
 
 /// The compile-time half of the translator's state, saved around an inline form whose slow
@@ -302,6 +306,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             entry_flags,
             features,
             own_block: None,
+            tlb_set: None,
         }
     }
 
@@ -339,10 +344,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
     }
 
-    /// Sync the state and let the interpreter run instruction `index`; on "leave" go to the
-    /// exit. The retired count is not flushed in IR: the helper adds the pending count
+    /// Sync the state (but RIP, which the helper sets from the instruction) and let the
+    /// interpreter run instruction `index`; on "leave" go to the exit. The retired count is not flushed in IR: the helper adds the pending count
     /// itself, and takes `give_back` back out when native code goes on (see [`StepArg`]).
     fn call_step(&mut self, index: usize, give_back: u32) {
+        // A constant pending RIP is the instruction's own: the helper sets it.
+        if let PendingRip::Const(_) = self.tracked.rip {
+            self.tracked.rip = PendingRip::Stored;
+        }
         self.sync_state();
         self.flush_tlb_hits();
         let arg = StepArg {
