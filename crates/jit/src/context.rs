@@ -134,7 +134,7 @@ pub unsafe extern "C" fn step_helper(ctx: *mut BlockCtx, arg: u32) -> u32 {
     let d = &block.insns[index as usize];
     cpu.s.rip = d.insn.ip();
     if profile::enabled() {
-        profile::count(&block.insns[index as usize].insn);
+        profile::count(&d.insn);
     }
     let leave = match step_insn(cpu, d, ctx.bits) {
         Step::Next => u32::from(cpu.s.rflags & flags::TF != 0),
