@@ -185,10 +185,7 @@ impl Translator<'_, '_> {
                 let dst = i.op_register(0);
                 let a = self.xmm_lane0(dst, float);
                 let (r, ok) = self.scalar_arith(op, float, a, b);
-                let cont = self.b.create_block();
-                self.b.ins().brif(ok, cont, &[], slow, &[]);
-                self.b.seal_block(cont);
-                self.b.switch_to_block(cont);
+                self.continue_if(ok, slow);
                 self.b
                     .ins()
                     .store(trusted(), r, self.state, xmm_offset(dst));
@@ -200,10 +197,7 @@ impl Translator<'_, '_> {
                 let ordinary_a = self.ordinary_float(float, a);
                 let ordinary_b = self.ordinary_float(float, b);
                 let ok = self.b.ins().band(ordinary_a, ordinary_b);
-                let cont = self.b.create_block();
-                self.b.ins().brif(ok, cont, &[], slow, &[]);
-                self.b.seal_block(cont);
-                self.b.switch_to_block(cont);
+                self.continue_if(ok, slow);
                 self.compare_flags(float, a, b);
             }
             Inline::Rmw => {
@@ -295,10 +289,7 @@ impl Translator<'_, '_> {
                     let slot = self.b.ins().iadd_imm_s(sp, -8);
                     let (hit, push_entry) = self.tlb_hit(slot, 8, true);
                     let ok = self.b.ins().band(canonical, hit);
-                    let cont = self.b.create_block();
-                    self.b.ins().brif(ok, cont, &[], slow, &[]);
-                    self.b.seal_block(cont);
-                    self.b.switch_to_block(cont);
+                    self.continue_if(ok, slow);
                     let addend = self.b.ins().load(
                         types::I64,
                         trusted(),
@@ -315,10 +306,7 @@ impl Translator<'_, '_> {
                     // A non-canonical target is the interpreter's #GP (with RSP unchanged):
                     // to the slow path, which has seen nothing of this path.
                     let canonical = self.canonical(v);
-                    let cont = self.b.create_block();
-                    self.b.ins().brif(canonical, cont, &[], slow, &[]);
-                    self.b.seal_block(cont);
-                    self.b.switch_to_block(cont);
+                    self.continue_if(canonical, slow);
                     if let Some(sp) = rsp {
                         let up = self.b.ins().iadd_imm_s(sp, 8);
                         self.set_gpr(RSP, up);
@@ -347,10 +335,7 @@ impl Translator<'_, '_> {
                     // A quotient that may not fit, or a zero divisor: the interpreter (on
                     // the state from before: nothing is written yet).
                     let (ok, n) = self.div_guard(8 * size, v);
-                    let cont = self.b.create_block();
-                    self.b.ins().brif(ok, cont, &[], slow, &[]);
-                    self.b.seal_block(cont);
-                    self.b.switch_to_block(cont);
+                    self.continue_if(ok, slow);
                     self.div_of(8 * size, n, v);
                 } else if i.mnemonic() == Mnemonic::Bt {
                     self.bit_test_of(i, v);
@@ -482,6 +467,15 @@ impl Translator<'_, '_> {
         let last = self.b.ins().iadd_imm_s(lin, i64::from(size - 1));
         let page = self.b.ins().band_imm_s(last, !0xFFFi64);
         (self.b.ins().icmp(IntCC::Equal, tag, page), entry)
+    }
+
+    /// Go on in a new block where `ok` holds; otherwise to `slow` (an inline form's
+    /// interpreter path, which has seen nothing of this path yet).
+    fn continue_if(&mut self, ok: Value, slow: ir::Block) {
+        let cont = self.b.create_block();
+        self.b.ins().brif(ok, cont, &[], slow, &[]);
+        self.b.seal_block(cont);
+        self.b.switch_to_block(cont);
     }
 
     /// The TLB set native code looks up ([`BlockCtx::tlb`]), loaded by the first memory

@@ -345,8 +345,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// Sync the state (but RIP, which the helper sets from the instruction) and let the
-    /// interpreter run instruction `index`; on "leave" go to the exit. The retired count is not flushed in IR: the helper adds the pending count
-    /// itself, and takes `give_back` back out when native code goes on (see [`StepArg`]).
+    /// interpreter run instruction `index`; on "leave" go to the exit. The retired count is
+    /// not flushed in IR: the helper adds the pending count itself, and takes `give_back`
+    /// back out when native code goes on (see [`StepArg`]).
     fn call_step(&mut self, index: usize, give_back: u32) {
         // A constant pending RIP is the instruction's own: the helper sets it.
         if let PendingRip::Const(_) = self.tracked.rip {

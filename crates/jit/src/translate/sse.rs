@@ -95,6 +95,51 @@ impl SseMem {
     }
 }
 
+/// The bit layout of an IEEE format (F32 or F64), for tests on float bits held as integers.
+#[derive(Clone, Copy)]
+pub(super) struct FloatBits {
+    width: u32,
+    /// Fraction bits.
+    mantissa: u32,
+    bias: i64,
+}
+
+impl FloatBits {
+    pub(super) fn of(ty: Type) -> FloatBits {
+        if ty == types::F32 {
+            FloatBits {
+                width: 32,
+                mantissa: 23,
+                bias: 127,
+            }
+        } else {
+            FloatBits {
+                width: 64,
+                mantissa: 52,
+                bias: 1023,
+            }
+        }
+    }
+
+    /// Everything but the sign.
+    pub(super) fn magnitude_mask(self) -> i64 {
+        ((1u64 << (self.width - 1)) - 1) as i64
+    }
+
+    /// The magnitude bits of 2^e (a normal number).
+    pub(super) fn power_of_two(self, e: i64) -> i64 {
+        (self.bias + e) << self.mantissa
+    }
+
+    pub(super) fn smallest_normal(self) -> i64 {
+        1 << self.mantissa
+    }
+
+    pub(super) fn infinity(self) -> i64 {
+        ((1i64 << (self.width - 1 - self.mantissa)) - 1) << self.mantissa
+    }
+}
+
 /// The lane operation of an SSE2 (or SSSE3 PSHUFB) integer instruction, or of a bitwise
 /// one of the floating-point domain (XORPS/XORPD and the like: the same bits as PXOR).
 fn lane_op(code: Code) -> Option<(SseOp, Type)> {
@@ -357,29 +402,22 @@ impl Translator<'_, '_> {
     /// Whether float bits `v` (an integer of `ty`'s width) are a zero, a normal number or
     /// an infinity: not a NaN and not a denormal, the operands that raise no MXCSR flag.
     pub(super) fn ordinary_float(&mut self, ty: Type, v: Value) -> Value {
-        let (int, exponent_bits) = if ty == types::F32 {
-            (types::I32, 8)
-        } else {
-            (types::I64, 11)
-        };
-        let width = int.bits();
-        let mantissa = width - 1 - exponent_bits;
-        let magnitude = self
-            .b
+        let f = FloatBits::of(ty);
+        let normal_or_inf = self.magnitude_in(ty, v, f.smallest_normal(), f.infinity() + 1);
+        let zero = self.magnitude_in(ty, v, 0, 1);
+        self.b.ins().bor(normal_or_inf, zero)
+    }
+
+    /// Whether the magnitude of float bits `v` (an integer of `ty`'s width: the bits without
+    /// the sign) lies in `low..high`, as a boolean value (one subtraction, one compare).
+    pub(super) fn magnitude_in(&mut self, ty: Type, v: Value, low: i64, high: i64) -> Value {
+        let f = FloatBits::of(ty);
+        let magnitude = self.b.ins().band_imm_u(v, f.magnitude_mask());
+        // Unsigned: a magnitude below `low` wraps around to a large value.
+        let off = self.b.ins().iadd_imm_s(magnitude, -low);
+        self.b
             .ins()
-            .band_imm_u(v, ((1u64 << (width - 1)) - 1) as i64);
-        let smallest_normal = 1i64 << mantissa;
-        let infinity = (((1u64 << exponent_bits) - 1) << mantissa) as i64;
-        // Normal or infinite: magnitude - smallest normal <= infinity - smallest normal
-        // (unsigned; zero wraps around to a large value).
-        let off = self.b.ins().iadd_imm_s(magnitude, -smallest_normal);
-        let finite_or_inf = self.b.ins().icmp_imm_u(
-            IntCC::UnsignedLessThanOrEqual,
-            off,
-            infinity - smallest_normal,
-        );
-        let zero = self.b.ins().icmp_imm_u(IntCC::Equal, magnitude, 0);
-        self.b.ins().bor(finite_or_inf, zero)
+            .icmp_imm_u(IntCC::UnsignedLessThan, off, high - low)
     }
 
     /// XMM `dst` op= `b` (a vector of lane type `ty`).

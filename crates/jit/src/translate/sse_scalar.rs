@@ -15,8 +15,9 @@
 //! needs the default control and PE set, or an integer the format holds exactly (from 32
 //! bits to double, always). Anything else is the interpreter's, on the state from before.
 
-use super::sse::xmm_offset;
+use super::sse::{xmm_offset, FloatBits};
 use super::*;
+use crane86_interp::ops::sse::float::mxcsr;
 use cranelift_codegen::ir::condcodes::FloatCC;
 
 /// A scalar arithmetic operation on lane 0.
@@ -70,10 +71,10 @@ impl Translator<'_, '_> {
     fn mxcsr_default(&mut self) -> (Value, Value) {
         let at = offset_of!(CpuState, fpu) + offset_of!(crane86_x86::FpuState, mxcsr);
         let csr = self.b.ins().uload32(trusted(), self.state, at as i32);
-        let control = self.b.ins().band_imm_s(csr, !0x3F);
+        let control = self.b.ins().band_imm_s(csr, !i64::from(mxcsr::FLAGS));
         let expected = i64::from(crane86_x86::fpu::MXCSR_RESET);
         let default = self.b.ins().icmp_imm_u(IntCC::Equal, control, expected);
-        let pe = self.b.ins().band_imm_u(csr, 0x20);
+        let pe = self.b.ins().band_imm_u(csr, i64::from(mxcsr::PE));
         let pe = self.b.ins().icmp_imm_u(IntCC::NotEqual, pe, 0);
         (default, pe)
     }
@@ -81,21 +82,10 @@ impl Translator<'_, '_> {
     /// Whether float bits `v` (of `ty`) have a magnitude in [2^-lim, 2^lim], `lim` 900 for
     /// doubles and 100 for singles: where Dekker's error terms stay normal numbers.
     fn moderate_float(&mut self, ty: Type, v: Value) -> Value {
-        let (width, mantissa, bias, lim) = if ty == types::F32 {
-            (32, 23, 127i64, 100i64)
-        } else {
-            (64, 52, 1023, 900)
-        };
-        let magnitude = self
-            .b
-            .ins()
-            .band_imm_u(v, ((1u64 << (width - 1)) - 1) as i64);
-        let low = (bias - lim) << mantissa;
-        let high = (bias + lim + 1) << mantissa;
-        let off = self.b.ins().iadd_imm_s(magnitude, -low);
-        self.b
-            .ins()
-            .icmp_imm_u(IntCC::UnsignedLessThan, off, high - low)
+        let f = FloatBits::of(ty);
+        let lim = if ty == types::F32 { 100 } else { 900 };
+        let (low, high) = (f.power_of_two(-lim), f.power_of_two(lim + 1));
+        self.magnitude_in(ty, v, low, high)
     }
 
     /// Float constant `v` of `ty`.
@@ -183,18 +173,8 @@ impl Translator<'_, '_> {
 
     /// Whether float bits `v` (an integer of `ty`'s width) are a normal number.
     fn normal_float(&mut self, ty: Type, v: Value) -> Value {
-        let (width, mantissa) = if ty == types::F32 { (32, 23) } else { (64, 52) };
-        let magnitude = self
-            .b
-            .ins()
-            .band_imm_u(v, ((1u64 << (width - 1)) - 1) as i64);
-        let smallest = 1i64 << mantissa;
-        let infinity = ((1u64 << (width - 1 - mantissa)) - 1) << mantissa;
-        // smallest <= magnitude < infinity (unsigned; below `smallest` wraps around).
-        let off = self.b.ins().iadd_imm_s(magnitude, -smallest);
-        self.b
-            .ins()
-            .icmp_imm_u(IntCC::UnsignedLessThan, off, infinity as i64 - smallest)
+        let f = FloatBits::of(ty);
+        self.magnitude_in(ty, v, f.smallest_normal(), f.infinity())
     }
 
     /// Lane 0 of XMM `r` as the bits of a `ty`.
