@@ -46,10 +46,12 @@ fn compile(c: &mut Criterion) {
     // The block whose link cells the code embeds (it reads them only when it runs).
     let block = Block::new(Vec::new());
     for (name, code) in BLOCKS {
+        let insns: Vec<_> = Decoder::with_ip(64, code, 0x1000, DecoderOptions::NONE)
+            .into_iter()
+            .collect();
         let job = Job {
-            insns: Decoder::with_ip(64, code, 0x1000, DecoderOptions::NONE)
-                .into_iter()
-                .collect(),
+            own_len: insns.len(),
+            insns,
             bits: 64,
             rip: 0x1000,
             paddr: 0x1000,
@@ -89,6 +91,7 @@ fn corpus_jobs(block: &Block) -> Option<Vec<Job>> {
         .map(|line| {
             let b = corpus::parse_line(line, by_name).unwrap_or_else(|e| panic!("{path}: {e}"));
             Job {
+                own_len: b.insns.len(),
                 insns: b.insns,
                 bits: b.bits,
                 rip: b.rip,
@@ -116,6 +119,18 @@ fn compile_corpus(c: &mut Criterion) {
         ("blocks", Effort::Optimized),
         ("blocks-quick", Effort::Quick),
     ] {
+        // Code size is the run-time side of compile speed: printed once per effort.
+        // SAFETY: none of the code compiled here ever runs.
+        unsafe { backend.reset() };
+        let bytes: u64 = jobs
+            .iter()
+            .map(|job| u64::from(backend.compile(job, effort).expect("compiles").bytes))
+            .sum();
+        println!(
+            "jit-compile-corpus/{name}: {} blocks, {:.1} host code bytes per block",
+            jobs.len(),
+            bytes as f64 / jobs.len() as f64
+        );
         group.bench_function(name, |b| {
             b.iter(|| {
                 // SAFETY: none of the code compiled here ever runs.

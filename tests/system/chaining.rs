@@ -92,10 +92,12 @@ fn chained_loop_matches_the_interpreter() {
         let (mut got, _) = guest(EngineKind::Jit, mode, branchy_loop);
         got.run_to_halt();
         assert_eq!(summary(&got.cpu), summary(&want.cpu), "{mode:?}");
+        // At least one transition per pass (the translation of a block goes on past its
+        // JMP and its Jcc's fall-through, so some of the four blocks run inside others).
         let chained = stat(&got, "chained transitions");
         assert!(
-            chained > 3 * 3000 / 2,
-            "{mode:?}: most block transitions chain ({chained})"
+            chained > 3000,
+            "{mode:?}: block transitions chain ({chained})"
         );
         assert!(
             stat(&got, "dispatcher transitions") < chained / 10,
@@ -106,7 +108,9 @@ fn chained_loop_matches_the_interpreter() {
 
 /// A successor entered by native code whose first instruction the interpreter runs (LOOP)
 /// runs at its own RIP: the predecessor does not store RIP when it enters it, so the
-/// successor must (its LOOP falls through relative to RIP once the count is out).
+/// successor must (its LOOP falls through relative to RIP once the count is out). The
+/// branch into it is a Jcc that is always taken, a side exit: a JMP's translation would go
+/// on into its target instead of entering it.
 #[test]
 fn chained_successor_starting_with_a_helper_run_instruction_runs_at_its_own_rip() {
     let body = |a: &mut CodeAssembler| -> Result<Vec<CodeLabel>, IcedError> {
@@ -116,7 +120,9 @@ fn chained_successor_starting_with_a_helper_run_instruction_runs_at_its_own_rip(
         a.xor(ebx, ebx)?;
         a.set_label(&mut top)?;
         a.add(ebx, 3)?;
-        a.jmp(second)?;
+        a.test(ebx, 0)?;
+        a.jz(second)?;
+        a.hlt()?;
         a.set_label(&mut second)?;
         a.loop_(top)?;
         a.mov(edx, ebx)?;
@@ -604,9 +610,14 @@ fn returns_to_many_callers_chain_natively() {
         assert_eq!(got.cpu.gpr[3] as u32, 2000 * 3 * 21, "{what}");
         let native = stat(&got, "chained transitions (native)");
         let dispatcher = stat(&got, "dispatcher transitions");
-        // 12 block transitions per pass; with the links alone two in three RETs went to
-        // the run loop.
-        assert!(native > 2000 * 11, "{what}: {native} native transitions");
+        // 12 block transitions per pass, or 7 when the translation of each CALL goes on
+        // into the function in the same page; with the links alone two in three RETs went
+        // to the run loop.
+        let per_pass = if other_page { 11 } else { 6 };
+        assert!(
+            native > 2000 * per_pass,
+            "{what}: {native} native transitions"
+        );
         assert!(
             dispatcher < native / 100,
             "{what}: {dispatcher} dispatcher transitions"

@@ -10,6 +10,7 @@ mod modes;
 mod page_crossing;
 mod paging;
 mod smc;
+mod superblocks;
 mod syscalls;
 mod sysinsn;
 

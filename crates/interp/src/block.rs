@@ -7,7 +7,7 @@
 
 use crate::exec::{resolve, Handler};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
@@ -15,6 +15,7 @@ use std::rc::Rc;
 /// Longest block (instructions).
 pub const MAX_BLOCK_INSNS: usize = 64;
 
+#[derive(Clone, Copy)]
 pub struct DecodedInsn {
     pub insn: Instruction,
     pub handler: Handler,
@@ -26,16 +27,15 @@ pub struct DecodedInsn {
 pub type NativeBlock = std::ptr::NonNull<u8>;
 
 /// A tier's link from one block to a successor (block chaining): `target` is a block of the
-/// cache that was current in epoch `epoch`, with its key and length copied here so that
-/// checking a link reads only the block it starts from; its code is read from the target
-/// ([`Block::native`]) when it is entered, so code a tier replaces (a re-optimized
-/// translation) is what every link enters from then on. It may be used only while the
+/// cache that was current in epoch `epoch`, with its key copied here so that checking a
+/// link reads only the block it starts from; its code and shape are read from the target
+/// ([`Block::native`], [`Block::shape`]) when it is entered, so code a tier replaces (a
+/// re-optimized translation) is what every link enters from then on. It may be used only while the
 /// cache's epoch still equals `epoch` (no block has left the cache since, so `target` is
 /// alive and has native code of the module).
 #[derive(Clone, Copy, Debug)]
 pub struct Link {
     pub key: BlockKey,
-    pub len: u32,
     pub target: *const Block,
     pub epoch: u64,
 }
@@ -47,47 +47,92 @@ impl Link {
             rip: 0,
             bits: 0,
         },
-        len: 0,
         target: std::ptr::null(),
         epoch: u64::MAX,
     };
 }
 
-/// Successor links per block (a JMP or fall-through needs one, a Jcc two).
-pub const BLOCK_LINKS: usize = 2;
+/// Successor links per block: a JMP or fall-through needs one, a Jcc two, and a tier's
+/// translation that continues past the block's end (into the blocks after it) one more for
+/// each conditional branch it passes.
+pub const BLOCK_LINKS: usize = 4;
 
+/// What one of a block's link slots holds (see [`NativeShape`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkSlot {
+    /// Nothing: the native code never reads it.
+    Unused,
+    /// Only a link to this RIP (the native code reads it without comparing RIPs).
+    To(u64),
+    /// The most recently used successors of an exit whose RIP is known only at run time
+    /// (a RET's), newest first among the block's `Recent` slots.
+    Recent,
+}
+
+/// How a tier's native code for a block runs, set when the tier translates it: the most
+/// instructions one run retires (more than the block's own when the translation goes on
+/// into the blocks after it in the same page) and what each link slot is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeShape {
+    pub max_insns: u32,
+    pub slots: [LinkSlot; BLOCK_LINKS],
+}
+
+/// Laid out for the run loop: what it reads for every block (native code, instructions,
+/// the tier's instruction copy, hotness count) in the first cache line of the `Rc`, the
+/// key and second page next, the tier's links last.
+#[repr(C)]
 pub struct Block {
-    pub insns: Vec<DecodedInsn>,
-    /// The block's cache key, set when it is inserted into the cache (`None` for the
-    /// uncached one-instruction blocks of code running from device memory or crossing into
-    /// a page it cannot fetch from: no link may point at them).
-    pub key: Cell<Option<BlockKey>>,
-    /// The tier's most recently used successor links (see [`Link`]).
-    pub links: [Cell<Link>; BLOCK_LINKS],
-    /// Times the block was entered without native code (the JIT's hotness counter).
-    pub entries: Cell<u32>,
     /// The block's native code, if a tier compiled it. Valid as long as the tier keeps the
     /// code alive; a tier that frees code clears the whole block cache first. A tier may
     /// replace it (with code of the same block) while no native code runs.
     pub native: Cell<Option<NativeBlock>>,
+    pub insns: Vec<DecodedInsn>,
+    /// The instructions the tier's translation spans when it goes on past the block's own
+    /// (a copy: the blocks after this one may leave the cache first). What a translation's
+    /// instruction index refers to; `insns` when unset.
+    pub translated: OnceCell<Box<[DecodedInsn]>>,
+    /// Times the block was entered without native code (the JIT's hotness counter).
+    pub entries: Cell<u32>,
     /// For a block whose first instruction crosses into the next linear page: the physical
     /// page (address) that page mapped to when the block was decoded. The key holds only the
     /// first page, so the block is valid only while the second page still maps there: the
     /// run loop checks it on every lookup, and no tier link may lead into such a block
     /// (links are followed without a lookup).
     pub second_page: Option<u64>,
+    /// The block's cache key, set when it is inserted into the cache (`None` for the
+    /// uncached one-instruction blocks of code running from device memory or crossing into
+    /// a page it cannot fetch from: no link may point at them).
+    pub key: Cell<Option<BlockKey>>,
+    /// What the tier's native code runs (set with the translation; before it, the block's
+    /// own length and no link slot in use).
+    pub shape: Cell<NativeShape>,
+    /// The tier's successor links (see [`Link`]), slot by slot as [`Block::shape`] says.
+    pub links: [Cell<Link>; BLOCK_LINKS],
 }
 
 impl Block {
     pub fn new(insns: Vec<DecodedInsn>) -> Block {
+        let max_insns = insns.len() as u32;
         Block {
             insns,
             key: Cell::new(None),
             links: [const { Cell::new(Link::NONE) }; BLOCK_LINKS],
+            shape: Cell::new(NativeShape {
+                max_insns,
+                slots: [LinkSlot::Unused; BLOCK_LINKS],
+            }),
+            translated: OnceCell::new(),
             entries: Cell::new(0),
             native: Cell::new(None),
             second_page: None,
         }
+    }
+
+    /// The instructions of the tier's translation, by index (see [`Block::translated`]).
+    #[inline]
+    pub fn translated_insns(&self) -> &[DecodedInsn] {
+        self.translated.get().map_or(&self.insns, |t| t)
     }
 
     /// A block that runs from its first page into the one at physical `second_page`.
@@ -177,6 +222,12 @@ impl BlockCache {
         let b = self.blocks.get(key)?.clone();
         self.jump_cache[idx] = Some((*key, b.clone()));
         Some(b)
+    }
+
+    /// The cached block of `key`, without touching the jump cache (for a tier reading the
+    /// blocks around one it translates).
+    pub fn peek(&self, key: &BlockKey) -> Option<&Rc<Block>> {
+        self.blocks.get(key)
     }
 
     pub fn insert(&mut self, key: BlockKey, block: Rc<Block>) {

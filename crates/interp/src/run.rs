@@ -40,9 +40,10 @@ pub enum Step {
 /// A tier above the interpreter (the JIT): offered every block before the interpreter runs
 /// it. `execute` returns `None` when the interpreter should run the block, or the block's
 /// outcome (`Some(None)`: continue the run loop; `Some(Some(exit))`: end the run). At most
-/// `remaining` instructions may retire. `epoch` is the block cache's current
-/// [`BlockCache::epoch`]: the cache does not change during the call, so links between cached
-/// blocks made in this epoch stay valid until the tier returns.
+/// `remaining` instructions may retire. `blocks` is the block cache, whose other blocks a
+/// tier may read (to translate what follows a block); the cache does not change during
+/// the call, so links between cached blocks made in its current [`BlockCache::epoch`] stay
+/// valid until the tier returns.
 ///
 /// A tier may run successor blocks itself (block chaining) as long as it does what this loop
 /// does before each block: stop at the budget, when an interrupt could be delivered
@@ -55,7 +56,7 @@ pub trait Tier {
         &mut self,
         cpu: &mut Cpu,
         block: &Rc<Block>,
-        epoch: u64,
+        blocks: &BlockCache,
         remaining: u64,
     ) -> Option<Option<RunExit>>;
 }
@@ -181,7 +182,7 @@ impl Interpreter {
             };
             let remaining = budget - (cpu.stats.instructions - start);
             let outcome = match tier.as_deref_mut() {
-                Some(t) => t.execute(&mut cpu, &block, blocks.epoch(), remaining),
+                Some(t) => t.execute(&mut cpu, &block, blocks, remaining),
                 None => None,
             };
             let exit = match outcome {

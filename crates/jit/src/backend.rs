@@ -27,6 +27,11 @@ use std::time::{Duration, Instant};
 /// What translating one block needs (plain data, `Send`).
 pub struct Job {
     pub insns: Vec<Instruction>,
+    /// The block's own instructions: the first `own_len` of `insns`. The rest are the
+    /// blocks after it that a translation may go on into (see `superblock` in the
+    /// compiler); the compile thread's first translation of a job leaves them out, its
+    /// re-optimization takes them in (see `worker`).
+    pub own_len: usize,
     /// Code size (16, 32, 64).
     pub bits: u32,
     /// The block's RIP and physical address (names in the perf map).
@@ -111,6 +116,7 @@ impl Effort {
 pub struct Compiled {
     /// The entry of the code (in the tail calling convention; see [`block_signature`]).
     pub code: usize,
+    /// Guest instructions translated (a prefix of the job's: see [`Backend::compile_prefix`]).
     pub insns: u32,
     pub inlined: u32,
     /// Host code bytes.
@@ -450,12 +456,24 @@ impl Backend {
     /// trigger) is caught and reported as a failed translation: the block stays
     /// interpreted.
     pub fn compile(&mut self, job: &Job, effort: Effort) -> Result<Compiled, String> {
+        self.compile_prefix(job, effort, job.insns.len())
+    }
+
+    /// [`Self::compile`] for the first `len` of the job's instructions only (the block's
+    /// own, [`Job::own_len`], say).
+    pub fn compile_prefix(
+        &mut self,
+        job: &Job,
+        effort: Effort,
+        len: usize,
+    ) -> Result<Compiled, String> {
+        let insns = &job.insns[..len.min(job.insns.len())];
         let effort = Effort::forced().unwrap_or(effort);
         if crate::corpus::enabled() {
             crate::corpus::record(job);
         }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.compile_inner(job, effort)
+            self.compile_inner(job, insns, effort)
         })) {
             Ok(result) => result,
             Err(panic) => {
@@ -477,7 +495,12 @@ impl Backend {
         }
     }
 
-    fn compile_inner(&mut self, job: &Job, effort: Effort) -> Result<Compiled, String> {
+    fn compile_inner(
+        &mut self,
+        job: &Job,
+        insns: &[Instruction],
+        effort: Effort,
+    ) -> Result<Compiled, String> {
         let start = Instant::now();
         let Some(module) = self.module.as_mut() else {
             return Err("no translation module".to_string());
@@ -501,7 +524,7 @@ impl Backend {
                 rip: job.rip,
                 paddr: job.paddr,
             });
-            t.block(&job.insns, job.bits, chain.as_ref());
+            t.block(insns, job.bits, chain.as_ref());
             let n = t.inlined;
             b.finalize(frontend);
             n
@@ -526,7 +549,7 @@ impl Backend {
         if dump {
             let mut text = String::new();
             let mut f = iced_x86::NasmFormatter::new();
-            for i in &job.insns {
+            for i in insns {
                 iced_x86::Formatter::format(&mut f, i, &mut text);
                 text.push('\n');
             }
@@ -557,7 +580,7 @@ impl Backend {
         }
         Ok(Compiled {
             code: code as usize,
-            insns: job.insns.len() as u32,
+            insns: insns.len() as u32,
             inlined,
             bytes: size,
             time: start.elapsed(),

@@ -25,6 +25,12 @@
 //! (physical address, RIP, code size), a link is right for any exit (JMP, Jcc,
 //! fall-through, even RET or an indirect jump whose target repeats) and across pages.
 //!
+//! Spanning translations: a block's translation may go on into the cached blocks after it
+//! in the same page ([`superblock`]), with a side exit for each Jcc it passes; the block
+//! keeps a copy of those instructions ([`Block::translated`], what the step helper's
+//! instruction index refers to) and the installed code's shape ([`Block::shape`]: its
+//! longest run and what each link slot is for, from `native_shape`).
+//!
 //! Exits whose RIP is known only at run time (RET, indirect jumps) often have more
 //! successors than a block has links: a RET returns to every caller of its function. Those
 //! exits also look in the [`JumpTable`], one per vCPU, indexed by RIP, before they return
@@ -34,10 +40,14 @@ use crate::backend::{Backend, Compiled, Effort, Entry, Job, ModelFeatures};
 use crate::context::{must_leave_chain, BlockCtx};
 use crate::profile;
 use crate::worker::{Request, Worker};
-use crane86_interp::block::{Block, Link, NativeBlock};
+use crane86_interp::block::{
+    Block, BlockCache, BlockKey, DecodedInsn, Link, LinkSlot, NativeBlock, BLOCK_LINKS,
+    MAX_BLOCK_INSNS,
+};
 use crane86_interp::cpu::Cpu;
 use crane86_interp::{cached_block_key, RunExit, Tier};
 use crane86_x86::{flags, CpuState};
+use iced_x86::{FlowControl, Instruction};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -106,9 +116,13 @@ pub struct JitStats {
     pub blocks_translated: u64,
     /// ... of which with [`Effort::Quick`] (while the compile queue had a backlog).
     pub blocks_translated_quick: u64,
-    /// Quick translations replaced by optimized ones, compiled once the queue was empty
-    /// (see `worker::reoptimizes_quick_code`).
+    /// Quick translations replaced by optimized ones (which also span the blocks after
+    /// theirs where they can), compiled once the queue was empty (see
+    /// `worker::second_pass`).
     pub blocks_reoptimized: u64,
+    /// Installed translations that go on past their block's own instructions into the
+    /// blocks after it (see `superblock`).
+    pub spanning_translations: u64,
     pub insns_translated: u64,
     pub insns_inlined: u64,
     /// Cranelift time, wherever it was spent.
@@ -264,7 +278,12 @@ impl Compiler {
 
     /// `block` just became hot: translate it now, or queue it. Returns the code if it is
     /// ready.
-    fn translate(&mut self, block: &Rc<Block>, cpu: &Cpu) -> Option<NativeBlock> {
+    fn translate(
+        &mut self,
+        block: &Rc<Block>,
+        blocks: &BlockCache,
+        cpu: &Cpu,
+    ) -> Option<NativeBlock> {
         let bits = cpu.s.code_bits();
         if self.module_blocks >= MAX_MODULE_BLOCKS || self.module_bytes >= MAX_MODULE_BYTES {
             // Full: the next run starts a fresh module with an empty block cache.
@@ -273,8 +292,17 @@ impl Compiler {
         }
         self.module_blocks += 1;
         let key = block.key.get();
+        if let (Some(key), 64, None) = (key, bits, block.second_page) {
+            let spanned = superblock(block, key, blocks);
+            if spanned.len() > block.insns.len() {
+                // A block is translated once (a failed one stays interpreted).
+                let _ = block.translated.set(spanned.into_boxed_slice());
+            }
+        }
+        let insns: Vec<Instruction> = block.translated_insns().iter().map(|d| d.insn).collect();
         let job = Job {
-            insns: block.insns.iter().map(|d| d.insn).collect(),
+            insns,
+            own_len: block.insns.len(),
             bits,
             rip: key.map_or(0, |k| k.rip),
             paddr: key.map_or(0, |k| k.paddr),
@@ -286,7 +314,9 @@ impl Compiler {
         match &mut self.translations {
             Translations::InThread(b) => {
                 let result = b.compile(&job, Effort::Optimized);
-                self.finished(result, false)
+                let (code, spans) = self.finished(result, false)?;
+                self.stats.spanning_translations += u64::from(install(block, code, spans));
+                Some(code)
             }
             Translations::Background(w) => {
                 let id = self.next_job;
@@ -321,9 +351,13 @@ impl Compiler {
         }
     }
 
-    /// Count a finished translation (`again`: a re-optimized one); its code, if it
-    /// succeeded.
-    fn finished(&mut self, result: Result<Compiled, String>, again: bool) -> Option<NativeBlock> {
+    /// Count a finished translation (`again`: a re-optimized one); its code and the
+    /// instructions it spans, if it succeeded.
+    fn finished(
+        &mut self,
+        result: Result<Compiled, String>,
+        again: bool,
+    ) -> Option<(NativeBlock, u32)> {
         match result {
             Ok(c) => {
                 // A re-optimized block is counted when its code is installed.
@@ -337,7 +371,7 @@ impl Compiler {
                 }
                 self.stats.translation_time += c.time;
                 self.module_bytes += u64::from(c.bytes);
-                NativeBlock::new(c.code as *mut u8)
+                NativeBlock::new(c.code as *mut u8).map(|code| (code, c.insns))
             }
             Err(why) => {
                 self.stats.translation_failures += 1;
@@ -379,14 +413,15 @@ impl Compiler {
                 None => (self.reoptimizing.remove(&d.id), true),
             };
             let quick = d.result.as_ref().is_ok_and(|c| c.effort == Effort::Quick);
-            if let Some(code) = self.finished(d.result, again) {
+            if let Some((code, spans)) = self.finished(d.result, again) {
                 match block.as_ref().and_then(|b| b.upgrade()) {
                     Some(b) => {
-                        b.native.set(Some(code));
+                        self.stats.spanning_translations += u64::from(install(&b, code, spans));
                         if again {
                             self.stats.blocks_reoptimized += 1;
                         }
-                        if quick && !again && crate::worker::reoptimizes_quick_code() {
+                        // The compile thread translates it again (see `worker`).
+                        if quick && !again && crate::worker::second_pass() {
                             self.reoptimizing.insert(d.id, Rc::downgrade(&b));
                         }
                     }
@@ -402,15 +437,17 @@ impl Tier for Compiler {
         &mut self,
         cpu: &mut Cpu,
         block: &Rc<Block>,
-        epoch: u64,
+        blocks: &BlockCache,
         remaining: u64,
     ) -> Option<Option<RunExit>> {
+        let epoch = blocks.epoch();
         let from = self.unlinked.take();
         if !self.reoptimizing.is_empty() {
             self.collect();
         }
         // Native code runs whole blocks, and never under single-step (the interpreter owns
-        // the #DB trap after each instruction).
+        // the #DB trap after each instruction). (The block's own length here: its shape,
+        // checked once it has code, is in another cache line.)
         if remaining < block.insns.len() as u64 || cpu.s.rflags & flags::TF != 0 {
             return None;
         }
@@ -431,7 +468,7 @@ impl Tier for Compiler {
                             return None;
                         }
                         let code = if n == self.hot_threshold && !self.needs_block_flush {
-                            self.translate(block, cpu)
+                            self.translate(block, blocks, cpu)
                         } else {
                             if n.is_multiple_of(self.hot_threshold) {
                                 self.boost(block);
@@ -442,19 +479,21 @@ impl Tier for Compiler {
                             self.stats.waiting_instructions += block.insns.len() as u64;
                             return None;
                         };
-                        block.native.set(Some(code));
                         code
                     }
                 }
             }
         };
+        // The code may span more than the block's own instructions.
+        if remaining < u64::from(block.shape.get().max_insns) {
+            return None;
+        }
         // No link leads into a block that runs into a second page: only the run loop's
         // lookup checks where that page maps now.
         if let (Some((from, from_epoch)), Some(key)) = (from, block.key.get()) {
             if from_epoch == epoch && block.second_page.is_none() {
                 let to = Link {
                     key,
-                    len: block.insns.len() as u32,
                     target: &**block,
                     epoch,
                 };
@@ -527,20 +566,85 @@ impl Tier for Compiler {
                 }
                 return Some(None);
             };
-            if left < u64::from(next.len) {
-                return Some(None);
-            }
             // SAFETY: a link of this epoch points at a block the cache still holds.
             let target = unsafe { &*next.target };
             let Some(c) = target.native.get() else {
                 return Some(None);
             };
+            // The target's shape now (its code may have been replaced since the link).
+            if left < u64::from(target.shape.get().max_insns) {
+                return Some(None);
+            }
             self.stats.chained_transitions += 1;
             cur = target;
             code = c;
         }
     }
 }
+
+/// Make `code`, a translation of the first `spans` of the block's instructions
+/// ([`Block::translated_insns`]), the block's: its shape first, and if that changed (a
+/// quick translation of the block's own instructions replaced by one that goes on past
+/// them), without the links made for the old one. Whether the code spans more than the
+/// block's own instructions.
+fn install(block: &Block, code: NativeBlock, spans: u32) -> bool {
+    let insns: Vec<Instruction> = block.translated_insns()[..spans as usize]
+        .iter()
+        .map(|d| d.insn)
+        .collect();
+    let shape = crate::translate::native_shape(&insns);
+    if block.shape.replace(shape) != shape {
+        block.links.iter().for_each(|l| l.set(Link::NONE));
+    }
+    block.native.set(Some(code));
+    spans as usize > block.insns.len()
+}
+
+/// Blocks after each other that the translation of `head` spans: after the head's last
+/// instruction, where the translation can go on (`continues_at`: a direct JMP's target, a
+/// Jcc's fall-through) the cached block there, if it is in the head's page and
+/// the whole stays within [`MAX_BLOCK_INSNS`] and the link slots. A side exit per Jcc
+/// passed; never back into a block already in (a loop is the head's own business, see
+/// `Translator::loop_header`).
+fn superblock(head: &Block, key: BlockKey, blocks: &BlockCache) -> Vec<DecodedInsn> {
+    let mut insns = head.insns.clone();
+    let mut starts = vec![key.rip];
+    let mut side_exits = 0;
+    while starts.len() <= MAX_CONTINUED_BLOCKS {
+        let Some(last) = insns.last().map(|d| d.insn) else {
+            break;
+        };
+        let Some(next) = crate::translate::continues_at(&last) else {
+            break;
+        };
+        let side = usize::from(last.flow_control() == FlowControl::ConditionalBranch);
+        // Two slots stay for the end's targets.
+        if next & !0xFFF != key.rip & !0xFFF
+            || starts.contains(&next)
+            || side_exits + side > BLOCK_LINKS - 2
+        {
+            break;
+        }
+        let next_key = BlockKey {
+            paddr: (key.paddr & !0xFFF) | (next & 0xFFF),
+            rip: next,
+            bits: key.bits,
+        };
+        let Some(b) = blocks.peek(&next_key) else {
+            break;
+        };
+        if b.second_page.is_some() || insns.len() + b.insns.len() > MAX_BLOCK_INSNS {
+            break;
+        }
+        insns.extend_from_slice(&b.insns);
+        starts.push(next);
+        side_exits += side;
+    }
+    insns
+}
+
+/// How many blocks after the head one translation may take in (see [`superblock`]).
+const MAX_CONTINUED_BLOCKS: usize = 3;
 
 /// Link `from` to `to` (a cached block of `link.epoch`, with native code).
 fn link(from: &Block, link: Link) {
@@ -557,21 +661,17 @@ fn link(from: &Block, link: Link) {
     {
         return;
     }
-    // A block whose exits are all known keeps one link per target, in the target's slot
-    // (what `Translator::chain_direct` reads without comparing RIPs); a successor that is
-    // none of them (an interrupt handler, say) is not linked.
-    let last = from.insns.last().map(|d| &d.insn);
-    if let Some(targets) = last.and_then(crate::translate::exit_targets) {
-        if let Some(k) = targets.iter().position(|&t| t == key.rip) {
-            if let Some(slot) = from.links.get(k) {
-                slot.set(link);
-            }
-        }
+    // A known target has its own slot (what `Translator::chain_direct` reads without
+    // comparing RIPs); any other successor goes to the slots of the most recently used ones,
+    // newest first, if the code has them (an interrupt handler after a JMP is not linked).
+    let shape = from.shape.get();
+    if let Some(k) = crate::translate::slot_of(&shape, key.rip) {
+        from.links[k].set(link);
         return;
     }
-    // Otherwise the most recently used successors, newest first.
+    let recent = (0..BLOCK_LINKS).filter(|&k| shape.slots[k] == LinkSlot::Recent);
     let mut carry = link;
-    for slot in &from.links {
+    for slot in recent.map(|k| &from.links[k]) {
         let old = slot.replace(carry);
         if old.epoch != epoch || std::ptr::eq(old.target, link.target) {
             return;

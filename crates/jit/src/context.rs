@@ -131,7 +131,7 @@ pub unsafe extern "C" fn step_helper(ctx: *mut BlockCtx, arg: u32) -> u32 {
     } = StepArg::unpack(arg);
     cpu.stats.instructions = ctx.retired + u64::from(pending);
     // Native code leaves RIP pending at instruction boundaries: it is this instruction's.
-    let d = &block.insns[index as usize];
+    let d = &block.translated_insns()[index as usize];
     cpu.s.rip = d.insn.ip();
     if profile::enabled() {
         profile::count(&d.insn);

@@ -149,6 +149,7 @@ mod tests {
             .collect();
         let job = Job {
             insns: insns.clone(),
+            own_len: insns.len(),
             bits: 64,
             rip: 0x1000,
             paddr: 0x7000,

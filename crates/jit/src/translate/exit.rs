@@ -36,7 +36,13 @@ impl Translator<'_, '_> {
     /// block's own page, neither does the link's physical address: a link to the own page
     /// keeps the block's own physical page (`link` makes no other), and that is where the
     /// own page still maps.
-    pub(super) fn chain_exit(&mut self, chain: &Chain, rip: Value, targets: Option<&[u64]>) {
+    pub(super) fn chain_exit(
+        &mut self,
+        chain: &Chain,
+        shape: &NativeShape,
+        rip: Value,
+        targets: Option<&[u64]>,
+    ) {
         let i64t = types::I64;
         let ret = self.return_block();
         let low = self.b.ins().band_imm_u(rip, 0xFFF);
@@ -67,25 +73,25 @@ impl Translator<'_, '_> {
             .ins()
             .load(i64t, fixed(), self.ctx, offset_of!(BlockCtx, epoch) as i32);
         let enter = self.link_entry();
-        for link in (0..BLOCK_LINKS).map(|k| chain.link(k)) {
+        // The slots that can hold this exit's successor: its known targets' (a LOOP, say,
+        // which the helper runs), else the most recent successors'.
+        let slots: Vec<usize> = match targets {
+            Some(t) => t.iter().filter_map(|&rip| slot_of(shape, rip)).collect(),
+            None => (0..BLOCK_LINKS)
+                .filter(|&k| shape.slots[k] == LinkSlot::Recent)
+                .collect(),
+        };
+        for link in slots.into_iter().map(|k| chain.link(k)) {
             let at = self.b.ins().iconst(self.ptr, link as i64);
-            let field = |t: &mut Self, ty: Type, offset: usize| {
-                t.b.ins().load(ty, trusted(), at, offset as i32)
-            };
-            let l_epoch = field(self, i64t, offset_of!(Link, epoch));
-            let l_rip = field(self, i64t, offset_of!(Link, key.rip));
-            let same_epoch = self.b.ins().icmp(IntCC::Equal, l_epoch, epoch);
-            let same_rip = self.b.ins().icmp(IntCC::Equal, l_rip, rip);
-            let mut m = self.b.ins().band(same_epoch, same_rip);
-            if !all_own {
-                let l_paddr = field(self, i64t, offset_of!(Link, key.paddr));
-                let same_paddr = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
-                m = self.b.ins().band(m, same_paddr);
-            }
             let next = self.b.create_block();
-            self.b
-                .ins()
-                .brif(m, enter, &[at.into(), rip.into()], next, &[]);
+            let mut checks = vec![
+                (offset_of!(Link, key.rip), rip),
+                (offset_of!(Link, epoch), epoch),
+            ];
+            if !all_own {
+                checks.push((offset_of!(Link, key.paddr), paddr));
+            }
+            self.probe_link(at, &checks, (enter, &[at.into(), rip.into()]), (next, &[]));
             self.b.seal_block(next);
             self.b.switch_to_block(next);
         }
@@ -102,19 +108,17 @@ impl Translator<'_, '_> {
             .ins()
             .imul_imm_u(index, std::mem::size_of::<Link>() as i64);
         let at = self.b.ins().iadd(table, offset);
-        let field =
-            |t: &mut Self, offset: usize| t.b.ins().load(i64t, trusted(), at, offset as i32);
-        let e_epoch = field(self, offset_of!(Link, epoch));
-        let e_rip = field(self, offset_of!(Link, key.rip));
-        let e_paddr = field(self, offset_of!(Link, key.paddr));
-        let same_epoch = self.b.ins().icmp(IntCC::Equal, e_epoch, epoch);
-        let same_rip = self.b.ins().icmp(IntCC::Equal, e_rip, rip);
-        let same_paddr = self.b.ins().icmp(IntCC::Equal, e_paddr, paddr);
-        let m = self.b.ins().band(same_epoch, same_rip);
-        let m = self.b.ins().band(m, same_paddr);
-        self.b
-            .ins()
-            .brif(m, enter, &[at.into(), rip.into()], ret, &[rip.into()]);
+        let checks = [
+            (offset_of!(Link, key.rip), rip),
+            (offset_of!(Link, epoch), epoch),
+            (offset_of!(Link, key.paddr), paddr),
+        ];
+        self.probe_link(
+            at,
+            &checks,
+            (enter, &[at.into(), rip.into()]),
+            (ret, &[rip.into()]),
+        );
         self.fill_link_entry(enter, ret);
         self.fill_return_block(ret);
     }
@@ -128,7 +132,13 @@ impl Translator<'_, '_> {
     /// so a link needs no RIP compare: the epoch, and for a target in another page the
     /// physical address.
     /// Everything else returns to the run loop, as in [`Self::chain_exit`].
-    pub(super) fn chain_direct(&mut self, chain: &Chain, targets: &[u64], taken: Option<Value>) {
+    pub(super) fn chain_direct(
+        &mut self,
+        chain: &Chain,
+        shape: &NativeShape,
+        targets: &[u64],
+        taken: Option<Value>,
+    ) {
         let ret = self.return_block();
         let paths: Vec<ir::Block> = targets.iter().map(|_| self.b.create_block()).collect();
         let own_page = chain.rip & !0xFFF;
@@ -144,42 +154,108 @@ impl Translator<'_, '_> {
             (None, [only]) => _ = self.b.ins().jump(*only, &[]),
             _ => unreachable!("one target, or a condition and two"),
         }
-        for (k, (&target, &path)) in targets.iter().zip(&paths).enumerate() {
+        for (&target, &path) in targets.iter().zip(&paths) {
             self.b.seal_block(path);
             self.b.switch_to_block(path);
             let rip = self.b.ins().iconst(types::I64, target as i64);
-            // The slot `link` uses for this target (the first, if both targets are equal).
-            let slot = targets.iter().position(|&t| t == target).unwrap_or(k);
+            // The slot `link` uses for this target (its first, see `native_shape`).
+            let slot = slot_of(shape, target).expect("every direct target has a slot");
             let at = self.b.ins().iconst(self.ptr, chain.link(slot) as i64);
-            let l_epoch =
-                self.b
-                    .ins()
-                    .load(types::I64, trusted(), at, offset_of!(Link, epoch) as i32);
-            let mut ok = self.b.ins().icmp(IntCC::Equal, l_epoch, epoch);
-            if target & !0xFFF != own_page {
-                let page = self.b.ins().iconst(types::I64, (target & !0xFFF) as i64);
-                let low = self.b.ins().iconst(types::I64, (target & 0xFFF) as i64);
-                let mapped = self.b.create_block();
-                self.b.append_block_param(mapped, types::I64);
-                self.tlb_successor(rip, page, low, mapped, ret);
-                self.b.seal_block(mapped);
-                self.b.switch_to_block(mapped);
-                let paddr = self.b.block_params(mapped)[0];
-                let l_paddr = self.b.ins().load(
-                    types::I64,
-                    trusted(),
+            if target & !0xFFF == own_page {
+                let checks = [(offset_of!(Link, epoch), epoch)];
+                self.probe_link(
                     at,
-                    offset_of!(Link, key.paddr) as i32,
+                    &checks,
+                    (enter, &[at.into(), rip.into()]),
+                    (ret, &[rip.into()]),
                 );
-                let same = self.b.ins().icmp(IntCC::Equal, l_paddr, paddr);
-                ok = self.b.ins().band(ok, same);
+                continue;
             }
-            self.b
-                .ins()
-                .brif(ok, enter, &[at.into(), rip.into()], ret, &[rip.into()]);
+            let live = self.b.create_block();
+            let checks = [(offset_of!(Link, epoch), epoch)];
+            self.probe_link(at, &checks, (live, &[]), (ret, &[rip.into()]));
+            self.b.seal_block(live);
+            self.b.switch_to_block(live);
+            let page = self.b.ins().iconst(types::I64, (target & !0xFFF) as i64);
+            let low = self.b.ins().iconst(types::I64, (target & 0xFFF) as i64);
+            let mapped = self.b.create_block();
+            self.b.append_block_param(mapped, types::I64);
+            self.tlb_successor(rip, page, low, mapped, ret);
+            self.b.seal_block(mapped);
+            self.b.switch_to_block(mapped);
+            let paddr = self.b.block_params(mapped)[0];
+            let checks = [(offset_of!(Link, key.paddr), paddr)];
+            self.probe_link(
+                at,
+                &checks,
+                (enter, &[at.into(), rip.into()]),
+                (ret, &[rip.into()]),
+            );
         }
         self.fill_link_entry(enter, ret);
         self.fill_return_block(ret);
+    }
+
+    /// The side exit of a conditional branch inside the translation (one the interpreter's
+    /// blocks end with, which the translation goes on past, see `continues_at`): where
+    /// `taken`, leave with everything written back, entering the branch target through its
+    /// link like the end of a block ([`Self::chain_direct`]); otherwise go on at the
+    /// fall-through with the registers still in their variables.
+    pub(super) fn side_exit(
+        &mut self,
+        chain: Option<&Chain>,
+        shape: &NativeShape,
+        i: &Instruction,
+        taken: Value,
+    ) {
+        let leave = self.b.create_block();
+        let stay = self.b.create_block();
+        self.b.ins().brif(taken, leave, &[], stay, &[]);
+        self.b.seal_block(leave);
+        self.b.seal_block(stay);
+        self.b.switch_to_block(leave);
+        let saved = self.tracked;
+        let target = i.near_branch_target();
+        match chain {
+            Some(chain) => {
+                self.tracked.rip = PendingRip::Stored;
+                self.sync();
+                self.chain_direct(chain, shape, &[target], None);
+            }
+            None => {
+                self.tracked.rip = PendingRip::Const(target);
+                self.sync();
+                let exit = self.exit;
+                self.b.ins().jump(exit, &[]);
+            }
+        }
+        self.tracked = saved;
+        self.b.switch_to_block(stay);
+    }
+
+    /// Compare the fields of the link at `at` with `checks` (field offset, expected value),
+    /// one load and branch at a time (each loaded value dies at once, so the probe holds few
+    /// host registers), most selective first: all equal goes to `hit`, the first
+    /// difference to `miss` (each a block with its arguments).
+    fn probe_link(
+        &mut self,
+        at: Value,
+        checks: &[(usize, Value)],
+        (hit, hit_args): (ir::Block, &[ir::BlockArg]),
+        (miss, miss_args): (ir::Block, &[ir::BlockArg]),
+    ) {
+        for (k, &(offset, expected)) in checks.iter().enumerate() {
+            let field = self.b.ins().load(types::I64, trusted(), at, offset as i32);
+            let same = self.b.ins().icmp(IntCC::Equal, field, expected);
+            if k + 1 == checks.len() {
+                self.b.ins().brif(same, hit, hit_args, miss, miss_args);
+            } else {
+                let next = self.b.create_block();
+                self.b.ins().brif(same, next, &[], miss, miss_args);
+                self.b.seal_block(next);
+                self.b.switch_to_block(next);
+            }
+        }
     }
 
     /// The block an exit returns to the run loop through, with the RIP to leave in

@@ -154,9 +154,11 @@ impl Translator<'_, '_> {
     }
 
     /// A direct JMP, or a Jcc whose condition the pending inline flags decide, in 64-bit
-    /// code: RIP becomes the target (or the fall-through). Returns false (nothing emitted)
-    /// for anything else.
-    pub(super) fn branch(&mut self, i: &Instruction) -> bool {
+    /// code: RIP becomes the target (or the fall-through; a Jcc that is not the `last`
+    /// instruction translated leaves RIP at its fall-through, and its condition in
+    /// `branch_taken` for the side exit). Returns false (nothing emitted) for anything
+    /// else.
+    pub(super) fn branch(&mut self, i: &Instruction, last: bool) -> bool {
         if i.op_count() != 1 || i.op0_kind() != OpKind::NearBranch64 {
             return false;
         }
@@ -174,6 +176,12 @@ impl Translator<'_, '_> {
         };
         match taken {
             None => self.retire(target),
+            // A side exit: the translation goes on at the fall-through (see
+            // `Translator::side_exit`).
+            Some(c) if !last => {
+                self.retire(i.next_ip());
+                self.branch_taken = Some(c);
+            }
             Some(c) => {
                 let target = self.b.ins().iconst(types::I64, target as i64);
                 let fall = self.b.ins().iconst(types::I64, i.next_ip() as i64);

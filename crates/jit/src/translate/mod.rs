@@ -33,7 +33,7 @@
 use crate::backend::{block_signature, thunk_signature, Helpers, ModelFeatures};
 use crate::compiler::JUMP_TABLE_ENTRIES;
 use crate::context::{BlockCtx, StepArg};
-use crane86_interp::block::{Block, Link, BLOCK_LINKS};
+use crane86_interp::block::{Block, Link, LinkSlot, NativeShape, BLOCK_LINKS};
 use crane86_memory::tlb::{TlbEntry, TLB_ENTRIES};
 use crane86_x86::flags::CcOp;
 use crane86_x86::segment::Segment;
@@ -55,9 +55,9 @@ mod sse_scalar;
 
 use flags::cc_number;
 pub use flags::{arith_flags_helper, cond_helper};
-pub(crate) use select::exit_targets;
+pub(crate) use select::{continues_at, exit_targets, native_shape, slot_of};
 pub use select::{inline_kind, Inline};
-use select::{is_cmovcc, mem_simple};
+use select::{is_cmovcc, is_side_exit, mem_simple};
 
 /// GPR number of a 32- or 64-bit general register.
 fn gpr_index(r: Register) -> Option<usize> {
@@ -383,15 +383,20 @@ impl<'a, 'b> Translator<'a, 'b> {
             _ => None,
         };
         let mut looped = false;
+        let shape = native_shape(insns);
         for (k, i) in insns.iter().enumerate() {
             self.branch_taken = None;
-            if bits == 64 && self.branch(i) {
+            let last = k + 1 == insns.len();
+            if bits == 64 && self.branch(i, last) {
                 self.inlined += 1;
-                if k + 1 == insns.len() {
+                if last {
                     if let Some(h) = &header {
                         self.back_edge(h, insns.len());
                         looped = true;
                     }
+                } else if let Some(taken) = self.branch_taken.take() {
+                    debug_assert!(is_side_exit(i));
+                    self.side_exit(chain, &shape, i, taken);
                 }
                 continue;
             }
@@ -461,7 +466,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.tracked.rip = PendingRip::Stored;
                 self.sync();
                 let taken = self.branch_taken;
-                self.chain_direct(chain, &targets, taken);
+                self.chain_direct(chain, &shape, &targets, taken);
             }
             (64, Some(chain), targets) => {
                 // The exit stores RIP only if it returns.
@@ -472,7 +477,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                     Some(v) => v,
                     None => self.b.ins().load(types::I64, trusted(), self.state, RIP),
                 };
-                self.chain_exit(chain, rip, targets.as_deref());
+                self.chain_exit(chain, &shape, rip, targets.as_deref());
             }
             _ => {
                 self.sync();

@@ -117,6 +117,10 @@ impl Engine for JitEngine {
                 j.blocks_reoptimized.to_string(),
             ),
             (
+                "translations spanning later blocks",
+                j.spanning_translations.to_string(),
+            ),
+            (
                 "instructions translated (inline)",
                 format!("{} ({})", j.insns_translated, j.insns_inlined),
             ),

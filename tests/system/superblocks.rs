@@ -1,0 +1,118 @@
+//! JIT translations that go on past their block's end (a Jcc's fall-through, a direct JMP's
+//! target in the same page) must keep the interpreter's semantics: each Jcc passed
+//! becomes a side exit that leaves with every register, flag and count written back, and a
+//! store into the code the translation spans runs the new code. Each guest runs its
+//! continuation blocks once before the block at the head, so that the head's translation
+//! (on its first run, in the test engine) finds them cached and takes them in.
+
+use super::*;
+use crane86::x86::CpuState;
+
+/// The architectural state a comparison looks at.
+fn summary(s: &CpuState) -> ([u64; 16], u64, u64) {
+    (s.gpr, s.rip, s.rflags())
+}
+
+fn spanning(g: &TestGuest) -> u64 {
+    g.engine
+        .stats()
+        .into_iter()
+        .find(|(n, _)| *n == "translations spanning later blocks")
+        .map_or(0, |(_, v)| v.parse().expect("numeric counter"))
+}
+
+/// The head `add; cmp; jb side` runs on into `c1` (a store and a load, a second Jcc) and
+/// `c2` (ending in a CALL, whose function the translation does not take in): two side
+/// exits whose paths rejoin, taken on different passes, with registers and memory changed
+/// before each; `patch` also makes `c1` rewrite the immediate of `c2`'s ADD on every pass.
+fn program(patch: bool) -> impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError> {
+    move |a| {
+        let mut head = a.create_label();
+        let mut c1 = a.create_label();
+        let mut c2 = a.create_label();
+        let mut side = a.create_label();
+        let mut odd = a.create_label();
+        let mut func = a.create_label();
+        a.mov(ecx, 400)?;
+        a.xor(eax, eax)?;
+        a.xor(ebx, ebx)?;
+        a.xor(edx, edx)?;
+        a.mov(rsi, DATA)?;
+        a.jmp(c1)?;
+        a.set_label(&mut head)?;
+        a.add(eax, ecx)?;
+        a.cmp(ecx, 300)?;
+        a.jb(side)?;
+        a.set_label(&mut c1)?;
+        a.mov(dword_ptr(rsi), eax)?;
+        a.add(ebx, dword_ptr(rsi))?;
+        if patch {
+            a.lea(rdi, ptr(c2))?;
+            // The imm32 of `add edx, imm32` (81 C2 id) at c2.
+            a.mov(dword_ptr(rdi + 2), ecx)?;
+        }
+        a.test(ecx, 1)?;
+        a.jnz(odd)?;
+        a.set_label(&mut c2)?;
+        a.add(edx, 0x1234_5678)?;
+        a.lea(edx, dword_ptr(rdx + rbx * 2))?;
+        a.call(func)?;
+        a.sub(ecx, 1)?;
+        a.jnz(head)?;
+        a.hlt()?;
+        a.set_label(&mut side)?;
+        a.xor(eax, 0x55)?;
+        a.jmp(c1)?;
+        a.set_label(&mut odd)?;
+        a.add(edx, 7)?;
+        a.jmp(c2)?;
+        a.set_label(&mut func)?;
+        a.imul_3(eax, eax, 3)?;
+        a.ret()?;
+        Ok(vec![])
+    }
+}
+
+const DATA: u64 = CODE_BASE + 0x8000;
+
+#[test]
+fn spanning_translation_with_side_exits_matches_the_interpreter() {
+    for patch in [false, true] {
+        let what = format!("code rewritten on every pass: {patch}");
+        let (mut want, _) = guest(EngineKind::Interp, Mode::Long64, program(patch));
+        want.run_to_halt();
+        let (mut got, _) = guest(EngineKind::Jit, Mode::Long64, program(patch));
+        got.run_to_halt();
+        assert_eq!(summary(&got.cpu), summary(&want.cpu), "{what}");
+        assert_eq!(got.read_u64(DATA), want.read_u64(DATA), "{what}");
+        // The translation at the head spans the rest (without the rewrite, which
+        // invalidates the page every pass, it stays for good).
+        assert!(
+            spanning(&got) >= 1,
+            "{what}: no translation spans its successors"
+        );
+    }
+}
+
+#[test]
+fn spanning_translation_stops_exactly_at_the_budget() {
+    for slice in [1, 2, 3, 5, 7, 11, 64] {
+        let (mut want, _) = guest(EngineKind::Interp, Mode::Long64, program(false));
+        want.run_to_halt();
+        let (mut got, _) = guest(EngineKind::Jit, Mode::Long64, program(false));
+        loop {
+            let before = got.engine.instructions();
+            let exit = got
+                .engine
+                .run(&mut got.cpu, &mut got.mem, got.plat.as_mut(), slice);
+            let ran = got.engine.instructions() - before;
+            match exit {
+                crane86::machine::EngineExit::Budget => assert_eq!(ran, slice, "slice {slice}"),
+                crane86::machine::EngineExit::Halted => break,
+                other => panic!("slice {slice}: unexpected exit {other:?}"),
+            }
+        }
+        assert_eq!(summary(&got.cpu), summary(&want.cpu), "slice {slice}");
+        assert!(spanning(&got) >= 1, "slice {slice}");
+    }
+}
