@@ -10,34 +10,8 @@
 use super::*;
 use crane86::devices::{Platform, PlatformAction};
 use crane86::machine::testkit::{pte_addr, TestExit, DATA_BASE};
-use crane86::machine::EngineExit;
-use crane86::x86::CpuState;
 use std::cell::Cell;
 use std::rc::Rc;
-
-/// A `--stats` figure of the guest's engine, as text (empty when the engine has none).
-fn stat_text(g: &TestGuest, name: &str) -> String {
-    g.engine
-        .stats()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-        .unwrap_or_default()
-}
-
-/// A `--stats` counter of the guest's engine (0 when the engine has none).
-fn stat(g: &TestGuest, name: &str) -> u64 {
-    let text = stat_text(g, name);
-    if text.is_empty() {
-        return 0;
-    }
-    text.parse().expect("numeric counter")
-}
-
-/// The architectural state a comparison looks at.
-fn summary(s: &CpuState) -> ([u64; 16], u64, u64) {
-    (s.gpr, s.rip, s.rflags())
-}
 
 /// A loop of four blocks (Jcc both ways, a direct JMP, a fall-through into a block that
 /// starts at a branch target) with an instruction the JIT leaves to the interpreter.
@@ -64,24 +38,6 @@ fn branchy_loop(a: &mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError> {
     a.jnz(top)?;
     a.hlt()?;
     Ok(vec![])
-}
-
-/// Run `g` to its HLT in runs of `slice` instructions, each of which must retire exactly
-/// `slice` (the last one at most that).
-fn run_in_slices(g: &mut TestGuest, slice: u64, what: &str) {
-    loop {
-        let before = g.engine.instructions();
-        let exit = g.engine.run(&mut g.cpu, &mut g.mem, g.plat.as_mut(), slice);
-        let ran = g.engine.instructions() - before;
-        match exit {
-            EngineExit::Budget => assert_eq!(ran, slice, "{what}"),
-            EngineExit::Halted => {
-                assert!(ran <= slice, "{what}");
-                break;
-            }
-            other => panic!("{what}: unexpected exit {other:?}"),
-        }
-    }
 }
 
 #[test]

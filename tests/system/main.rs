@@ -1,7 +1,8 @@
 //! System-level guest tests: mode transitions, far transfers through gates, fast system
 //! calls, exception delivery, paging, code crossing a page boundary, system instructions,
-//! self-modifying code and JIT block chaining. Every test runs on every engine of
-//! `EngineKind::emulators()` (the chaining tests compare the JIT with the interpreter).
+//! self-modifying code, JIT block chaining and translations spanning several blocks. Every
+//! test runs on every engine of `EngineKind::emulators()` (the JIT tests compare the JIT
+//! with the interpreter).
 
 mod chaining;
 mod exceptions;
@@ -15,7 +16,8 @@ mod syscalls;
 mod sysinsn;
 
 use crane86::machine::testkit::{Mode, TestGuest, CODE_BASE, GDT_BASE, IDT_BASE};
-use crane86::machine::EngineKind;
+use crane86::machine::{EngineExit, EngineKind};
+use crane86::x86::CpuState;
 use iced_x86::code_asm::*;
 use iced_x86::{BlockEncoderOptions, IcedError};
 
@@ -64,6 +66,50 @@ pub fn guest(
     let g = TestGuest::new(engine, mode, &b.bytes);
     let labels = b.labels.iter().map(|&l| l - origin + CODE_BASE).collect();
     (g, labels)
+}
+
+// What the JIT tests (`chaining`, `superblocks`) read of a guest run.
+
+/// A `--stats` figure of the guest's engine, as text (empty when the engine has none).
+pub fn stat_text(g: &TestGuest, name: &str) -> String {
+    g.engine
+        .stats()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+/// A `--stats` counter of the guest's engine (0 when the engine has none).
+pub fn stat(g: &TestGuest, name: &str) -> u64 {
+    let text = stat_text(g, name);
+    if text.is_empty() {
+        return 0;
+    }
+    text.parse().expect("numeric counter")
+}
+
+/// The architectural state a comparison looks at.
+pub fn summary(s: &CpuState) -> ([u64; 16], u64, u64) {
+    (s.gpr, s.rip, s.rflags())
+}
+
+/// Run `g` to its HLT in runs of `slice` instructions, each of which must retire exactly
+/// `slice` (the last one at most that).
+pub fn run_in_slices(g: &mut TestGuest, slice: u64, what: &str) {
+    loop {
+        let before = g.engine.instructions();
+        let exit = g.engine.run(&mut g.cpu, &mut g.mem, g.plat.as_mut(), slice);
+        let ran = g.engine.instructions() - before;
+        match exit {
+            EngineExit::Budget => assert_eq!(ran, slice, "{what}"),
+            EngineExit::Halted => {
+                assert!(ran <= slice, "{what}");
+                break;
+            }
+            other => panic!("{what}: unexpected exit {other:?}"),
+        }
+    }
 }
 
 /// Write an 8-byte GDT entry `index` (selector = index * 8) and widen the GDT limit.

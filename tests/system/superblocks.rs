@@ -6,20 +6,6 @@
 //! (on its first run, in the test engine) finds them cached and takes them in.
 
 use super::*;
-use crane86::x86::CpuState;
-
-/// The architectural state a comparison looks at.
-fn summary(s: &CpuState) -> ([u64; 16], u64, u64) {
-    (s.gpr, s.rip, s.rflags())
-}
-
-fn spanning(g: &TestGuest) -> u64 {
-    g.engine
-        .stats()
-        .into_iter()
-        .find(|(n, _)| *n == "translations spanning later blocks")
-        .map_or(0, |(_, v)| v.parse().expect("numeric counter"))
-}
 
 /// The head `add; cmp; jb side` runs on into `c1` (a store and a load, a second Jcc) and
 /// `c2` (ending in a CALL, whose function the translation does not take in): two side
@@ -88,7 +74,7 @@ fn spanning_translation_with_side_exits_matches_the_interpreter() {
         // The translation at the head spans the rest (without the rewrite, which
         // invalidates the page every pass, it stays for good).
         assert!(
-            spanning(&got) >= 1,
+            stat(&got, "translations spanning later blocks") >= 1,
             "{what}: no translation spans its successors"
         );
     }
@@ -100,19 +86,11 @@ fn spanning_translation_stops_exactly_at_the_budget() {
         let (mut want, _) = guest(EngineKind::Interp, Mode::Long64, program(false));
         want.run_to_halt();
         let (mut got, _) = guest(EngineKind::Jit, Mode::Long64, program(false));
-        loop {
-            let before = got.engine.instructions();
-            let exit = got
-                .engine
-                .run(&mut got.cpu, &mut got.mem, got.plat.as_mut(), slice);
-            let ran = got.engine.instructions() - before;
-            match exit {
-                crane86::machine::EngineExit::Budget => assert_eq!(ran, slice, "slice {slice}"),
-                crane86::machine::EngineExit::Halted => break,
-                other => panic!("slice {slice}: unexpected exit {other:?}"),
-            }
-        }
+        run_in_slices(&mut got, slice, &format!("slice {slice}"));
         assert_eq!(summary(&got.cpu), summary(&want.cpu), "slice {slice}");
-        assert!(spanning(&got) >= 1, "slice {slice}");
+        assert!(
+            stat(&got, "translations spanning later blocks") >= 1,
+            "slice {slice}"
+        );
     }
 }

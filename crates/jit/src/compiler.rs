@@ -47,7 +47,7 @@ use crane86_interp::block::{
 use crane86_interp::cpu::Cpu;
 use crane86_interp::{cached_block_key, RunExit, Tier};
 use crane86_x86::{flags, CpuState};
-use iced_x86::{FlowControl, Instruction};
+use iced_x86::Instruction;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -617,7 +617,7 @@ fn superblock(head: &Block, key: BlockKey, blocks: &BlockCache) -> Vec<DecodedIn
         let Some(next) = crate::translate::continues_at(&last) else {
             break;
         };
-        let side = usize::from(last.flow_control() == FlowControl::ConditionalBranch);
+        let side = usize::from(crate::translate::is_side_exit(&last));
         // Two slots stay for the end's targets.
         if next & !0xFFF != key.rip & !0xFFF
             || starts.contains(&next)

@@ -55,9 +55,9 @@ mod sse_scalar;
 
 use flags::cc_number;
 pub use flags::{arith_flags_helper, cond_helper};
-pub(crate) use select::{continues_at, exit_targets, native_shape, slot_of};
+pub(crate) use select::{continues_at, exit_targets, is_side_exit, native_shape, slot_of};
 pub use select::{inline_kind, Inline};
-use select::{is_cmovcc, is_side_exit, mem_simple};
+use select::{is_cmovcc, mem_simple};
 
 /// GPR number of a 32- or 64-bit general register.
 fn gpr_index(r: Register) -> Option<usize> {
