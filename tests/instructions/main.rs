@@ -14,6 +14,7 @@ mod jit_inline;
 mod jit_rmw;
 mod jit_sse;
 mod jit_sse_scalar;
+mod jit_stack_runs;
 mod jit_state_flags;
 mod muldiv;
 mod shift;

@@ -7,7 +7,7 @@
 
 use crate::context::BlockCtx;
 use crate::perf_map;
-use crate::translate::{Chain, Translator};
+use crate::translate::{indirect_exit, Chain, Translator};
 use crane86_x86::cpuid::CpuModel;
 use crane86_x86::flags::CcOp;
 use cranelift_codegen::ir::{
@@ -177,6 +177,9 @@ pub struct Helpers {
     pub cond: usize,
     /// `(ctx, state)`: [`crate::translate::arith_flags_helper`].
     pub flags: usize,
+    /// Not a thunk: the shared exit of quick translations whose RIP is known only at run
+    /// time (see [`crate::translate::indirect_exit`]), without and with native counters.
+    pub indirect_exit: [usize; 2],
 }
 
 /// The signature of a helper thunk: `(ctx, helper arguments...)`, no results.
@@ -227,17 +230,29 @@ fn define_small(
     sig: Signature,
     body: impl FnOnce(&mut FunctionBuilder, &[ir::Value]),
 ) -> Result<FuncId, String> {
-    let mut ctx = module.make_context();
-    ctx.func.signature = sig;
-    let mut fctx = FunctionBuilderContext::new();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+    define_built(module, sig, |b| {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         b.seal_block(entry);
         let params = b.block_params(entry).to_vec();
-        body(&mut b, &params);
+        body(b, &params);
+    })
+}
+
+/// Define a function of signature `sig` in `module`, whose IR `build` emits (its blocks
+/// included).
+fn define_built(
+    module: &mut JITModule,
+    sig: Signature,
+    build: impl FnOnce(&mut FunctionBuilder),
+) -> Result<FuncId, String> {
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        build(&mut b);
         b.finalize(module.target_config());
     }
     let id = define(module, &mut ctx)?;
@@ -272,12 +287,28 @@ fn new_translation_module() -> (JITModule, Helpers) {
         for (helper, args, ret) in thunks {
             ids.push(define_thunk(&mut module, helper, args, ret)?);
         }
+        for counting in [false, true] {
+            ids.push(define_built(
+                &mut module,
+                indirect_exit::signature(ptr),
+                |b| indirect_exit::build(b, ptr, counting),
+            )?);
+        }
         module.finalize_definitions().map_err(|e| e.to_string())?;
         Ok::<_, String>(ids)
     })();
     let ids = built.unwrap_or_else(|e| panic!("crane86 jit: the helper thunks failed: {e}"));
-    let [step, cond, flags] = [0, 1, 2].map(|k| module.get_finalized_function(ids[k]) as usize);
-    (module, Helpers { step, cond, flags })
+    let [step, cond, flags, exit, counted_exit] =
+        [0, 1, 2, 3, 4].map(|k| module.get_finalized_function(ids[k]) as usize);
+    (
+        module,
+        Helpers {
+            step,
+            cond,
+            flags,
+            indirect_exit: [exit, counted_exit],
+        },
+    )
 }
 
 /// A module; `for_blocks`: with the code memory of [`crate::code_memory`].
@@ -524,6 +555,7 @@ impl Backend {
                 rip: job.rip,
                 paddr: job.paddr,
             });
+            t.shared_indirect_exit = effort == Effort::Quick;
             t.block(insns, job.bits, chain.as_ref());
             let n = t.inlined;
             b.finalize(frontend);

@@ -43,6 +43,10 @@ impl Translator<'_, '_> {
         rip: Value,
         targets: Option<&[u64]>,
     ) {
+        if targets.is_none() && self.shared_indirect_exit {
+            self.shared_exit(chain, shape, rip);
+            return;
+        }
         let i64t = types::I64;
         let ret = self.return_block();
         let low = self.b.ins().band_imm_u(rip, 0xFFF);
@@ -121,6 +125,33 @@ impl Translator<'_, '_> {
         );
         self.fill_link_entry(enter, ret);
         self.fill_return_block(ret);
+    }
+
+    /// [`Self::chain_exit`] of an exit whose RIP is known only at run time through the
+    /// module's shared lookup ([`super::indirect_exit`]): a tail call with the block's two
+    /// most-recent-successor link cells.
+    fn shared_exit(&mut self, chain: &Chain, shape: &NativeShape, rip: Value) {
+        let mut slots = (0..BLOCK_LINKS)
+            .filter(|&k| shape.slots[k] == LinkSlot::Recent)
+            .map(|k| chain.link(k));
+        let mut slot = || {
+            let at = slots
+                .next()
+                .unwrap_or_else(|| super::indirect_exit::NO_LINK.address());
+            self.b.ins().iconst(self.ptr, at as i64)
+        };
+        let (slot0, slot1) = (slot(), slot());
+        let block = self.b.ins().iconst(self.ptr, chain.block as i64);
+        let stub = self.b.ins().iconst(
+            self.ptr,
+            self.helpers.indirect_exit[usize::from(self.counters)] as i64,
+        );
+        let sig = self
+            .b
+            .import_signature(super::indirect_exit::signature(self.ptr));
+        self.b
+            .ins()
+            .return_call_indirect(sig, stub, &[self.ctx, rip, block, slot0, slot1]);
     }
 
     /// The block's exit when every RIP it can leave with is known (`targets`: one, or for an

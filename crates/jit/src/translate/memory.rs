@@ -1,7 +1,7 @@
 //! Inline memory access: the softmmu TLB fast path with the interpreter as the slow path
 //! (loads, CMOVcc/BSF/BSR/BT/MUL/DIV of memory, stores, FNSTCW, load + ALU, ALU and
 //! INC/DEC, XCHG/XADD, CMPXCHG, BTS/BTR/BTC, shifts by an immediate and SETcc of memory,
-//! PUSH/POP/LEAVE, CALL/RET, CALL [mem] and JMP [mem], the SSE memory forms), JMP r64,
+//! PUSH/POP/LEAVE (a run of PUSH r64 or POP r64 as one access), CALL/RET, CALL [mem] and JMP [mem], the SSE memory forms), JMP r64,
 //! and effective addresses.
 
 use super::sse::{xmm_offset, SseMem};
@@ -394,6 +394,78 @@ impl Translator<'_, '_> {
         if pending.is_some() {
             self.use_flag_vars();
         }
+    }
+
+    /// A run of PUSH r64 or POP r64 (`group`, from instruction `index`; see `stack_run`) as
+    /// one access to the stack range it covers: one TLB check for the range (inside one
+    /// mapped page, writable for PUSHes), then every store or load through the host
+    /// pointer, RSP moved once. Otherwise the interpreter runs the instructions one by one
+    /// from the state before the first. Each PUSH or POP through [`Self::memory`] would have
+    /// its own check and slow path: about 30 IR instructions more each.
+    pub(super) fn stack_group(&mut self, group: &[Instruction], index: usize) {
+        let push = group[0].code() == Code::Push_r64;
+        let n = group.len() as i64;
+        let rsp = self.gpr(RSP);
+        // The pushed registers are read before the branch, so both paths see the same
+        // register state.
+        let data: Vec<Value> = if push {
+            group.iter().map(|i| self.operand(i, 0, 64)).collect()
+        } else {
+            Vec::new()
+        };
+        let low = if push {
+            self.b.ins().iadd_imm_s(rsp, -8 * n)
+        } else {
+            rsp
+        };
+        let before = self.begin_fast_path();
+        let (hit, entry) = self.tlb_hit(low, 8 * n as u32, push);
+        let fast = self.b.create_block();
+        let slow = self.slow_block();
+        let merge = self.b.create_block();
+        self.b.ins().brif(hit, fast, &[], slow, &[]);
+        self.b.seal_block(fast);
+
+        self.b.switch_to_block(fast);
+        let addend = self.b.ins().load(
+            types::I64,
+            trusted(),
+            entry,
+            offset_of!(TlbEntry, addend) as i32,
+        );
+        let host = self.b.ins().iadd(addend, low);
+        if push {
+            // The j-th PUSH stores at RSP - 8(j + 1), that is LOW + 8(n - 1 - j).
+            for (j, &v) in data.iter().enumerate() {
+                let at = 8 * (n - 1 - j as i64);
+                self.b.ins().store(MemFlagsData::new(), v, host, at as i32);
+            }
+            self.set_gpr(RSP, low);
+        } else {
+            for (j, i) in group.iter().enumerate() {
+                let v = self
+                    .b
+                    .ins()
+                    .load(types::I64, MemFlagsData::new(), host, 8 * j as i32);
+                self.write_reg(i.op0_register(), v);
+            }
+            let up = self.b.ins().iadd_imm_s(rsp, 8 * n);
+            self.set_gpr(RSP, up);
+        }
+        for i in group {
+            self.count_tlb_hit();
+            self.retire(i.next_ip());
+        }
+        let after = self.tracked;
+        self.b.ins().jump(merge, &[]);
+
+        self.b.seal_block(slow);
+        self.b.switch_to_block(slow);
+        self.interpreter_path_run(before, &after, index, group.len());
+        self.b.ins().jump(merge, &[]);
+        self.b.seal_block(merge);
+        self.b.switch_to_block(merge);
+        self.tracked = after;
     }
 
     /// The RFLAGS image PUSHF stores: the arithmetic flags as they are now, the others from

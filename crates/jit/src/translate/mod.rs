@@ -28,7 +28,8 @@
 //! `select.rs` which forms are inline; `flags.rs` conditions and flag write-back; `memory.rs` the
 //! TLB fast path and effective addresses; `alu.rs` the ALU ops, shifts and IMUL; `exit.rs`
 //! how a block ends: entering its successor (chaining) or, for a block that branches to its
-//! own start, iterating inside the function.
+//! own start, iterating inside the function; `indirect_exit.rs` the successor lookup that
+//! quick translations share for an exit whose RIP is known only at run time.
 
 use crate::backend::{block_signature, thunk_signature, Helpers, ModelFeatures};
 use crate::compiler::JUMP_TABLE_ENTRIES;
@@ -48,6 +49,7 @@ use std::mem::{offset_of, size_of};
 mod alu;
 mod exit;
 mod flags;
+pub mod indirect_exit;
 mod memory;
 mod select;
 mod sse;
@@ -57,7 +59,7 @@ use flags::cc_number;
 pub use flags::{arith_flags_helper, cond_helper};
 pub(crate) use select::{continues_at, exit_targets, is_side_exit, native_shape, slot_of};
 pub use select::{inline_kind, Inline};
-use select::{is_cmovcc, mem_simple};
+use select::{is_cmovcc, mem_simple, stack_run};
 
 /// GPR number of a 32- or 64-bit general register.
 fn gpr_index(r: Register) -> Option<usize> {
@@ -196,6 +198,9 @@ pub struct Translator<'a, 'b> {
     /// (a change of CPL, which picks the other set, leaves native code), and loaded in a
     /// block that dominates every later instruction (see `Translator::tlb_set`).
     tlb_set: Option<Value>,
+    /// An exit whose RIP is known only at run time tail-calls the module's shared lookup
+    /// ([`indirect_exit`]) instead of inlining it (quick translations).
+    pub shared_indirect_exit: bool,
 }
 
 /// The compile-time half of the translator's state, saved around an inline form whose slow
@@ -307,6 +312,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             features,
             own_block: None,
             tlb_set: None,
+            shared_indirect_exit: false,
         }
     }
 
@@ -384,7 +390,13 @@ impl<'a, 'b> Translator<'a, 'b> {
         };
         let mut looped = false;
         let shape = native_shape(insns);
+        // Instructions already translated with the one before (a run of PUSHes or POPs).
+        let mut covered = 0;
         for (k, i) in insns.iter().enumerate() {
+            if covered > 0 {
+                covered -= 1;
+                continue;
+            }
             self.branch_taken = None;
             let last = k + 1 == insns.len();
             if bits == 64 && self.branch(i, last) {
@@ -416,8 +428,18 @@ impl<'a, 'b> Translator<'a, 'b> {
                     | Inline::JmpMem
                     | Inline::SseMem(_)),
                 ) => {
-                    self.memory(i, k, kind);
-                    self.inlined += 1;
+                    let run = match (bits, kind) {
+                        (64, Inline::Push | Inline::Pop) => stack_run(&insns[k..]),
+                        _ => 1,
+                    };
+                    if run > 1 {
+                        self.stack_group(&insns[k..k + run], k);
+                        self.inlined += run as u32;
+                        covered = run - 1;
+                    } else {
+                        self.memory(i, k, kind);
+                        self.inlined += 1;
+                    }
                 }
                 Some(Inline::JmpReg) => {
                     self.jump_register(i, k);
@@ -582,8 +604,25 @@ impl<'a, 'b> Translator<'a, 'b> {
     ///   does this for the retired count (it adds the count pending before the instruction
     ///   and takes `after`'s back when the block goes on, see [`StepArg`]).
     fn interpreter_path(&mut self, before: Tracked, after: &Tracked, index: usize) {
+        self.interpreter_path_run(before, after, index, 1);
+    }
+
+    /// [`Self::interpreter_path`] of an inline form covering the `count` instructions from
+    /// `first` (a run of PUSHes or POPs, see [`Translator::stack_run`]): the interpreter
+    /// runs them one after the other (each may fault or leave; the first helper call adds
+    /// the count pending before, and the last takes `after`'s back).
+    fn interpreter_path_run(
+        &mut self,
+        before: Tracked,
+        after: &Tracked,
+        first: usize,
+        count: usize,
+    ) {
         self.tracked = before;
-        self.call_step(index, after.retired);
+        for j in 0..count {
+            let give_back = if j + 1 == count { after.retired } else { 0 };
+            self.call_step(first + j, give_back);
+        }
         self.add_to_counter(
             offset_of!(BlockCtx, tlb_accesses),
             -i64::from(after.tlb_hits),

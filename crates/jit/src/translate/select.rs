@@ -458,6 +458,22 @@ pub(crate) fn native_shape(insns: &[Instruction]) -> NativeShape {
     }
 }
 
+/// How many instructions from the start of `insns` (at least 1) form a run of PUSH r64 or
+/// of POP r64 (RSP neither pushed nor popped), which the translator accesses as one range
+/// of the stack ([`super::Translator::stack_group`]): the register saves and restores of
+/// function prologues and epilogues, up to six in a row in the kernel.
+pub(super) fn stack_run(insns: &[Instruction]) -> usize {
+    let is = |i: &Instruction, code: Code| i.code() == code && i.op0_register() != Register::RSP;
+    let Some(code) = insns
+        .first()
+        .map(|i| i.code())
+        .filter(|&c| matches!(c, Code::Push_r64 | Code::Pop_r64))
+    else {
+        return 1;
+    };
+    insns.iter().take_while(|i| is(i, code)).count().max(1)
+}
+
 /// Link slots of an exit whose RIP is known only at run time, probed before the jump
 /// table (as many as a block had in all before translations spanned several).
 const RECENT_SLOTS: usize = 2;
