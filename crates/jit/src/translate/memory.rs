@@ -1,8 +1,8 @@
 //! Inline memory access: the softmmu TLB fast path with the interpreter as the slow path
 //! (loads, CMOVcc/BSF/BSR/BT/MUL/DIV of memory, stores, FNSTCW, load + ALU, ALU and
 //! INC/DEC, XCHG/XADD, CMPXCHG, BTS/BTR/BTC, shifts by an immediate and SETcc of memory,
-//! PUSH/POP/LEAVE (a run of PUSH r64 or POP r64 as one access), CALL/RET, CALL [mem] and JMP [mem], the SSE memory forms), JMP r64,
-//! and effective addresses.
+//! PUSH/POP/LEAVE (a run of PUSH r64 or of POP r64 as one access), CALL/RET, CALL [mem]
+//! and JMP [mem], the SSE memory forms), JMP r64, and effective addresses.
 
 use super::sse::{xmm_offset, SseMem};
 use super::*;
@@ -148,21 +148,8 @@ impl Translator<'_, '_> {
                 ok = self.b.ins().band(ok, aligned);
             }
         }
-        let fast = self.b.create_block();
-        let slow = self.slow_block();
-        let merge = self.b.create_block();
-        self.b.ins().brif(ok, fast, &[], slow, &[]);
-        self.b.seal_block(fast);
-
-        // Fast path.
-        self.b.switch_to_block(fast);
-        let addend = self.b.ins().load(
-            types::I64,
-            trusted(),
-            entry,
-            offset_of!(TlbEntry, addend) as i32,
-        );
-        let host = self.b.ins().iadd(addend, lin);
+        let (slow, merge) = self.begin_fast_block(ok);
+        let host = self.host_address(entry, lin);
         // The RIP after the instruction (a RET's is the loaded return address).
         let mut next = None;
         match kind {
@@ -290,13 +277,7 @@ impl Translator<'_, '_> {
                     let (hit, push_entry) = self.tlb_hit(slot, 8, true);
                     let ok = self.b.ins().band(canonical, hit);
                     self.continue_if(ok, slow);
-                    let addend = self.b.ins().load(
-                        types::I64,
-                        trusted(),
-                        push_entry,
-                        offset_of!(TlbEntry, addend) as i32,
-                    );
-                    let host = self.b.ins().iadd(addend, slot);
+                    let host = self.host_address(push_entry, slot);
                     let ret = self.b.ins().iconst(types::I64, i.next_ip() as i64);
                     self.b.ins().store(MemFlagsData::new(), ret, host, 0);
                     self.set_gpr(RSP, slot);
@@ -420,20 +401,8 @@ impl Translator<'_, '_> {
         };
         let before = self.begin_fast_path();
         let (hit, entry) = self.tlb_hit(low, 8 * n as u32, push);
-        let fast = self.b.create_block();
-        let slow = self.slow_block();
-        let merge = self.b.create_block();
-        self.b.ins().brif(hit, fast, &[], slow, &[]);
-        self.b.seal_block(fast);
-
-        self.b.switch_to_block(fast);
-        let addend = self.b.ins().load(
-            types::I64,
-            trusted(),
-            entry,
-            offset_of!(TlbEntry, addend) as i32,
-        );
-        let host = self.b.ins().iadd(addend, low);
+        let (slow, merge) = self.begin_fast_block(hit);
+        let host = self.host_address(entry, low);
         if push {
             // The j-th PUSH stores at RSP - 8(j + 1), that is LOW + 8(n - 1 - j).
             for (j, &v) in data.iter().enumerate() {
@@ -539,6 +508,30 @@ impl Translator<'_, '_> {
         let last = self.b.ins().iadd_imm_s(lin, i64::from(size - 1));
         let page = self.b.ins().band_imm_s(last, !0xFFFi64);
         (self.b.ins().icmp(IntCC::Equal, tag, page), entry)
+    }
+
+    /// Branch on `ok` (an inline form's TLB hit and guards) into a new fast-path block, which
+    /// becomes the current one; returns the form's slow path (cold, not yet sealed) and the
+    /// block where both paths merge.
+    fn begin_fast_block(&mut self, ok: Value) -> (ir::Block, ir::Block) {
+        let fast = self.b.create_block();
+        let slow = self.slow_block();
+        let merge = self.b.create_block();
+        self.b.ins().brif(ok, fast, &[], slow, &[]);
+        self.b.seal_block(fast);
+        self.b.switch_to_block(fast);
+        (slow, merge)
+    }
+
+    /// The host address of guest linear `lin` through TLB entry `entry` (a hit).
+    fn host_address(&mut self, entry: Value, lin: Value) -> Value {
+        let addend = self.b.ins().load(
+            types::I64,
+            trusted(),
+            entry,
+            offset_of!(TlbEntry, addend) as i32,
+        );
+        self.b.ins().iadd(addend, lin)
     }
 
     /// Go on in a new block where `ok` holds; otherwise to `slow` (an inline form's

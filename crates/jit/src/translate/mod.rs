@@ -49,7 +49,7 @@ use std::mem::{offset_of, size_of};
 mod alu;
 mod exit;
 mod flags;
-pub mod indirect_exit;
+pub(crate) mod indirect_exit;
 mod memory;
 mod select;
 mod sse;
@@ -608,7 +608,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// [`Self::interpreter_path`] of an inline form covering the `count` instructions from
-    /// `first` (a run of PUSHes or POPs, see [`Translator::stack_run`]): the interpreter
+    /// `first` (a run of PUSHes or POPs, see [`Self::stack_group`]): the interpreter
     /// runs them one after the other (each may fault or leave; the first helper call adds
     /// the count pending before, and the last takes `after`'s back).
     fn interpreter_path_run(
