@@ -196,7 +196,7 @@ fn define_thunk(
     helper: usize,
     args: &[Type],
     ret: Type,
-) -> Result<FuncId, String> {
+) -> Result<(FuncId, u32), String> {
     let ptr = module.target_config().pointer_type();
     let mut helper_sig = Signature::new(module.target_config().default_call_conv);
     helper_sig
@@ -229,7 +229,7 @@ fn define_small(
     module: &mut JITModule,
     sig: Signature,
     body: impl FnOnce(&mut FunctionBuilder, &[ir::Value]),
-) -> Result<FuncId, String> {
+) -> Result<(FuncId, u32), String> {
     define_built(module, sig, |b| {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -241,12 +241,12 @@ fn define_small(
 }
 
 /// Define a function of signature `sig` in `module`, whose IR `build` emits (its blocks
-/// included).
+/// included). Returns it with its code size.
 fn define_built(
     module: &mut JITModule,
     sig: Signature,
     build: impl FnOnce(&mut FunctionBuilder),
-) -> Result<FuncId, String> {
+) -> Result<(FuncId, u32), String> {
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
     let mut fctx = FunctionBuilderContext::new();
@@ -256,8 +256,9 @@ fn define_built(
         b.finalize(module.target_config());
     }
     let id = define(module, &mut ctx)?;
+    let size = ctx.compiled_code().map_or(0, |c| c.code_info().total_size);
     module.clear_context(&mut ctx);
-    Ok(id)
+    Ok((id, size))
 }
 
 /// A translation module with its helper thunks defined and finalized.
@@ -298,8 +299,20 @@ fn new_translation_module() -> (JITModule, Helpers) {
         Ok::<_, String>(ids)
     })();
     let ids = built.unwrap_or_else(|e| panic!("crane86 jit: the helper thunks failed: {e}"));
+    if perf_map::enabled() {
+        let names = [
+            "step_thunk",
+            "cond_thunk",
+            "flags_thunk",
+            "indirect_exit",
+            "indirect_exit_counting",
+        ];
+        for (&(id, size), name) in ids.iter().zip(names) {
+            perf_map::record_named(module.get_finalized_function(id), size, name);
+        }
+    }
     let [step, cond, flags, exit, counted_exit] =
-        [0, 1, 2, 3, 4].map(|k| module.get_finalized_function(ids[k]) as usize);
+        [0, 1, 2, 3, 4].map(|k| module.get_finalized_function(ids[k].0) as usize);
     (
         module,
         Helpers {
@@ -398,7 +411,7 @@ impl Entry {
             b.ins().set_pinned_reg(callers);
             b.ins().return_(&[]);
         })
-        .and_then(|id| {
+        .and_then(|(id, _)| {
             module
                 .finalize_definitions()
                 .map(|()| id)

@@ -1,6 +1,7 @@
 //! `CRANE86_PERF_MAP=1`: write `/tmp/perf-<pid>.map` (the format `perf report` reads for JIT
 //! code), one line per translated block named by its guest RIP and physical address, so host
-//! profiles attribute the time inside translated code to guest code.
+//! profiles attribute the time inside translated code to guest code (and one per helper
+//! thunk and shared exit of each translation module, by name).
 
 use crate::EnvSwitch;
 use std::fs::File;
@@ -18,6 +19,12 @@ pub fn enabled() -> bool {
 /// One translated block: its code address and size, and the guest RIP and physical address
 /// it was translated from.
 pub fn record(code: *const u8, size: u32, rip: u64, paddr: u64) {
+    record_named(code, size, &format!("guest_{rip:x}_p{paddr:x}"));
+}
+
+/// Code of the translation module that is not a block (a helper thunk, the shared exit),
+/// under `name`.
+pub fn record_named(code: *const u8, size: u32, name: &str) {
     let Ok(mut file) = FILE.lock() else { return };
     if file.is_none() {
         let path = format!("/tmp/perf-{}.map", std::process::id());
@@ -32,7 +39,6 @@ pub fn record(code: *const u8, size: u32, rip: u64, paddr: u64) {
     }
     if let Some(f) = file.as_mut() {
         // Flushed per line: the process may end by exit() without dropping the writer.
-        let _ = writeln!(f, "{:x} {:x} guest_{rip:x}_p{paddr:x}", code as usize, size)
-            .and_then(|()| f.flush());
+        let _ = writeln!(f, "{:x} {:x} {name}", code as usize, size).and_then(|()| f.flush());
     }
 }
