@@ -30,7 +30,8 @@ pub type NativeBlock = std::ptr::NonNull<u8>;
 /// cache that was current in epoch `epoch`, with its key copied here so that checking a
 /// link reads only the block it starts from; its code and shape are read from the target
 /// ([`Block::native`], [`Block::shape`]) when it is entered, so code a tier replaces (a
-/// re-optimized translation) is what every link enters from then on. It may be used only while the
+/// re-optimized translation) is what every link enters from then on (the JIT's patched
+/// entries, [`ChainSite`], hold the code address instead). It may be used only while the
 /// cache's epoch still equals `epoch` (no block has left the cache since, so `target` is
 /// alive and has native code of the module).
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +79,27 @@ pub struct NativeShape {
     pub slots: [LinkSlot; BLOCK_LINKS],
 }
 
+/// Where a tier's native code holds the immediates of one direct successor's chained
+/// entry, as byte offsets into the code (0: none; code never starts with an immediate). The
+/// tier writes a link into them (the link's epoch, the successor's physical address when it
+/// lies in another page, the successor's code) so that the entry reads nothing but the
+/// current epoch: QEMU's patched `goto_tb` jumps, with the epoch compare standing in for
+/// unpatching (see the JIT's `link`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainSite {
+    /// The epoch's low and high 32 bits.
+    pub epoch: [u32; 2],
+    pub paddr: u32,
+    pub target: u32,
+}
+
+impl ChainSite {
+    /// Whether the code has this site (its epoch and target immediates).
+    pub fn present(&self) -> bool {
+        self.epoch[0] != 0 && self.target != 0
+    }
+}
+
 /// Laid out for the run loop: what it reads for every block (native code, instructions,
 /// the tier's instruction copy, hotness count) in the first cache line of the `Rc`, the
 /// key and second page next, the tier's links last.
@@ -109,6 +131,9 @@ pub struct Block {
     pub shape: Cell<NativeShape>,
     /// The tier's successor links (see [`Link`]), slot by slot as [`Block::shape`] says.
     pub links: [Cell<Link>; BLOCK_LINKS],
+    /// The patchable entries of the direct successors in [`Block::native`], slot by slot
+    /// (set with the code).
+    pub chain_sites: Cell<[ChainSite; BLOCK_LINKS]>,
 }
 
 impl Block {
@@ -118,6 +143,7 @@ impl Block {
             insns,
             key: Cell::new(None),
             links: [const { Cell::new(Link::NONE) }; BLOCK_LINKS],
+            chain_sites: Cell::new([ChainSite::default(); BLOCK_LINKS]),
             shape: Cell::new(NativeShape {
                 max_insns,
                 slots: [LinkSlot::Unused; BLOCK_LINKS],

@@ -7,7 +7,8 @@
 
 use crate::context::BlockCtx;
 use crate::perf_map;
-use crate::translate::{indirect_exit, Chain, Translator};
+use crate::translate::{indirect_exit, Chain, ChainPlaceholders, Translator};
+use crane86_interp::block::{ChainSite, BLOCK_LINKS};
 use crane86_x86::cpuid::CpuModel;
 use crane86_x86::flags::CcOp;
 use cranelift_codegen::ir::{
@@ -123,6 +124,11 @@ pub struct Compiled {
     pub bytes: u32,
     pub time: Duration,
     pub effort: Effort,
+    /// Where the code's direct-successor entries hold their patchable immediates, by link
+    /// slot (none where the module's code cannot be patched).
+    pub chain_sites: [ChainSite; BLOCK_LINKS],
+    /// The module's code may be patched (see [`crate::code_memory::configure`]).
+    pub patchable: bool,
 }
 
 fn host_isa() -> OwnedTargetIsa {
@@ -261,9 +267,10 @@ fn define_built(
     Ok((id, size))
 }
 
-/// A translation module with its helper thunks defined and finalized.
-fn new_translation_module() -> (JITModule, Helpers) {
-    let mut module = new_module(true);
+/// A translation module with its helper thunks defined and finalized, and whether its
+/// code may be patched (see [`crate::code_memory::configure`]).
+fn new_translation_module() -> (JITModule, Helpers, bool) {
+    let (mut module, patchable) = new_module(true);
     let ptr = module.target_config().pointer_type();
     // (helper, its arguments, its result), in the order of `Helpers`' fields.
     let thunks: [(usize, &[Type], Type); 3] = [
@@ -321,16 +328,16 @@ fn new_translation_module() -> (JITModule, Helpers) {
             flags,
             indirect_exit: [exit, counted_exit],
         },
+        patchable,
     )
 }
 
-/// A module; `for_blocks`: with the code memory of [`crate::code_memory`].
-fn new_module(for_blocks: bool) -> JITModule {
+/// A module; `for_blocks`: with the code memory of [`crate::code_memory`] (and whether
+/// that code may be patched).
+fn new_module(for_blocks: bool) -> (JITModule, bool) {
     let mut builder = JITBuilder::with_isa(host_isa(), default_libcall_names());
-    if for_blocks {
-        crate::code_memory::configure(&mut builder);
-    }
-    JITModule::new(builder)
+    let patchable = for_blocks && crate::code_memory::configure(&mut builder);
+    (JITModule::new(builder), patchable)
 }
 
 /// Declare and compile the function in `ctx` (errors as text).
@@ -391,7 +398,7 @@ pub struct Entry {
 
 impl Entry {
     pub fn new() -> Entry {
-        let mut module = new_module(false);
+        let (mut module, _) = new_module(false);
         let ptr = module.target_config().pointer_type();
         let mut sig = Signature::new(module.target_config().default_call_conv);
         sig.params.push(AbiParam::new(ptr));
@@ -454,15 +461,26 @@ pub struct Backend {
     builder_ctx: FunctionBuilderContext,
     /// The ISA of [`Effort::Quick`] translations (the module's own is the optimizing one).
     quick_isa: OwnedTargetIsa,
+    /// The module's code may be patched: direct successors are entered through patchable
+    /// immediates ([`Compiled::chain_sites`]).
+    patchable: bool,
+    /// The state of the generator the placeholders of those immediates come from
+    /// (xorshift64*, seeded from the clock: guest code cannot predict them).
+    random: u64,
 }
 
 impl Default for Backend {
     fn default() -> Self {
-        let (module, helpers) = new_translation_module();
+        let (module, helpers, patchable) = new_translation_module();
         let ctx = module.make_context();
         Backend {
             module: Some(module),
             helpers,
+            patchable,
+            random: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0x2545_F491, |d| d.as_nanos() as u64)
+                | 1,
             ctx,
             builder_ctx: FunctionBuilderContext::new(),
             quick_isa: host_isa_at(Effort::Quick),
@@ -491,9 +509,10 @@ impl Backend {
             // SAFETY: the caller's guarantee.
             unsafe { m.free_memory() };
         }
-        let (module, helpers) = new_translation_module();
+        let (module, helpers, patchable) = new_translation_module();
         self.module = Some(module);
         self.helpers = helpers;
+        self.patchable = patchable;
     }
 
     /// Translate `job`. A panic inside Cranelift (a translator bug, which guest code may
@@ -553,6 +572,18 @@ impl Backend {
         self.ctx.func.signature = block_signature(ptr);
         self.ctx.func.name = UserFuncName::user(0, 0);
         let frontend = module.target_config();
+        let patch_chains = self.patchable && job.linked_block.is_some();
+        let placeholders = if patch_chains {
+            let random = &mut self.random;
+            ChainPlaceholders::pick(insns, || {
+                *random ^= *random >> 12;
+                *random ^= *random << 25;
+                *random ^= *random >> 27;
+                random.wrapping_mul(0x2545_F491_4F6C_DD1D)
+            })
+        } else {
+            ChainPlaceholders::default()
+        };
         let inlined = {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.builder_ctx);
             let mut t = Translator::new(
@@ -569,6 +600,8 @@ impl Backend {
                 paddr: job.paddr,
             });
             t.shared_indirect_exit = effort == Effort::Quick;
+            t.patch_chains = patch_chains;
+            t.chain_placeholders = placeholders;
             t.block(insns, job.bits, chain.as_ref());
             let n = t.inlined;
             b.finalize(frontend);
@@ -610,6 +643,14 @@ impl Backend {
         let id = result?;
         module.finalize_definitions().map_err(|e| e.to_string())?;
         let code = module.get_finalized_function(id);
+        let chain_sites = if patch_chains {
+            // SAFETY: the `size` bytes of host code just finalized, alive until the module
+            // is dropped (not before this returns).
+            let bytes = unsafe { std::slice::from_raw_parts(code, size as usize) };
+            placeholders.sites(bytes)
+        } else {
+            [ChainSite::default(); BLOCK_LINKS]
+        };
         if perf_map::enabled() {
             perf_map::record(code, size, job.rip, job.paddr);
         }
@@ -630,6 +671,8 @@ impl Backend {
             bytes: size,
             time: start.elapsed(),
             effort,
+            chain_sites,
+            patchable: self.patchable,
         })
     }
 }

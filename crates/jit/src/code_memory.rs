@@ -93,18 +93,22 @@ mod arena {
 
 use cranelift_jit::JITBuilder;
 
-/// Give `builder` the code memory described in the module doc.
-pub fn configure(builder: &mut JITBuilder) {
+/// Give `builder` the code memory described in the module doc. Whether the code stays
+/// writable after finalizing (the arena): then the compiler may patch the immediates of
+/// finished code (`ChainSite`) while none of it runs, with plain stores (x86 keeps
+/// instruction fetch coherent with them).
+pub fn configure(builder: &mut JITBuilder) -> bool {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     match arena::CodeArena::new() {
         Ok(a) => {
             builder.memory_provider(Box::new(a));
+            return true;
         }
         Err(e) => tracing::warn!(
             error = %e,
             "jit: cannot reserve a code region; using Cranelift's page-per-finalize memory"
         ),
     }
-    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
     let _ = builder;
+    false
 }

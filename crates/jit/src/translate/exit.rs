@@ -17,6 +17,144 @@ pub(super) struct LoopHeader {
     used: [bool; 16],
 }
 
+/// The immediates of a patchable direct-successor entry (see [`Translator::chain_direct`]
+/// and `ChainSite`), each emitted with a placeholder value ([`ChainPlaceholders`]), which
+/// the backend finds in the finished code ([`ChainPlaceholders::sites`]). The link's epoch is
+/// compared in two 32-bit halves, each an immediate of the compare instruction itself (a
+/// 64-bit one would be a load from the constant pool); the high half's placeholder is far
+/// above any epoch the cache reaches, so an entry whose immediates were never written is
+/// never taken. The physical address (64 bits, in the constant pool) and the code address
+/// (a `mov r64, imm64`) are plain 64-bit constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainImmediate {
+    EpochLow = 1,
+    EpochHigh = 2,
+    Paddr = 3,
+    Target = 4,
+}
+
+/// The placeholders of one translation: derived from a tag the backend picks at random
+/// for each ([`ChainPlaceholders::pick`]), so guest code cannot plant one, and checked
+/// against the guest's own constants, so that Cranelift never shares a placeholder's
+/// register with a guest value (a patch would change that value too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainPlaceholders {
+    tag: u64,
+}
+
+impl ChainPlaceholders {
+    /// Placeholders from `next_random` (called again while they collide with a constant of
+    /// `insns`: an immediate, a displacement or a branch target, also truncated to 32 bits).
+    pub fn pick(insns: &[Instruction], mut next_random: impl FnMut() -> u64) -> Self {
+        loop {
+            let p = ChainPlaceholders { tag: next_random() };
+            let all: Vec<u64> = (0..BLOCK_LINKS)
+                .flat_map(|slot| {
+                    [
+                        ChainImmediate::EpochLow,
+                        ChainImmediate::EpochHigh,
+                        ChainImmediate::Paddr,
+                        ChainImmediate::Target,
+                    ]
+                    .map(|kind| p.value(slot, kind))
+                })
+                .collect();
+            let collides = insns.iter().flat_map(guest_constants).any(|c| {
+                all.iter()
+                    .any(|&v| v == c || (v >> 32 == 0 && v == c & 0xFFFF_FFFF))
+            });
+            if !collides {
+                return p;
+            }
+        }
+    }
+
+    /// The placeholder of immediate `kind` of link slot `slot`: 32 bits for the epoch's
+    /// halves (the high one with bit 31 set: no epoch gets there), 64 with a non-canonical
+    /// top (no physical or code address) for the others.
+    pub fn value(&self, slot: usize, kind: ChainImmediate) -> u64 {
+        let mixed = splitmix64(self.tag ^ splitmix64((slot as u64) << 3 | kind as u64));
+        match kind {
+            ChainImmediate::EpochLow => mixed & 0xFFFF_FFFF,
+            ChainImmediate::EpochHigh => (mixed & 0x7FFF_FFFF) | 0x8000_0000,
+            ChainImmediate::Paddr | ChainImmediate::Target => {
+                0xC86A_0000_0000_0000 | (mixed & 0xFFFF_FFFF_FFFF)
+            }
+        }
+    }
+
+    fn bytes(&self, slot: usize, kind: ChainImmediate) -> Vec<u8> {
+        let v = self.value(slot, kind);
+        match kind {
+            ChainImmediate::EpochLow | ChainImmediate::EpochHigh => {
+                (v as u32).to_le_bytes().to_vec()
+            }
+            ChainImmediate::Paddr | ChainImmediate::Target => v.to_le_bytes().to_vec(),
+        }
+    }
+
+    /// The patchable entries of finished x86-64 code `code` translated with these
+    /// placeholders: where each placeholder's bytes are. A placeholder found more than once
+    /// leaves its slot without a site, so that entry always returns to the run loop.
+    pub fn sites(&self, code: &[u8]) -> [ChainSite; BLOCK_LINKS] {
+        let mut sites = [ChainSite::default(); BLOCK_LINKS];
+        for (slot, site) in sites.iter_mut().enumerate() {
+            let find = |kind| {
+                let want = self.bytes(slot, kind);
+                let mut at = code
+                    .windows(want.len())
+                    .enumerate()
+                    .filter(|(_, w)| *w == want.as_slice());
+                match (at.next(), at.next()) {
+                    (Some((offset, _)), None) => Some(offset as u32),
+                    _ => None,
+                }
+            };
+            let (Some(low), Some(high), Some(target)) = (
+                find(ChainImmediate::EpochLow),
+                find(ChainImmediate::EpochHigh),
+                find(ChainImmediate::Target),
+            ) else {
+                continue;
+            };
+            *site = ChainSite {
+                epoch: [low, high],
+                paddr: find(ChainImmediate::Paddr).unwrap_or(0),
+                target,
+            };
+        }
+        sites
+    }
+}
+
+/// SplitMix64's finalizer: every input bit reaches every output bit.
+fn splitmix64(x: u64) -> u64 {
+    let x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The constants an instruction brings into its translation.
+fn guest_constants(i: &Instruction) -> impl Iterator<Item = u64> + '_ {
+    let immediates = (0..i.op_count()).filter_map(move |k| match i.op_kind(k) {
+        OpKind::Immediate8
+        | OpKind::Immediate8_2nd
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate64
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64
+        | OpKind::Immediate32to64 => Some(i.immediate(k)),
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+            Some(i.near_branch_target())
+        }
+        _ => None,
+    });
+    immediates.chain([i.memory_displacement64(), i.next_ip()])
+}
+
 impl Translator<'_, '_> {
     /// The block's exit with native chaining: look up the successor the way the run loop
     /// would (the block key of the RIP now, through the TLB's fetch entry, compared with the
@@ -179,7 +317,8 @@ impl Translator<'_, '_> {
             self.ctx,
             offset_of!(BlockCtx, epoch) as i32,
         );
-        let enter = self.link_entry();
+        // (Patched entries need no shared link entry.)
+        let enter = (!self.patch_chains).then(|| self.link_entry());
         match (taken, paths.as_slice()) {
             (Some(c), [t, f]) => _ = self.b.ins().brif(c, *t, &[], *f, &[]),
             (None, [only]) => _ = self.b.ins().jump(*only, &[]),
@@ -191,6 +330,10 @@ impl Translator<'_, '_> {
             let rip = self.b.ins().iconst(types::I64, target as i64);
             // The slot `link` uses for this target (its first, see `native_shape`).
             let slot = slot_of(shape, target).expect("every direct target has a slot");
+            let Some(enter) = enter else {
+                self.patched_entry(slot, target & !0xFFF == own_page, target, rip, ret);
+                continue;
+            };
             let at = self.b.ins().iconst(self.ptr, chain.link(slot) as i64);
             if target & !0xFFF == own_page {
                 let checks = [(offset_of!(Link, epoch), epoch)];
@@ -223,8 +366,85 @@ impl Translator<'_, '_> {
                 (ret, &[rip.into()]),
             );
         }
-        self.fill_link_entry(enter, ret);
+        if let Some(enter) = enter {
+            self.fill_link_entry(enter, ret);
+        }
         self.fill_return_block(ret);
+    }
+
+    /// One path of [`Self::chain_direct`] through a patchable entry (see [`ChainImmediate`]):
+    /// if the current epoch is the one the compiler wrote into the entry (so is the
+    /// successor's physical page, for a `target` in another page, where it maps now) and a
+    /// block of any length fits the budget, tail-call the code address written into it.
+    /// Nothing is loaded but the epoch, the budget and (for another page) the TLB entry: no
+    /// link cell, no block. Everything else goes to `ret` with the target RIP.
+    fn patched_entry(
+        &mut self,
+        slot: usize,
+        own_page: bool,
+        target: u64,
+        rip: Value,
+        ret: ir::Block,
+    ) {
+        let i64t = types::I64;
+        let placeholders = self.chain_placeholders;
+        let placeholder = |kind| placeholders.value(slot, kind) as i64;
+        let go = self.b.create_block();
+        let high_too = self.b.create_block();
+        let at = offset_of!(BlockCtx, epoch) as i32;
+        // (Little-endian: the low half first.)
+        let low = self.b.ins().load(types::I32, fixed(), self.ctx, at);
+        let same =
+            self.b
+                .ins()
+                .icmp_imm_s(IntCC::Equal, low, placeholder(ChainImmediate::EpochLow));
+        self.b.ins().brif(same, high_too, &[], ret, &[rip.into()]);
+        self.b.seal_block(high_too);
+        self.b.switch_to_block(high_too);
+        let high = self.b.ins().load(types::I32, fixed(), self.ctx, at + 4);
+        let live =
+            self.b
+                .ins()
+                .icmp_imm_s(IntCC::Equal, high, placeholder(ChainImmediate::EpochHigh));
+        if own_page {
+            self.b.ins().brif(live, go, &[], ret, &[rip.into()]);
+        } else {
+            let mapped_now = self.b.create_block();
+            self.b.ins().brif(live, mapped_now, &[], ret, &[rip.into()]);
+            self.b.seal_block(mapped_now);
+            self.b.switch_to_block(mapped_now);
+            let page = self.b.ins().iconst(i64t, (target & !0xFFF) as i64);
+            let low = self.b.ins().iconst(i64t, (target & 0xFFF) as i64);
+            let mapped = self.b.create_block();
+            self.b.append_block_param(mapped, i64t);
+            self.tlb_successor(rip, page, low, mapped, ret);
+            self.b.seal_block(mapped);
+            self.b.switch_to_block(mapped);
+            let paddr = self.b.block_params(mapped)[0];
+            let linked = self
+                .b
+                .ins()
+                .iconst(i64t, placeholder(ChainImmediate::Paddr));
+            let same = self.b.ins().icmp(IntCC::Equal, paddr, linked);
+            self.b.ins().brif(same, go, &[], ret, &[rip.into()]);
+        }
+        self.b.seal_block(go);
+        self.b.switch_to_block(go);
+        let longest = self.b.ins().iconst(i64t, MAX_BLOCK_INSNS as i64);
+        let fits = self.fits_budget(longest);
+        let enter = self.b.create_block();
+        self.b.ins().brif(fits, enter, &[], ret, &[rip.into()]);
+        self.b.seal_block(enter);
+        self.b.switch_to_block(enter);
+        self.count_native_entry();
+        let code = self
+            .b
+            .ins()
+            .iconst(self.ptr, placeholder(ChainImmediate::Target));
+        let tail_sig = self.b.import_signature(block_signature(self.ptr));
+        self.b
+            .ins()
+            .return_call_indirect(tail_sig, code, &[self.ctx]);
     }
 
     /// The side exit of a conditional branch inside the translation (one the interpreter's
@@ -506,5 +726,76 @@ impl Translator<'_, '_> {
         let n = self.b.ins().load(types::I64, trusted(), self.ctx, at);
         let n = self.b.ins().iadd_imm_s(n, 1);
         self.b.ins().store(trusted(), n, self.ctx, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::Code;
+
+    const KINDS: [ChainImmediate; 4] = [
+        ChainImmediate::EpochLow,
+        ChainImmediate::EpochHigh,
+        ChainImmediate::Paddr,
+        ChainImmediate::Target,
+    ];
+
+    #[test]
+    fn placeholders_avoid_the_guest_constants() {
+        let planted = ChainPlaceholders { tag: 7 };
+        for kind in KINDS {
+            let value = planted.value(2, kind);
+            let mov = Instruction::with2(Code::Mov_r64_imm64, Register::RAX, value).unwrap();
+            let mut tags = [7, 8].into_iter();
+            let picked = ChainPlaceholders::pick(&[mov], || tags.next().unwrap());
+            assert_eq!(
+                picked.tag, 8,
+                "{kind:?}: the tag whose placeholder the guest has"
+            );
+        }
+        let add = Instruction::with2(Code::Add_rm32_imm32, Register::EAX, 5).unwrap();
+        assert_eq!(ChainPlaceholders::pick(&[add], || 7).tag, 7);
+    }
+
+    #[test]
+    fn placeholders_never_match_an_epoch_or_an_address() {
+        for tag in 0..1000 {
+            let p = ChainPlaceholders { tag };
+            for slot in 0..BLOCK_LINKS {
+                assert!(p.value(slot, ChainImmediate::EpochHigh) >= 1 << 31);
+                assert!(p.value(slot, ChainImmediate::EpochLow) <= u32::MAX as u64);
+                for kind in [ChainImmediate::Paddr, ChainImmediate::Target] {
+                    assert_eq!(p.value(slot, kind) >> 48, 0xC86A, "non-canonical");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sites_are_where_each_placeholder_is_once() {
+        let p = ChainPlaceholders { tag: 42 };
+        let mut code = vec![0x90u8; 64];
+        let mut put = |at: usize, kind| {
+            let bytes = p.bytes(1, kind);
+            code[at..at + bytes.len()].copy_from_slice(&bytes);
+        };
+        put(3, ChainImmediate::EpochLow);
+        put(11, ChainImmediate::EpochHigh);
+        put(20, ChainImmediate::Target);
+        let sites = p.sites(&code);
+        assert_eq!(
+            sites[1],
+            ChainSite {
+                epoch: [3, 11],
+                paddr: 0,
+                target: 20
+            }
+        );
+        assert!(!sites[0].present() && !sites[2].present());
+        // The target placeholder twice: no site (the entry is never patched).
+        let target = p.bytes(1, ChainImmediate::Target);
+        code[40..48].copy_from_slice(&target);
+        assert!(!p.sites(&code)[1].present());
     }
 }

@@ -34,7 +34,7 @@
 use crate::backend::{block_signature, thunk_signature, Helpers, ModelFeatures};
 use crate::compiler::JUMP_TABLE_ENTRIES;
 use crate::context::{BlockCtx, StepArg};
-use crane86_interp::block::{Block, Link, LinkSlot, NativeShape, BLOCK_LINKS};
+use crane86_interp::block::{Block, ChainSite, Link, LinkSlot, NativeShape, BLOCK_LINKS};
 use crane86_memory::tlb::{TlbEntry, TLB_ENTRIES};
 use crane86_x86::flags::CcOp;
 use crane86_x86::segment::Segment;
@@ -55,6 +55,7 @@ mod select;
 mod sse;
 mod sse_scalar;
 
+pub use exit::{ChainImmediate, ChainPlaceholders};
 use flags::cc_number;
 pub use flags::{arith_flags_helper, cond_helper};
 pub(crate) use select::{continues_at, exit_targets, is_side_exit, native_shape, slot_of};
@@ -201,6 +202,12 @@ pub struct Translator<'a, 'b> {
     /// An exit whose RIP is known only at run time tail-calls the module's shared lookup
     /// ([`indirect_exit`]) instead of inlining it (quick translations).
     pub shared_indirect_exit: bool,
+    /// Direct successors are entered through immediates the compiler patches when it links
+    /// the block ([`ChainImmediate`]) instead of through the link cells (code memory the
+    /// vCPU thread may write: see `code_memory::patchable`).
+    pub patch_chains: bool,
+    /// The placeholders of those immediates in this translation.
+    pub chain_placeholders: ChainPlaceholders,
 }
 
 /// The compile-time half of the translator's state, saved around an inline form whose slow
@@ -313,6 +320,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             own_block: None,
             tlb_set: None,
             shared_indirect_exit: false,
+            patch_chains: false,
+            chain_placeholders: ChainPlaceholders::default(),
         }
     }
 

@@ -150,6 +150,7 @@ impl Engine for JitEngine {
                 "dispatcher transitions",
                 j.dispatcher_transitions.to_string(),
             ),
+            ("links patched into code", j.patched_links.to_string()),
             ("translation cache resets", j.cache_resets.to_string()),
             (
                 "insns interpreted awaiting code",
