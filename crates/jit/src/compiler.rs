@@ -71,8 +71,12 @@ use std::time::Duration;
 /// background thread: 16: 28.1 s, 64: 21.9 s, 128: 20.6 s, 256: 19.8 s, 512: 20.3 s,
 /// 1024: 20.3 s, 4096: 23.1 s (translation time 15.1 / 8.9 / 7.1 / 5.7 / 4.8 / 3.6 / 2.0 s:
 /// a low threshold floods the queue, and hot blocks wait behind lukewarm ones). With the
-/// compile thread taking the newest job first: 64: 17.6 s, 256: 16.4 s.
-pub const HOT_THRESHOLD: u32 = 256;
+/// compile thread taking the newest job first: 64: 17.6 s, 256: 16.4 s. With patched
+/// chain entries (2026-12-04, `scripts/linux-bench.py`, ratios to QEMU TCG, two runs each):
+/// 256: fork+exec 1.61-1.69, sort 0.93-0.95; 128: fork+exec 1.39-1.48, sort 0.93-1.00;
+/// 64: fork+exec 1.32, sort 1.11 (the hot blocks of sort wait behind lukewarm ones);
+/// the other steps and the total the same within noise.
+pub const HOT_THRESHOLD: u32 = 128;
 /// Translations per module before the module is dropped and a fresh one started ...
 pub const MAX_MODULE_BLOCKS: u64 = 40_000;
 /// ... or host code bytes (half the code region of [`crate::code_memory`]).
