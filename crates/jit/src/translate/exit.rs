@@ -350,14 +350,7 @@ impl Translator<'_, '_> {
             self.probe_link(at, &checks, (live, &[]), (ret, &[rip.into()]));
             self.b.seal_block(live);
             self.b.switch_to_block(live);
-            let page = self.b.ins().iconst(types::I64, (target & !0xFFF) as i64);
-            let low = self.b.ins().iconst(types::I64, (target & 0xFFF) as i64);
-            let mapped = self.b.create_block();
-            self.b.append_block_param(mapped, types::I64);
-            self.tlb_successor(rip, page, low, mapped, ret);
-            self.b.seal_block(mapped);
-            self.b.switch_to_block(mapped);
-            let paddr = self.b.block_params(mapped)[0];
+            let paddr = self.target_paddr(target, rip, ret);
             let checks = [(offset_of!(Link, key.paddr), paddr)];
             self.probe_link(
                 at,
@@ -413,14 +406,7 @@ impl Translator<'_, '_> {
             self.b.ins().brif(live, mapped_now, &[], ret, &[rip.into()]);
             self.b.seal_block(mapped_now);
             self.b.switch_to_block(mapped_now);
-            let page = self.b.ins().iconst(i64t, (target & !0xFFF) as i64);
-            let low = self.b.ins().iconst(i64t, (target & 0xFFF) as i64);
-            let mapped = self.b.create_block();
-            self.b.append_block_param(mapped, i64t);
-            self.tlb_successor(rip, page, low, mapped, ret);
-            self.b.seal_block(mapped);
-            self.b.switch_to_block(mapped);
-            let paddr = self.b.block_params(mapped)[0];
+            let paddr = self.target_paddr(target, rip, ret);
             let linked = self
                 .b
                 .ins()
@@ -573,6 +559,19 @@ impl Translator<'_, '_> {
         self.b
             .ins()
             .return_call_indirect(tail_sig, code, &[self.ctx]);
+    }
+
+    /// The physical address of direct target `target` (RIP value `rip`) in another page,
+    /// through the TLB's fetch entry ([`Self::tlb_successor`]; a miss goes to `ret`).
+    fn target_paddr(&mut self, target: u64, rip: Value, ret: ir::Block) -> Value {
+        let page = self.b.ins().iconst(types::I64, (target & !0xFFF) as i64);
+        let low = self.b.ins().iconst(types::I64, (target & 0xFFF) as i64);
+        let mapped = self.b.create_block();
+        self.b.append_block_param(mapped, types::I64);
+        self.tlb_successor(rip, page, low, mapped, ret);
+        self.b.seal_block(mapped);
+        self.b.switch_to_block(mapped);
+        self.b.block_params(mapped)[0]
     }
 
     /// The physical address of a successor RIP in another page, through the TLB's fetch
