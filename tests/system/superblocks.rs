@@ -6,6 +6,7 @@
 //! (on its first run, in the test engine) finds them cached and takes them in.
 
 use super::*;
+use crane86::machine::engine::JitEngine;
 
 /// The head `add; cmp; jb side` runs on into `c1` (a store and a load, a second Jcc) and
 /// `c2` (ending in a CALL, whose function the translation does not take in): two side
@@ -92,5 +93,100 @@ fn spanning_translation_stops_exactly_at_the_budget() {
             stat(&got, "translations spanning later blocks") >= 1,
             "slice {slice}"
         );
+    }
+}
+
+/// A loop of three blocks like the match loop of deflate, whose hot path takes the Jcc of
+/// `top` and falls through the one of `mid`: `top: ...; jnz mid` (taken 7 passes in 8; the
+/// eighth runs `rare`, a store and a JMP), `mid: ...; jb late` (taken only in the last 100
+/// passes: `late` rejoins at `bottom`), `bottom: ...; dec ecx; jnz top`. `rol edx, cl` is
+/// left to the interpreter. Entered at `top`, the translation at `top` follows the taken
+/// path into `mid` and closes the loop with the branch back to its start; entered at
+/// `bottom` (`at_bottom`), the first block hot is `bottom`, whose trace `bottom, top, mid`
+/// closes the loop with `mid`'s fall-through.
+fn deflate_like_loop(
+    at_bottom: bool,
+) -> impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError> {
+    move |a| {
+        let mut top = a.create_label();
+        let mut mid = a.create_label();
+        let mut bottom = a.create_label();
+        let mut late = a.create_label();
+        a.mov(ecx, 2000)?;
+        a.xor(eax, eax)?;
+        a.xor(ebx, ebx)?;
+        a.xor(edx, edx)?;
+        a.mov(rsi, DATA)?;
+        a.mov(dword_ptr(rsi), 0)?;
+        if at_bottom {
+            a.jmp(bottom)?;
+        }
+        a.set_label(&mut top)?;
+        a.add(eax, ecx)?;
+        a.test(ecx, 7)?;
+        a.jnz(mid)?;
+        // rare
+        a.add(ebx, 5)?;
+        a.mov(dword_ptr(rsi), ebx)?;
+        a.jmp(mid)?;
+        a.set_label(&mut mid)?;
+        a.imul_3(edx, eax, 3)?;
+        a.rol(edx, cl)?;
+        a.cmp(ecx, 100)?;
+        a.jb(late)?;
+        a.set_label(&mut bottom)?;
+        a.add(edx, dword_ptr(rsi))?;
+        a.xor(eax, edx)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()?;
+        a.set_label(&mut late)?;
+        a.xor(eax, 0x55)?;
+        a.jmp(bottom)?;
+        Ok(vec![])
+    }
+}
+
+/// The deflate-like loop under a JIT that interprets each block 32 times first (so its
+/// branch profile decides the trace), run to its end at once and in slices of the budget
+/// (which the loop inside the translation must stop at exactly).
+#[test]
+fn trace_along_taken_branches_matches_the_interpreter() {
+    for at_bottom in [false, true] {
+        for slice in [None, Some(1), Some(7), Some(64)] {
+            let what = format!("entered at the bottom: {at_bottom}, slice {slice:?}");
+            let (mut want, _) = guest(
+                EngineKind::Interp,
+                Mode::Long64,
+                deflate_like_loop(at_bottom),
+            );
+            want.run_to_halt();
+            let (mut got, _) = guest(EngineKind::Jit, Mode::Long64, deflate_like_loop(at_bottom));
+            got.engine = Box::new(JitEngine::with_hot_threshold(32));
+            match slice {
+                None => {
+                    got.run_to_halt();
+                }
+                Some(n) => run_in_slices(&mut got, n, &what),
+            }
+            assert_eq!(summary(&got.cpu), summary(&want.cpu), "{what}");
+            assert_eq!(got.read_u64(DATA), want.read_u64(DATA), "{what}");
+            // (Slices shorter than a block leave it to the interpreter.)
+            if slice.is_none_or(|n| n >= 64) {
+                assert!(
+                    stat(&got, "translations along taken branches") >= 1,
+                    "{what}: no translation follows a taken branch"
+                );
+            }
+            if slice.is_none() {
+                // The loop runs inside one translation: few passes go through the run loop.
+                let passes = 2000;
+                assert!(
+                    stat(&got, "dispatcher transitions") < passes / 10,
+                    "{what}: {} dispatcher transitions",
+                    stat(&got, "dispatcher transitions")
+                );
+            }
+        }
     }
 }

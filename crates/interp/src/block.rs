@@ -116,6 +116,10 @@ pub struct Block {
     pub translated: OnceCell<Box<[DecodedInsn]>>,
     /// Times the block was entered without native code (the JIT's hotness counter).
     pub entries: Cell<u32>,
+    /// Of those entries, the runs that ended at the target of the block's last instruction,
+    /// a Jcc (the JIT's branch profile: which way a translation spanning the block goes on
+    /// after it).
+    pub taken: Cell<u32>,
     /// For a block whose first instruction crosses into the next linear page: the physical
     /// page (address) that page mapped to when the block was decoded. The key holds only the
     /// first page, so the block is valid only while the second page still maps there: the
@@ -150,6 +154,7 @@ impl Block {
             }),
             translated: OnceCell::new(),
             entries: Cell::new(0),
+            taken: Cell::new(0),
             native: Cell::new(None),
             second_page: None,
         }

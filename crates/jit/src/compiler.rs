@@ -139,6 +139,8 @@ pub struct JitStats {
     /// Installed translations that go on past their block's own instructions into the
     /// blocks after it (see `superblock`).
     pub spanning_translations: u64,
+    /// ... of which go on along the taken path of a Jcc (see `mostly_taken`).
+    pub taken_path_translations: u64,
     pub insns_translated: u64,
     pub insns_inlined: u64,
     /// Cranelift time, wherever it was spent.
@@ -206,6 +208,10 @@ pub struct Compiler {
     /// The native block whose successor link missed at the end of the last `execute`, in
     /// that block-cache epoch: the next block the run loop hands over is linked to it.
     unlinked: Option<(*const Block, u64)>,
+    /// The block the interpreter ran last, when it ends with a Jcc, in that block-cache
+    /// epoch, and the Jcc's target: the next `execute` counts whether it went there
+    /// ([`Block::taken`]).
+    branch_source: Option<(*const Block, u64, u64)>,
     /// Translated code also counts its TLB hits and the successors it enters itself
     /// ([`JitStats::native_chained_transitions`]), for `--stats`. Off, the code saves two
     /// memory increments per block (about 2% of the Linux workload's run time) and those
@@ -259,6 +265,7 @@ impl Compiler {
             needs_block_flush: false,
             hot_threshold: hot_threshold.max(1),
             unlinked: None,
+            branch_source: None,
             native_counters: false,
             jump_table: JumpTable::new(),
         }
@@ -275,6 +282,7 @@ impl Compiler {
         self.job_of.clear();
         self.needs_block_flush = false;
         self.unlinked = None;
+        self.branch_source = None;
         self.jump_table.clear();
         match &mut self.translations {
             // SAFETY: the caller cleared the block cache, the only holder of code pointers.
@@ -293,6 +301,22 @@ impl Compiler {
     /// may have been replaced since).
     pub fn start_run(&mut self) {
         self.unlinked = None;
+        self.branch_source = None;
+    }
+
+    /// `block` is about to be interpreted: if it ends with a Jcc that a translation may
+    /// follow either way, the next `execute` notes which way it went.
+    fn note_branch(&mut self, block: &Block, epoch: u64) {
+        if block.key.get().is_none_or(|k| k.bits != 64) {
+            return;
+        }
+        let target = block
+            .insns
+            .last()
+            .and_then(|d| crate::translate::continues_at(&d.insn, true));
+        if let Some(target) = target {
+            self.branch_source = Some((block, epoch, target));
+        }
     }
 
     /// `block` just became hot: translate it now, or queue it. Returns the code if it is
@@ -336,7 +360,7 @@ impl Compiler {
                 let result = b.compile(&job, Effort::Optimized);
                 let done = self.finished(result, false)?;
                 let code = done.code;
-                self.stats.spanning_translations += u64::from(install(block, done, blocks.epoch()));
+                install(block, done, blocks.epoch()).count(&mut self.stats);
                 Some(code)
             }
             Translations::Background(w) => {
@@ -438,7 +462,7 @@ impl Compiler {
             if let Some(done) = self.finished(d.result, again) {
                 match block.as_ref().and_then(|b| b.upgrade()) {
                     Some(b) => {
-                        self.stats.spanning_translations += u64::from(install(&b, done, epoch));
+                        install(&b, done, epoch).count(&mut self.stats);
                         if again {
                             self.stats.blocks_reoptimized += 1;
                         }
@@ -464,6 +488,14 @@ impl Tier for Compiler {
     ) -> Option<Option<RunExit>> {
         let epoch = blocks.epoch();
         let from = self.unlinked.take();
+        if let Some((source, source_epoch, target)) = self.branch_source.take() {
+            if source_epoch == epoch && block.key.get().is_some_and(|k| k.rip == target) {
+                // SAFETY: `source` was a cached block in this epoch, so the cache still
+                // holds it (every removal bumps the epoch).
+                let taken = unsafe { &(*source).taken };
+                taken.set(taken.get().saturating_add(1));
+            }
+        }
         if !self.reoptimizing.is_empty() {
             self.collect(epoch);
         }
@@ -487,6 +519,7 @@ impl Tier for Compiler {
                         let n = block.entries.get().saturating_add(1);
                         block.entries.set(n);
                         if n < self.hot_threshold {
+                            self.note_branch(block, epoch);
                             return None;
                         }
                         let code = if n == self.hot_threshold && !self.needs_block_flush {
@@ -619,9 +652,8 @@ struct Finished {
 /// Make `done` the block's code: its shape first, and if that changed (a quick translation
 /// of the block's own instructions replaced by one that goes on past them), without the
 /// links made for the old one; the links kept are written into the new code's entries
-/// while they are of the current `epoch`. Whether the code spans more than the block's own
-/// instructions.
-fn install(block: &Block, done: Finished, epoch: u64) -> bool {
+/// while they are of the current `epoch`.
+fn install(block: &Block, done: Finished, epoch: u64) -> Installed {
     let insns: Vec<Instruction> = block.translated_insns()[..done.spans as usize]
         .iter()
         .map(|d| d.insn)
@@ -643,7 +675,27 @@ fn install(block: &Block, done: Finished, epoch: u64) -> bool {
             unsafe { patch_chain_site(block, k, l) };
         }
     }
-    done.spans as usize > block.insns.len()
+    Installed {
+        spanning: done.spans as usize > block.insns.len(),
+        along_taken: insns
+            .windows(2)
+            .any(|p| crate::translate::side_exit_of(&p[0], &p[1]).is_some_and(|s| !s.when_taken)),
+    }
+}
+
+/// What [`install`] made of a block's code.
+struct Installed {
+    /// It spans more than the block's own instructions ...
+    spanning: bool,
+    /// ... going on along the taken path of a Jcc.
+    along_taken: bool,
+}
+
+impl Installed {
+    fn count(self, stats: &mut JitStats) {
+        stats.spanning_translations += u64::from(self.spanning);
+        stats.taken_path_translations += u64::from(self.along_taken);
+    }
 }
 
 /// Make code `old` jump to `new` at its entry (`jmp rel32`): the patched entries of other
@@ -705,24 +757,27 @@ unsafe fn patch_chain_site(block: &Block, k: usize, l: Link) -> bool {
     true
 }
 
-/// Blocks after each other that the translation of `head` spans: after the head's last
-/// instruction, where the translation can go on (`continues_at`: a direct JMP's target, a
-/// Jcc's fall-through) the cached block there, if it is in the head's page and
-/// the whole stays within [`MAX_BLOCK_INSNS`] and the link slots. A side exit per Jcc
-/// passed; never back into a block already in (a loop is the head's own business, see
-/// `Translator::loop_header`).
+/// Blocks after each other that the translation of `head` spans: after the last
+/// instruction of the last block in, where the translation can go on (`continues_at`: a
+/// direct JMP's target; a Jcc's target if that block's runs mostly went there
+/// ([`mostly_taken`]), else its fall-through) the cached block there, if it is in the
+/// head's page and the whole stays within [`MAX_BLOCK_INSNS`] and the link slots. A side
+/// exit per Jcc passed; never back into a block already in (a loop back to the head is the
+/// head's own business, see `Translator::loop_header`: a trace that follows the taken
+/// paths of a loop's body ends at the branch back).
 fn superblock(head: &Block, key: BlockKey, blocks: &BlockCache) -> Vec<DecodedInsn> {
     let mut insns = head.insns.clone();
     let mut starts = vec![key.rip];
     let mut side_exits = 0;
+    let mut follow_taken = mostly_taken(head);
     while starts.len() <= MAX_CONTINUED_BLOCKS {
         let Some(last) = insns.last().map(|d| d.insn) else {
             break;
         };
-        let Some(next) = crate::translate::continues_at(&last) else {
+        let Some(next) = crate::translate::continues_at(&last, follow_taken) else {
             break;
         };
-        let side = usize::from(crate::translate::is_side_exit(&last));
+        let side = usize::from(last.flow_control() == iced_x86::FlowControl::ConditionalBranch);
         // Two slots stay for the end's targets.
         if next & !0xFFF != key.rip & !0xFFF
             || starts.contains(&next)
@@ -744,9 +799,21 @@ fn superblock(head: &Block, key: BlockKey, blocks: &BlockCache) -> Vec<DecodedIn
         insns.extend_from_slice(&b.insns);
         starts.push(next);
         side_exits += side;
+        follow_taken = mostly_taken(b);
     }
     insns
 }
+
+/// Whether most of the interpreted runs of `block` (at least [`MIN_BRANCH_SAMPLES`]) went
+/// to the target of its last instruction ([`Block::taken`]).
+fn mostly_taken(block: &Block) -> bool {
+    let (runs, taken) = (block.entries.get(), block.taken.get());
+    runs >= MIN_BRANCH_SAMPLES && taken > runs / 2
+}
+
+/// Interpreted runs of a block before its branch profile decides which way a translation
+/// goes on after it (see [`superblock`]).
+const MIN_BRANCH_SAMPLES: u32 = 16;
 
 /// How many blocks after the head one translation may take in (see [`superblock`]).
 const MAX_CONTINUED_BLOCKS: usize = 3;

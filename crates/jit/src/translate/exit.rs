@@ -435,24 +435,28 @@ impl Translator<'_, '_> {
 
     /// The side exit of a conditional branch inside the translation (one the interpreter's
     /// blocks end with, which the translation goes on past, see `continues_at`): where
-    /// `taken`, leave with everything written back, entering the branch target through its
-    /// link like the end of a block ([`Self::chain_direct`]); otherwise go on at the
-    /// fall-through with the registers still in their variables.
+    /// `taken` is `side.when_taken`, leave to `side.to` with everything written back,
+    /// entering it through its link like the end of a block ([`Self::chain_direct`]);
+    /// otherwise go on with the registers still in their variables.
     pub(super) fn side_exit(
         &mut self,
         chain: Option<&Chain>,
         shape: &NativeShape,
-        i: &Instruction,
+        side: SideExit,
         taken: Value,
     ) {
         let leave = self.b.create_block();
         let stay = self.b.create_block();
-        self.b.ins().brif(taken, leave, &[], stay, &[]);
+        if side.when_taken {
+            self.b.ins().brif(taken, leave, &[], stay, &[]);
+        } else {
+            self.b.ins().brif(taken, stay, &[], leave, &[]);
+        }
         self.b.seal_block(leave);
         self.b.seal_block(stay);
         self.b.switch_to_block(leave);
         let saved = self.tracked;
-        let target = i.near_branch_target();
+        let target = side.to;
         match chain {
             Some(chain) => {
                 self.tracked.rip = PendingRip::Stored;
@@ -610,21 +614,23 @@ impl Translator<'_, '_> {
         self.b.ins().jump(mapped, &[tlb_paddr.into()]);
     }
 
-    /// For a block whose last instruction is a direct branch to its start: load every GPR
-    /// the block uses, and open the loop head that [`Self::back_edge`] jumps back to. At the
-    /// head those registers are cached and counted as dirty (the first pass only stores
-    /// back values equal to memory), RIP is the block's start, and the flags are in
-    /// `CpuState`.
+    /// For a block whose last instruction is a direct JMP to its start, or an inline Jcc
+    /// with its start as the target or the fall-through (a trace around a loop, see
+    /// `superblock` in the compiler): load every GPR the block uses, and open the loop head
+    /// that [`Self::back_edge`] jumps back to. At the head those registers are cached and
+    /// counted as dirty (the first pass only stores back values equal to memory), RIP is
+    /// the block's start, and the flags are in `CpuState`.
     pub(super) fn loop_header(&mut self, insns: &[Instruction]) -> Option<LoopHeader> {
         let (first, last) = (insns.first()?, insns.last()?);
         let start = first.ip();
-        let inline_branch = last.mnemonic() == Mnemonic::Jmp
-            || cc_number(last).is_some_and(|cc| flags::JCC[cc as usize] == last.mnemonic());
-        if !inline_branch
-            || last.op_count() != 1
-            || last.op0_kind() != OpKind::NearBranch64
-            || last.near_branch_target() != start
-        {
+        let loops = if last.mnemonic() == Mnemonic::Jmp {
+            last.op_count() == 1
+                && last.op0_kind() == OpKind::NearBranch64
+                && last.near_branch_target() == start
+        } else {
+            inline_jcc_target(last).is_some_and(|t| t == start || last.next_ip() == start)
+        };
+        if !loops {
             return None;
         }
         let mut used = [false; 16];
@@ -652,8 +658,8 @@ impl Translator<'_, '_> {
         Some(LoopHeader { block, start, used })
     }
 
-    /// After the block's last instruction (the inline branch to its start): when the branch
-    /// goes back and another pass fits the budget (so the step helper did not ask for the
+    /// After the block's last instruction (the inline branch that may go to its start):
+    /// when RIP goes back and another pass fits the budget (so the step helper did not ask for the
     /// run loop), jump to the loop head with the registers still in their variables (the
     /// flags and the pass's counts are stored; RIP stays pending). Otherwise go on to the
     /// block's exit. `len` is the block's length in instructions.

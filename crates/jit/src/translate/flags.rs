@@ -154,35 +154,36 @@ impl Translator<'_, '_> {
     }
 
     /// A direct JMP, or a Jcc whose condition the pending inline flags decide, in 64-bit
-    /// code: RIP becomes the target (or the fall-through; a Jcc that is not the `last`
-    /// instruction translated leaves RIP at its fall-through, and its condition in
-    /// `branch_taken` for the side exit). Returns false (nothing emitted) for anything
-    /// else.
-    pub(super) fn branch(&mut self, i: &Instruction, last: bool) -> bool {
-        if i.op_count() != 1 || i.op0_kind() != OpKind::NearBranch64 {
-            return false;
-        }
-        let target = i.near_branch_target();
-        if ((target as i64) << 16 >> 16) as u64 != target {
-            return false; // #GP: the interpreter raises it
-        }
+    /// code: RIP becomes the target (or the fall-through). A Jcc with a `next` instruction
+    /// translated after it leaves RIP at that one (the fall-through, or the target when the
+    /// translation follows the taken path) and its condition in `branch_taken` for the side
+    /// exit (see [`side_exit_of`]). Returns false (nothing emitted) for anything else.
+    pub(super) fn branch(&mut self, i: &Instruction, next: Option<&Instruction>) -> bool {
         let taken = if i.mnemonic() == Mnemonic::Jmp {
+            if i.op_count() != 1 || i.op0_kind() != OpKind::NearBranch64 {
+                return false;
+            }
+            let target = i.near_branch_target();
+            if ((target as i64) << 16 >> 16) as u64 != target {
+                return false; // #GP: the interpreter raises it
+            }
             None
         } else {
-            match cc_number(i) {
-                Some(cc) if JCC[cc as usize] == i.mnemonic() => Some(self.cond_value(cc)),
-                _ => return false,
+            if inline_jcc_target(i).is_none() {
+                return false;
             }
+            let cc = cc_number(i).expect("an inline Jcc has a condition");
+            Some(self.cond_value(cc))
         };
-        match taken {
-            None => self.retire(target),
-            // A side exit: the translation goes on at the fall-through (see
-            // `Translator::side_exit`).
-            Some(c) if !last => {
-                self.retire(i.next_ip());
+        let target = i.near_branch_target();
+        match (taken, next) {
+            (None, _) => self.retire(target),
+            // A side exit: the translation goes on at `next` (see `Translator::side_exit`).
+            (Some(c), Some(next)) => {
+                self.retire(next.ip());
                 self.branch_taken = Some(c);
             }
-            Some(c) => {
+            (Some(c), None) => {
                 let target = self.b.ins().iconst(types::I64, target as i64);
                 let fall = self.b.ins().iconst(types::I64, i.next_ip() as i64);
                 let rip = self.b.ins().select(c, target, fall);

@@ -58,7 +58,10 @@ mod sse_scalar;
 pub use exit::{ChainImmediate, ChainPlaceholders};
 use flags::cc_number;
 pub use flags::{arith_flags_helper, cond_helper};
-pub(crate) use select::{continues_at, exit_targets, is_side_exit, native_shape, slot_of};
+use select::inline_jcc_target;
+pub(crate) use select::{
+    continues_at, exit_targets, native_shape, side_exit_of, slot_of, SideExit,
+};
 pub use select::{inline_kind, Inline};
 use select::{is_cmovcc, mem_simple, stack_run};
 
@@ -407,17 +410,22 @@ impl<'a, 'b> Translator<'a, 'b> {
                 continue;
             }
             self.branch_taken = None;
-            let last = k + 1 == insns.len();
-            if bits == 64 && self.branch(i, last) {
+            let next = insns.get(k + 1);
+            if bits == 64 && self.branch(i, next) {
                 self.inlined += 1;
-                if last {
-                    if let Some(h) = &header {
-                        self.back_edge(h, insns.len());
-                        looped = true;
+                match next {
+                    None => {
+                        if let Some(h) = &header {
+                            self.back_edge(h, insns.len());
+                            looped = true;
+                        }
                     }
-                } else if let Some(taken) = self.branch_taken.take() {
-                    debug_assert!(is_side_exit(i));
-                    self.side_exit(chain, &shape, i, taken);
+                    Some(next) => {
+                        if let Some(taken) = self.branch_taken.take() {
+                            let side = side_exit_of(i, next).expect("a Jcc has a side exit");
+                            self.side_exit(chain, &shape, side, taken);
+                        }
+                    }
                 }
                 continue;
             }

@@ -405,24 +405,73 @@ impl std::ops::Deref for ExitTargets {
 /// Where the translation of a block may go on after the instruction `i`, which ends a
 /// block of the interpreter: the RIP the next instruction translated would have. A direct
 /// JMP continues at its target, a Jcc at its fall-through (its taken path leaves the
-/// translation: a side exit, see `Translator::side_exit`). `None` for anything else, a
-/// CALL included (its function would be copied into the translation of every caller:
-/// measured on the Linux workload, 10% more compile time and no faster).
-pub(crate) fn continues_at(i: &Instruction) -> Option<u64> {
+/// translation: a side exit, see `Translator::side_exit`), or at its target when
+/// `follow_taken` and the translator decides it inline ([`inline_jcc_target`]; then the
+/// fall-through is the side exit). `None` for anything else, a CALL included (its
+/// function would be copied into the translation of every caller: measured on the Linux
+/// workload, 10% more compile time and no faster).
+pub(crate) fn continues_at(i: &Instruction, follow_taken: bool) -> Option<u64> {
     if i.op_count() != 1 || i.op0_kind() != OpKind::NearBranch64 {
         return None;
     }
     match i.flow_control() {
         iced_x86::FlowControl::UnconditionalBranch => Some(i.near_branch_target()),
-        iced_x86::FlowControl::ConditionalBranch => Some(i.next_ip()),
+        iced_x86::FlowControl::ConditionalBranch => match inline_jcc_target(i) {
+            Some(target) if follow_taken => Some(target),
+            _ => Some(i.next_ip()),
+        },
         _ => None,
     }
 }
 
-/// Whether `i`, not the last instruction of a translation, is a conditional branch whose
-/// taken path leaves it (see [`continues_at`]).
-pub(crate) fn is_side_exit(i: &Instruction) -> bool {
-    i.flow_control() == iced_x86::FlowControl::ConditionalBranch && continues_at(i).is_some()
+/// The target of `i` if it is a Jcc whose condition the translator evaluates inline (a
+/// near branch of 64-bit code to a canonical target on one of the 16 conditions; not
+/// LOOP or JRCXZ, which the interpreter runs): a translation may go on along either of
+/// its paths.
+pub(crate) fn inline_jcc_target(i: &Instruction) -> Option<u64> {
+    if i.op_count() != 1 || i.op0_kind() != OpKind::NearBranch64 {
+        return None;
+    }
+    let target = i.near_branch_target();
+    let canonical = ((target as i64) << 16 >> 16) as u64 == target;
+    let jcc = cc_number(i).is_some_and(|cc| flags::JCC[cc as usize] == i.mnemonic());
+    (canonical && jcc).then_some(target)
+}
+
+/// Where a conditional branch `i` inside a translation leaves it (see [`continues_at`]):
+/// `next` is the instruction translated after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SideExit {
+    /// The RIP it leaves with: the target, or the fall-through when the translation goes
+    /// on at the target.
+    pub to: u64,
+    /// Whether it leaves when the condition holds (else when it fails).
+    pub when_taken: bool,
+}
+
+/// The side exit of `i`, followed in a translation by `next`, if `i` is a conditional
+/// branch (`None` for anything else).
+pub(crate) fn side_exit_of(i: &Instruction, next: &Instruction) -> Option<SideExit> {
+    if i.flow_control() != iced_x86::FlowControl::ConditionalBranch
+        || i.op_count() != 1
+        || i.op0_kind() != OpKind::NearBranch64
+    {
+        return None;
+    }
+    let target = i.near_branch_target();
+    let inverted = next.ip() == target && target != i.next_ip();
+    Some(if inverted {
+        debug_assert!(inline_jcc_target(i).is_some());
+        SideExit {
+            to: i.next_ip(),
+            when_taken: false,
+        }
+    } else {
+        SideExit {
+            to: target,
+            when_taken: true,
+        }
+    })
 }
 
 /// The link slots of a translation of `insns` (with the most instructions it can retire):
@@ -440,10 +489,12 @@ pub(crate) fn native_shape(insns: &[Instruction]) -> NativeShape {
             used += 1;
         }
     };
-    let (last, body) = insns.split_last().expect("a block has an instruction");
-    for i in body.iter().filter(|i| is_side_exit(i)) {
-        add(i.near_branch_target());
+    for pair in insns.windows(2) {
+        if let Some(side) = side_exit_of(&pair[0], &pair[1]) {
+            add(side.to);
+        }
     }
+    let last = insns.last().expect("a block has an instruction");
     match exit_targets(last) {
         Some(targets) => targets.iter().for_each(|&t| add(t)),
         // More probes cost every such exit more than the run loop's lookup saves.

@@ -107,12 +107,7 @@ impl EngineKind {
     /// every counter.
     pub fn create_eager(self) -> Result<Box<dyn Engine>, MachineError> {
         match self {
-            EngineKind::Jit => {
-                let mut jit = crane86_jit::Jit::with_hot_threshold(1);
-                // The tests check the chaining counters.
-                jit.set_native_counters(true);
-                Ok(Box::new(JitEngine { jit }))
-            }
+            EngineKind::Jit => Ok(Box::new(JitEngine::with_hot_threshold(1))),
             other => other.create(),
         }
     }

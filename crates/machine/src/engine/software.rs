@@ -73,6 +73,16 @@ pub struct JitEngine {
     pub jit: Jit,
 }
 
+impl JitEngine {
+    /// A JIT for tests: it translates a block after `entries` runs, in the vCPU thread, and
+    /// its code counts every `--stats` figure (see `Jit::set_native_counters`).
+    pub fn with_hot_threshold(entries: u32) -> JitEngine {
+        let mut jit = Jit::with_hot_threshold(entries);
+        jit.set_native_counters(true);
+        JitEngine { jit }
+    }
+}
+
 impl Engine for JitEngine {
     fn kind(&self) -> EngineKind {
         EngineKind::Jit
@@ -119,6 +129,10 @@ impl Engine for JitEngine {
             (
                 "translations spanning later blocks",
                 j.spanning_translations.to_string(),
+            ),
+            (
+                "translations along taken branches",
+                j.taken_path_translations.to_string(),
             ),
             (
                 "instructions translated (inline)",
