@@ -313,7 +313,7 @@ impl Compiler {
         let target = block
             .insns
             .last()
-            .and_then(|d| crate::translate::continues_at(&d.insn, true));
+            .and_then(|d| crate::translate::inline_jcc_target(&d.insn));
         if let Some(target) = target {
             self.branch_source = Some((block, epoch, target));
         }

@@ -624,9 +624,7 @@ impl Translator<'_, '_> {
         let (first, last) = (insns.first()?, insns.last()?);
         let start = first.ip();
         let loops = if last.mnemonic() == Mnemonic::Jmp {
-            last.op_count() == 1
-                && last.op0_kind() == OpKind::NearBranch64
-                && last.near_branch_target() == start
+            near_target(last) == Some(start)
         } else {
             inline_jcc_target(last).is_some_and(|t| t == start || last.next_ip() == start)
         };
@@ -659,8 +657,8 @@ impl Translator<'_, '_> {
     }
 
     /// After the block's last instruction (the inline branch that may go to its start):
-    /// when RIP goes back and another pass fits the budget (so the step helper did not ask for the
-    /// run loop), jump to the loop head with the registers still in their variables (the
+    /// when RIP goes back and another pass fits the budget (so the step helper did not ask
+    /// for the run loop), jump to the loop head with the registers still in their variables (the
     /// flags and the pass's counts are stored; RIP stays pending). Otherwise go on to the
     /// block's exit. `len` is the block's length in instructions.
     pub(super) fn back_edge(&mut self, h: &LoopHeader, len: usize) {

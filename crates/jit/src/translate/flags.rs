@@ -159,23 +159,18 @@ impl Translator<'_, '_> {
     /// translation follows the taken path) and its condition in `branch_taken` for the side
     /// exit (see [`side_exit_of`]). Returns false (nothing emitted) for anything else.
     pub(super) fn branch(&mut self, i: &Instruction, next: Option<&Instruction>) -> bool {
-        let taken = if i.mnemonic() == Mnemonic::Jmp {
-            if i.op_count() != 1 || i.op0_kind() != OpKind::NearBranch64 {
-                return false;
+        let (target, taken) = if i.mnemonic() == Mnemonic::Jmp {
+            match near_target(i) {
+                Some(t) => (t, None),
+                None => return false,
             }
-            let target = i.near_branch_target();
-            if ((target as i64) << 16 >> 16) as u64 != target {
-                return false; // #GP: the interpreter raises it
-            }
-            None
         } else {
-            if inline_jcc_target(i).is_none() {
+            let Some(t) = inline_jcc_target(i) else {
                 return false;
-            }
+            };
             let cc = cc_number(i).expect("an inline Jcc has a condition");
-            Some(self.cond_value(cc))
+            (t, Some(self.cond_value(cc)))
         };
-        let target = i.near_branch_target();
         match (taken, next) {
             (None, _) => self.retire(target),
             // A side exit: the translation goes on at `next` (see `Translator::side_exit`).

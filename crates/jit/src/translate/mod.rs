@@ -58,9 +58,9 @@ mod sse_scalar;
 pub use exit::{ChainImmediate, ChainPlaceholders};
 use flags::cc_number;
 pub use flags::{arith_flags_helper, cond_helper};
-use select::inline_jcc_target;
+use select::near_target;
 pub(crate) use select::{
-    continues_at, exit_targets, native_shape, side_exit_of, slot_of, SideExit,
+    continues_at, exit_targets, inline_jcc_target, native_shape, side_exit_of, slot_of, SideExit,
 };
 pub use select::{inline_kind, Inline};
 use select::{is_cmovcc, mem_simple, stack_run};

@@ -429,13 +429,18 @@ pub(crate) fn continues_at(i: &Instruction, follow_taken: bool) -> Option<u64> {
 /// LOOP or JRCXZ, which the interpreter runs): a translation may go on along either of
 /// its paths.
 pub(crate) fn inline_jcc_target(i: &Instruction) -> Option<u64> {
+    let jcc = cc_number(i).is_some_and(|cc| flags::JCC[cc as usize] == i.mnemonic());
+    near_target(i).filter(|_| jcc)
+}
+
+/// The target of `i` if it is a near branch of 64-bit code to a canonical address (else
+/// it raises #GP, which the interpreter does).
+pub(super) fn near_target(i: &Instruction) -> Option<u64> {
     if i.op_count() != 1 || i.op0_kind() != OpKind::NearBranch64 {
         return None;
     }
     let target = i.near_branch_target();
-    let canonical = ((target as i64) << 16 >> 16) as u64 == target;
-    let jcc = cc_number(i).is_some_and(|cc| flags::JCC[cc as usize] == i.mnemonic());
-    (canonical && jcc).then_some(target)
+    (((target as i64) << 16 >> 16) as u64 == target).then_some(target)
 }
 
 /// Where a conditional branch `i` inside a translation leaves it (see [`continues_at`]):
