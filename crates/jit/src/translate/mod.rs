@@ -829,6 +829,10 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// `v` zero-extended from its low `bits` (a narrowing and widening pair: one `mov r32`
     /// or `movzx` on x86-64, where an AND with 0xFFFF_FFFF would need a constant in memory).
+    ///
+    /// Where the IR already shows the answer (a constant, or a value zero-extended from at
+    /// most `bits`), no pair: quick translations skip the e-graph pass that would fold it,
+    /// and every 32-bit operand that an earlier 32-bit result feeds came with one.
     fn truncate(&mut self, v: Value, bits: u32) -> Value {
         let ty = match bits {
             8 => types::I8,
@@ -836,6 +840,13 @@ impl<'a, 'b> Translator<'a, 'b> {
             32 => types::I32,
             _ => return v,
         };
+        match known_bits(&self.b.func.dfg, v) {
+            Known::Constant(c) => {
+                return self.b.ins().iconst(types::I64, (c & mask_of(bits)) as i64);
+            }
+            Known::ZeroExtendedFrom(from) if from <= bits => return v,
+            Known::ZeroExtendedFrom(_) | Known::Nothing => {}
+        }
         let narrow = self.b.ins().ireduce(ty, v);
         self.b.ins().uextend(types::I64, narrow)
     }
@@ -990,9 +1001,70 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 }
 
+/// What the IR that defines a 64-bit value says about its bits (see [`Translator::truncate`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Known {
+    Constant(u64),
+    /// Zero above its low `n` bits.
+    ZeroExtendedFrom(u32),
+    Nothing,
+}
+
+fn known_bits(dfg: &ir::DataFlowGraph, v: Value) -> Known {
+    let v = dfg.resolve_aliases(v);
+    let ir::ValueDef::Result(inst, 0) = dfg.value_def(v) else {
+        return Known::Nothing;
+    };
+    match dfg.insts[inst] {
+        ir::InstructionData::UnaryImm {
+            opcode: ir::Opcode::Iconst,
+            imm,
+        } if dfg.value_type(v) == types::I64 => Known::Constant(imm.bits() as u64),
+        ir::InstructionData::Unary {
+            opcode: ir::Opcode::Uextend,
+            arg,
+        } => Known::ZeroExtendedFrom(dfg.value_type(arg).bits()),
+        ir::InstructionData::Load { opcode, .. } => match opcode {
+            ir::Opcode::Uload8 => Known::ZeroExtendedFrom(8),
+            ir::Opcode::Uload16 => Known::ZeroExtendedFrom(16),
+            ir::Opcode::Uload32 => Known::ZeroExtendedFrom(32),
+            _ => Known::Nothing,
+        },
+        _ => Known::Nothing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_bits_reads_constants_extensions_and_narrow_loads() {
+        use cranelift_frontend::FunctionBuilderContext;
+        let mut func = ir::Function::new();
+        func.signature.params.push(ir::AbiParam::new(types::I64));
+        let mut fctx = FunctionBuilderContext::new();
+        let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry)[0];
+        let c = b.ins().iconst(types::I64, -1);
+        let narrow = b.ins().ireduce(types::I16, p);
+        let widened = b.ins().uextend(types::I64, narrow);
+        let byte = b.ins().uload8(types::I64, trusted(), p, 0);
+        let word = b.ins().uload32(trusted(), p, 0);
+        let full = b.ins().load(types::I64, trusted(), p, 0);
+        let sum = b.ins().iadd(widened, byte);
+        let dfg = &b.func.dfg;
+        assert_eq!(known_bits(dfg, c), Known::Constant(u64::MAX));
+        assert_eq!(known_bits(dfg, widened), Known::ZeroExtendedFrom(16));
+        assert_eq!(known_bits(dfg, byte), Known::ZeroExtendedFrom(8));
+        assert_eq!(known_bits(dfg, word), Known::ZeroExtendedFrom(32));
+        for v in [p, full, sum] {
+            assert_eq!(known_bits(dfg, v), Known::Nothing);
+        }
+    }
 
     #[test]
     fn chain_link_addresses_are_the_blocks_link_cells() {
